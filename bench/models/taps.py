@@ -1,0 +1,76 @@
+"""Named feature taps: ask a network for ``down2`` without knowing its module paths."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from torch import Tensor, nn
+
+
+class TapMixin:
+    """Adds ``forward_taps`` to an ``nn.Module`` that declares its taps.
+
+    A subclass sets ``TAPS`` (tap name -> module path) and ``TAP_GROUPS`` (group name -> tap
+    names). Every tap's output is recorded by a forward hook during one ordinary forward pass, so
+    the logits and the features come from the same computation graph.
+    """
+
+    TAPS: dict[str, str] = {}
+    TAP_GROUPS: dict[str, tuple[str, ...]] = {}
+
+    @classmethod
+    def tap_names(cls) -> tuple[str, ...]:
+        """Every valid tap and group name, for help texts and error messages."""
+        return tuple(cls.TAPS) + tuple(cls.TAP_GROUPS)
+
+    @classmethod
+    def expand_taps(cls, names: Iterable[str]) -> list[str]:
+        """Expand group names (``all``, ``down``, ...) into tap names, keeping order, no repeats.
+
+        Raises ``ValueError`` naming the valid choices for an unknown name.
+        """
+        expanded: list[str] = []
+        for name in names:
+            if name in cls.TAP_GROUPS:
+                members = cls.TAP_GROUPS[name]
+            elif name in cls.TAPS:
+                members = (name,)
+            else:
+                raise ValueError(
+                    f"unknown layer {name!r} for {cls.__name__}; choose from "
+                    f"{', '.join(cls.tap_names())}"
+                )
+            expanded.extend(m for m in members if m not in expanded)
+        return expanded
+
+    def forward_taps(self, x: Tensor, names: Iterable[str]) -> tuple[Tensor, dict[str, Tensor]]:
+        """One forward pass that also returns the named features.
+
+        Shapes:
+            x: (N, 3, H, W) float, gray values 0..255.
+            returns: logits (N, C, H, W) and {tap name: (N, C_l, H_l, W_l)}; group names are
+            expanded (``rest`` yields one entry per block, keyed by its tap name).
+        """
+        assert isinstance(self, nn.Module)
+        wanted = self.expand_taps(names)
+        modules = dict(self.named_modules())
+        feats: dict[str, Tensor] = {}
+        handles = []
+        for tap in wanted:
+
+            def hook(_module: nn.Module, _inputs: tuple, output: Tensor, tap: str = tap) -> None:
+                feats[tap] = output
+
+            handles.append(modules[self.TAPS[tap]].register_forward_hook(hook))
+        try:
+            logits = self(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return logits, {tap: feats[tap] for tap in wanted}
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
