@@ -68,6 +68,42 @@ class PretrainConfig:
 
 
 @dataclass(frozen=True)
+class FinetuneConfig:
+    """Finetuning of the adaptive student A with J_TS' (eq. 8) on the unlabelled split."""
+
+    layers: tuple[str, ...] = ("down2",)
+    alpha: float = 0.6
+    p: float = 1.0
+    beta: float = 0.5
+    gamma: float = 1.0
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 1e-4
+    optimizer: str = "adam"
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Which AE sets a run builds: every source x eps x subset."""
+
+    name: str = "llcm"
+    eps: tuple[float, ...] = (1.0, 10.0)
+    sources: tuple[str, ...] = ("T", "S")
+    subsets: tuple[str, ...] = ("mini_val", "mini_test")
+    batch_size: int = 8
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """Thresholds of the AE detection (eq. 4): one delta, or delta_t / delta_s when both set."""
+
+    delta: float = 0.1
+    delta_t: float | None = None
+    delta_s: float | None = None
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str = "toy"
     seed: int = 0
@@ -77,6 +113,9 @@ class RunConfig:
     )
     student: NetConfig = field(default_factory=NetConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -130,5 +169,13 @@ def load_config(path: str | Path) -> RunConfig:
     return config_from_dict(values)
 
 
+def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    # TOML has no null; a key left out reads back as its default, which is None.
+    return {
+        k: _drop_none(v) if isinstance(v, dict) else v for k, v in values.items() if v is not None
+    }
+
+
 def save_config(config: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(tomli_w.dumps(config.to_dict()))
+    """Write the resolved config as TOML; ``load_config`` reads it back equal."""
+    Path(path).write_text(tomli_w.dumps(_drop_none(config.to_dict())))
