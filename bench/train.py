@@ -1,0 +1,105 @@
+"""Supervised pretraining of the static networks T and S (paper Fig. 2, training step 1).
+
+Cross-entropy on the labelled split (ignore = 255), Adam, poly learning-rate decay
+lr_t = lr_0 (1 - t / T)^power, random horizontal flips. Same seed + same device = same weights.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from bench.config import PretrainConfig
+from bench.data.labels import IGNORE_INDEX
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    seconds: float
+    iterations: int
+    final_loss: float
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; a named device must exist."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
+    return torch.device(device)
+
+
+def poly_lr(base_lr: float, step: int, total: int, power: float) -> float:
+    """Poly decay: base_lr * (1 - step / total) ** power."""
+    return base_lr * (1.0 - step / total) ** power
+
+
+def make_loader(dataset: Dataset, batch_size: int, *, seed: int, workers: int) -> DataLoader:
+    """A shuffling loader whose order depends only on ``seed``."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=len(dataset) > batch_size,  # skip a ragged last batch (BatchNorm of 1 image)
+        num_workers=workers,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=workers > 0,
+    )
+
+
+def random_hflip(images: Tensor, labels: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Flip each (image, label) pair left-right with probability 1/2."""
+    flip = torch.rand(images.shape[0], generator=generator) < 0.5
+    images, labels = images.clone(), labels.clone()
+    images[flip] = images[flip].flip(-1)
+    labels[flip] = labels[flip].flip(-1)
+    return images, labels
+
+
+def pretrain(
+    model: nn.Module,
+    dataset: Dataset,
+    config: PretrainConfig,
+    *,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+    desc: str = "pretrain",
+) -> TrainStats:
+    """Train ``model`` in place with cross-entropy on ``dataset`` of (image uint8, label int64).
+
+    The model is left in eval mode on ``device``.
+    """
+    if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
+        raise ValueError("pretrain needs epochs >= 1, batch_size >= 1 and lr > 0")
+    torch.manual_seed(seed)
+    device = torch.device(device)
+    model.to(device).train()
+    loader = make_loader(dataset, config.batch_size, seed=seed, workers=config.workers)
+    flips = torch.Generator().manual_seed(seed + 1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    total = config.epochs * len(loader)
+    step, loss_value, start = 0, float("nan"), time.perf_counter()
+    with tqdm(total=total, desc=desc, unit="batch", disable=not progress, leave=False) as bar:
+        for _ in range(config.epochs):
+            for images, labels in loader:
+                images, labels = random_hflip(images, labels, flips)
+                for group in optimizer.param_groups:
+                    group["lr"] = poly_lr(config.lr, step, total, config.poly_power)
+                logits = model(images.to(device).float())
+                loss = F.cross_entropy(logits, labels.to(device), ignore_index=IGNORE_INDEX)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                loss_value = loss.item()
+                bar.set_postfix(loss=f"{loss_value:.3f}")
+                bar.update()
+    model.eval()
+    return TrainStats(time.perf_counter() - start, step, loss_value)

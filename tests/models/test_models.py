@@ -1,0 +1,82 @@
+"""ERFNet and the DeepLabv3+ teacher: shapes, parameter counts, taps, official checkpoint layout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.models import DeepLabV3Plus, ERFNet, build_model, count_parameters, load_official_state_dict
+
+# Published facts about erfnet_pytorch (Romera et al.): module names and shapes of a few keys of
+# its 20-class checkpoints (19 classes + void), written as DataParallel saved them.
+OFFICIAL_KEYS = {
+    "module.encoder.initial_block.conv.weight": (13, 3, 3, 3),
+    "module.encoder.initial_block.bn.running_mean": (16,),
+    "module.encoder.layers.0.conv.weight": (48, 16, 3, 3),
+    "module.encoder.layers.1.conv3x1_1.weight": (64, 64, 3, 1),
+    "module.encoder.layers.6.conv.weight": (64, 64, 3, 3),
+    "module.encoder.layers.14.conv1x3_2.weight": (128, 128, 1, 3),
+    "module.encoder.output_conv.weight": (20, 128, 1, 1),
+    "module.decoder.layers.0.conv.weight": (128, 64, 3, 3),
+    "module.decoder.layers.3.conv.weight": (64, 16, 3, 3),
+    "module.decoder.layers.5.bn2.num_batches_tracked": (),
+    "module.decoder.output_conv.weight": (16, 20, 2, 2),
+    "module.decoder.output_conv.bias": (20,),
+}
+
+
+def test_erfnet_is_the_real_network():
+    model = ERFNet(num_classes=19)
+    assert 2.0e6 < count_parameters(model) < 2.1e6
+    logits = model(torch.rand(2, 3, 64, 128) * 255)
+    assert logits.shape == (2, 19, 64, 128)
+
+
+def test_official_20_class_checkpoint_layout_loads():
+    torch.manual_seed(0)
+    source = ERFNet(num_classes=20)
+    official = {f"module.{k}": v for k, v in source.state_dict().items()}
+    for key, shape in OFFICIAL_KEYS.items():
+        assert tuple(official[key].shape) == shape, key
+    model = ERFNet(num_classes=19)
+    load_official_state_dict(model, official)
+    x = torch.rand(1, 3, 32, 64) * 255
+    source.eval(), model.eval()
+    assert torch.allclose(model(x), source(x)[:, :19], atol=1e-5)
+
+
+def test_taps_come_from_the_same_forward_pass():
+    model = ERFNet(width=1).eval()
+    x = torch.rand(2, 3, 32, 64) * 255
+    logits, feats = model.forward_taps(x, ["down2", "up"])
+    assert list(feats) == ["down2", "up1", "up2"]
+    assert feats["down2"].shape[-2:] == (8, 16) and feats["up2"].shape[-2:] == (16, 32)
+    assert torch.equal(logits, model(x))
+    assert len(model.expand_taps(["all"])) == 5 + len(ERFNet.TAP_GROUPS["rest"])
+    assert "decoder.output_conv" not in ERFNet.TAPS.values()  # the classifier is never a tap
+    logits.sum().backward()  # gradients flow through the tapped pass
+
+
+def test_unknown_tap_names_the_choices():
+    with pytest.raises(ValueError, match="unknown layer 'down4'.*down1, down2, down3, up1, up2"):
+        ERFNet.expand_taps(["down4"])
+
+
+def test_bad_input_size_is_a_clear_error():
+    with pytest.raises(ValueError, match="divisible by 8"):
+        ERFNet(width=1)(torch.zeros(1, 3, 30, 64))
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_teacher_shapes_and_size(depth):
+    model = DeepLabV3Plus(depth=depth, width=8, aspp_channels=16, aspp_rates=(1, 2)).eval()
+    assert model(torch.rand(1, 3, 32, 64) * 255).shape == (1, 19, 32, 64)
+    full = DeepLabV3Plus(depth=depth)
+    assert count_parameters(full) > 5 * count_parameters(ERFNet())  # the "non-efficient" teacher
+
+
+def test_registry_errors_list_the_choices():
+    with pytest.raises(ValueError, match="choose from erfnet, deeplabv3plus"):
+        build_model("unet")
+    with pytest.raises(ValueError, match="bad options for erfnet"):
+        build_model("erfnet", depth=3)
