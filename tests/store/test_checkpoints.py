@@ -1,0 +1,55 @@
+"""Checkpoints: round trip, sha256 check, safe loading, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bench.models import ERFNet
+from bench.store.checkpoints import CheckpointError, load_model, save_model, sha256_file
+
+
+def test_round_trip_restores_weights_and_eval_mode(tmp_path):
+    model = ERFNet(width=1)
+    record = save_model(model, tmp_path, "S", "erfnet", {"width": 1}, seed=3)
+    assert record.sha256 == sha256_file(tmp_path / "S.pt")
+    assert json.loads((tmp_path / "S.json").read_text())["info"] == {"seed": 3}
+    loaded = load_model(tmp_path, "S")
+    assert not loaded.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert not list(tmp_path.glob("*.tmp"))  # written atomically, nothing left behind
+
+
+def test_replaced_weights_are_detected(tmp_path):
+    save_model(ERFNet(width=1), tmp_path, "S", "erfnet", {"width": 1})
+    torch.save(ERFNet(width=1).state_dict(), tmp_path / "S.pt")
+    with pytest.raises(CheckpointError, match="does not match the sha256"):
+        load_model(tmp_path, "S")
+
+
+def test_missing_and_corrupt_records(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint record .*T.json; train the network"):
+        load_model(tmp_path, "T")
+    (tmp_path / "T.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="corrupt checkpoint record"):
+        load_model(tmp_path, "T")
+
+
+def test_checkpoints_that_would_run_code_are_refused(tmp_path):
+    """weights_only=True: a pickle with an arbitrary object is rejected, not executed."""
+    record = save_model(ERFNet(width=1), tmp_path, "S", "erfnet", {"width": 1})
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("executed",))
+
+    torch.save({"x": Payload()}, tmp_path / "S.pt")
+    data = json.loads((tmp_path / "S.json").read_text())
+    data["sha256"] = sha256_file(tmp_path / "S.pt")
+    (tmp_path / "S.json").write_text(json.dumps(data))
+    assert record.sha256 != data["sha256"]
+    with pytest.raises(CheckpointError, match="cannot load"):
+        load_model(tmp_path, "S")
