@@ -6,6 +6,7 @@ set ``BENCH_DEBUG=1`` to see the traceback instead.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -53,16 +54,41 @@ def perf() -> None:
 # --- commands are added below, one block per stage -------------------------------------------
 
 
+@data.command("toycity")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="New (or empty) folder for the Cityscapes-layout tree.")
+@click.option("--seed", default=0, show_default=True, help="Same seed -> byte-identical files.")
+@click.option("--size", "size", default="128x256", show_default=True, callback=lambda c, p, v: _size(v),
+              help="Image size HxW.")
+@click.option("--train", default=500, show_default=True, help="Labelled training images.")
+@click.option("--train-extra", default=500, show_default=True,
+              help="Unlabelled finetuning images (coarse labels, never used to train).")
+@click.option("--val-per-city", default=30, show_default=True,
+              help="val images per city: lindau = mini_val, frankfurt + munster = mini_test.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def toycity(out, seed, size, train, train_extra, val_per_city, quiet) -> None:
+    """Generate the toy city: procedural street scenes in the exact Cityscapes layout."""
+    from bench.data.toycity import generate_toycity
+
+    generate_toycity(
+        out, seed=seed, size=size, train=train, train_extra=train_extra,
+        val_per_city=val_per_city, progress=not quiet,
+    )
+    click.echo(f"toy city ({train} train, {train_extra} train_extra, {3 * val_per_city} val) in {out}")
+
+
 def _run_options(func):
     """Options shared by the commands that work on a run directory."""
     for option in reversed(
         [
             click.option("--preset", default="toy", show_default=True,
-                         help="Preset name (toy, smoke, ...) or a .toml file."),
+                         help="Preset name (toy, smoke, toy-full, cityscapes) or a .toml file."),
             click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path),
                          help="Run directory [default: results/<preset name>]."),
             click.option("--data", "data_root", type=click.Path(path_type=Path),
                          help="Cityscapes-layout data root (overrides the preset's data.root)."),
+            click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                         help="Override a preset value, e.g. --set finetune.alpha=0.7 (repeatable)."),
             click.option("--device", default="auto", show_default=True,
                          help="cpu, cuda, cuda:N, or auto (cuda when available)."),
             click.option("--seed", type=int, help="Overrides the preset's seed."),
@@ -73,13 +99,12 @@ def _run_options(func):
     return func
 
 
-def _resolve(preset: str, run_dir: Path | None, data_root: Path | None, seed: int | None):
-    import dataclasses
-
-    from bench.config import load_config
+def _resolve(preset: str, run_dir: Path | None, data_root: Path | None, overrides, seed: int | None):
+    """The run's config (preset + --data + --set + --seed) and its directory."""
+    from bench.config import apply_overrides, load_config
     from bench.stages import resolve_data_root
 
-    config = load_config(preset)
+    config = apply_overrides(load_config(preset), list(overrides))
     if data_root is not None:
         # A user's own data is never overwritten by a generated toy city.
         config = dataclasses.replace(
@@ -93,33 +118,83 @@ def _resolve(preset: str, run_dir: Path | None, data_root: Path | None, seed: in
 @main.command()
 @_run_options
 @click.option("--net", "nets", default="T,S", show_default=True,
-              help="Comma-separated networks to train: T (teacher), S (static student).")
-@click.option("--epochs", type=int, help="Overrides pretrain.epochs of the preset.")
+              help="Comma-separated networks: T (teacher), S (static student), A (adaptive "
+                   "student, finetuned from S with J_TS' on the unlabelled split).")
+@click.option("--epochs", type=int,
+              help="Overrides pretrain.epochs (T, S) and finetune.epochs (A).")
+@click.option("--layers", help="A: IFM' layers, comma-separated tap or group names "
+                               "(down1..3, up1..2, down, up, rest, all) [default: down2].")
+@click.option("--alpha", type=float, help="A: the loss weight alpha of eq. 8 [default: 0.6].")
 @click.option("--retrain", is_flag=True, help="Train even when a valid checkpoint exists.")
-def train(preset, run_dir, data_root, device, seed, quiet, nets, epochs, retrain) -> None:
-    """Pretrain the static teacher T and static student S on the labelled split."""
-    import dataclasses
-
-    from bench.stages import open_run, prepare_data, train_static
+def train(preset, run_dir, data_root, overrides, device, seed, quiet, nets, epochs, layers,
+          alpha, retrain) -> None:
+    """Pretrain T and S on the labelled split; finetune A (--net A) on the unlabelled one."""
+    from bench.stages import (
+        STATIC_NETS, finetune_adaptive_student, open_run, prepare_data, train_static,
+    )
     from bench.train import resolve_device
 
-    config, run_dir = _resolve(preset, run_dir, data_root, seed)
+    config, run_dir = _resolve(preset, run_dir, data_root, overrides, seed)
+    finetune = config.finetune
+    if layers:
+        finetune = dataclasses.replace(finetune, layers=tuple(s.strip() for s in layers.split(",")))
+    if alpha is not None:
+        finetune = dataclasses.replace(finetune, alpha=alpha)
     if epochs is not None:
+        finetune = dataclasses.replace(finetune, epochs=epochs)
         config = dataclasses.replace(
             config, pretrain=dataclasses.replace(config.pretrain, epochs=epochs)
         )
     names = [n.strip() for n in nets.split(",") if n.strip()]
+    unknown = [n for n in names if n not in (*STATIC_NETS, "A")]
+    if unknown:
+        raise click.UsageError(f"unknown network {unknown[0]!r} for --net; choose from T, S, A")
     torch_device = resolve_device(device)
     prepare_data(config, progress=not quiet)
     run_dir = open_run(config, run_dir)
     for name in names:
-        record, trained = train_static(
-            config, run_dir, name, device=torch_device, retrain=retrain, progress=not quiet
-        )
+        if name == "A":
+            record, trained = finetune_adaptive_student(
+                config, run_dir, finetune, device=torch_device, retrain=retrain, progress=not quiet
+            )
+        else:
+            record, trained = train_static(
+                config, run_dir, name, device=torch_device, retrain=retrain, progress=not quiet
+            )
         info = record.info
         miou = info[f"miou_{config.data.val_subset}"]
         what = f"trained in {info['train_seconds']:.0f} s" if trained else "reused (valid checkpoint)"
         click.echo(
-            f"{name}: {record.arch}, {info['parameters'] / 1e6:.2f} M parameters, {what}; "
-            f"clean mIoU on {config.data.val_subset}: {100 * miou:.1f}%  -> {run_dir / 'models' / name}.pt"
+            f"{record.name}: {record.arch}, {info['parameters'] / 1e6:.2f} M parameters, {what}; "
+            f"clean mIoU on {config.data.val_subset}: {100 * miou:.1f}%  "
+            f"-> {run_dir / 'models' / record.name}.pt"
         )
+
+
+@main.command()
+@_run_options
+@click.option("--defense", "extra_defenses", multiple=True, metavar="SPEC",
+              help="An extra defense to rank: package.module:Class, path/file.py:Class or an "
+                   "entry-point name of the group bench.defenses (repeatable).")
+@click.option("--retrain", is_flag=True, help="Retrain every network, ignoring checkpoints.")
+def run(preset, run_dir, data_root, overrides, device, seed, quiet, extra_defenses, retrain) -> None:
+    """Run the whole benchmark: data, networks, AE sets, defenses, tables, plots, report."""
+    from bench.stages import run_benchmark
+    from bench.train import resolve_device
+
+    config, run_dir = _resolve(preset, run_dir, data_root, overrides, seed)
+    report = run_benchmark(
+        config, run_dir, device=resolve_device(device), extra_defenses=extra_defenses,
+        retrain=retrain, progress=not quiet, echo=click.echo,
+    )
+    click.echo(f"report: {report}")
+
+
+@main.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A run directory (holding metrics.csv).")
+def report(run_dir: Path) -> None:
+    """Regenerate tables, plots and report.md of a run from its stored metrics alone."""
+    from bench.report import write_report
+
+    click.echo(f"report: {write_report(run_dir)}")

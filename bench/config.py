@@ -104,6 +104,31 @@ class DetectConfig:
 
 
 @dataclass(frozen=True)
+class SweepConfig:
+    """Extra adaptive students for the paper's ablations (each is one more finetuning).
+
+    ``baseline``: also train A on all layers, the baseline of [6] (Table 5). ``layer_sets``: IFM'
+    layer sets for Table 2, each a comma-separated list of tap or group names (``"down,up"``).
+    ``alphas`` x ``alpha_layers``: the alpha sweep of Table 3.
+    """
+
+    baseline: bool = True
+    layer_sets: tuple[str, ...] = ()
+    alphas: tuple[float, ...] = ()
+    alpha_layers: tuple[str, ...] = ("down1", "down2")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Which defenses the run ranks (built-in names, ``pkg.module:Class`` or entry points)."""
+
+    defenses: tuple[str, ...] = (
+        "T", "S", "A", "TS-vote", "TA-vote", "jpeg", "spatial-smoothing", "feature-squeezing",
+    )
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str = "toy"
     seed: int = 0
@@ -116,6 +141,8 @@ class RunConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -143,11 +170,21 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}{name} must be a table")
             kwargs[name] = _build(type(default), value, f"{where}{name}.")
-        elif isinstance(default, tuple):
-            kwargs[name] = tuple(value)
-        else:
-            kwargs[name] = value
+            continue
+        # TOML writes 10 for 10.0; float fields get floats so that hashes do not depend on it.
+        wants_float = "float" in str(known[name].type)
+        if isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{where}{name} must be a list, e.g. [1, 10]")
+            value = tuple(_as_float(v) if wants_float else v for v in value)
+        elif wants_float:
+            value = _as_float(value)
+        kwargs[name] = value
     return cls(**kwargs)
+
+
+def _as_float(value: Any) -> Any:
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 def config_from_dict(values: dict[str, Any]) -> RunConfig:
@@ -167,6 +204,32 @@ def load_config(path: str | Path) -> RunConfig:
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path} is not valid TOML: {err}") from None
     return config_from_dict(values)
+
+
+def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
+    """Apply ``section.key=value`` overrides; values are TOML literals (``[1, 10]``, ``0.7``,
+    ``"down2"``), and a bare word is taken as a string (``finetune.optimizer=sgd``)."""
+    values = config.to_dict()
+    for override in overrides:
+        path, sep, text = override.partition("=")
+        if not sep or not path:
+            raise ConfigError(f"override {override!r} is not key=value, e.g. finetune.alpha=0.7")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        *parents, key = path.strip().split(".")
+        table = values
+        for part in parents:
+            if not isinstance(table.get(part), dict):
+                raise ConfigError(f"unknown section {part!r} in override {override!r}")
+            table = table[part]
+        if key not in table:
+            raise ConfigError(
+                f"unknown key {path!r} in override; valid keys here: {', '.join(sorted(table))}"
+            )
+        table[key] = value
+    return config_from_dict(_drop_none(values))
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:

@@ -1,20 +1,49 @@
-"""Runs networks (and, later, defenses) over data and accumulates metrics."""
+"""Runs networks and defenses over data variants and accumulates metrics and per-image records."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from bench.metrics import ConfusionMatrix
+from defenses.base import Defense, DefenseError, Record, predict_labels
 
 
-@torch.no_grad()
-def predict_labels(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Per-pixel argmax of a network. images uint8 (N,3,H,W) -> labels int64 (N,H,W) on CPU."""
-    device = next(model.parameters()).device
-    return model(images.to(device).float()).argmax(1).cpu()
+class ForwardMemo(nn.Module):
+    """Lets several defenses share one forward pass of a network on the same batch.
+
+    In eval mode without gradients, a call with an input equal to the previous one, while the
+    weights are unchanged (parameter version counters, which every in-place optimiser update
+    bumps), returns the previous logits. Anything else (training, gradients, new input, updated
+    weights) runs the network. Attributes such as ``forward_taps`` reach the wrapped network.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self._last: tuple[Tensor, tuple[int, ...], Tensor] | None = None
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.net, name)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training or torch.is_grad_enabled():
+            return self.net(x)
+        versions = tuple(p._version for p in self.net.parameters())
+        if self._last is not None:
+            last_x, last_versions, last_out = self._last
+            if last_versions == versions and last_x.shape == x.shape and torch.equal(last_x, x):
+                return last_out
+        out = self.net(x)
+        self._last = (x, versions, out)
+        return out
 
 
 def clean_confusion(
@@ -29,3 +58,35 @@ def clean_confusion(
         cm.update(predict_labels(model, images), labels)
     model.train(was_training)
     return cm
+
+
+def evaluate_defenses(
+    defenses: Mapping[str, Callable[[], Defense]],
+    batches: Iterable[tuple[Tensor, Tensor]],
+    *,
+    progress: bool = True,
+    desc: str = "evaluate",
+) -> dict[str, tuple[ConfusionMatrix, list[Record]]]:
+    """Run every defense on every batch of one data variant.
+
+    ``defenses`` maps a row name to a factory: each variant gets fresh instances, so a stateful
+    defense (the online vote) starts from the run's networks on every data variant.
+
+    Shapes:
+        batches: (images uint8 (N, 3, H, W), labels int64 (N, H, W) trainIds, 255 = ignore).
+        returns: {row name: (confusion matrix over the variant, one record per image)}.
+    """
+    instances = {name: make() for name, make in defenses.items()}
+    results = {name: (ConfusionMatrix(), []) for name in instances}
+    for images, labels in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
+        for name, defense in instances.items():
+            prediction = defense.predict(images)
+            if prediction.labels.shape != labels.shape:
+                raise DefenseError(
+                    f"defense {name!r} returned labels {tuple(prediction.labels.shape)} for "
+                    f"images {tuple(images.shape)}; expected {tuple(labels.shape)}"
+                )
+            confusion, records = results[name]
+            confusion.update(prediction.labels, labels)
+            records.extend(prediction.records)
+    return results
