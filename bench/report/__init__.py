@@ -33,10 +33,10 @@ def _paper() -> pd.DataFrame | None:
 def _write_table(frame: pd.DataFrame, directory: Path, name: str) -> str:
     """CSV, Markdown and LaTeX files of one table; returns the Markdown."""
     frame.to_csv(directory / f"{name}.csv")
-    flat = frame.copy()
+    flat = frame.reset_index() if isinstance(frame.index, pd.MultiIndex) else frame.copy()
     if isinstance(flat.columns, pd.MultiIndex):
         flat.columns = [" ".join(str(c) for c in col if c) for col in flat.columns]
-    markdown = flat.to_markdown(floatfmt=".2f")
+    markdown = flat.to_markdown(floatfmt=".2f", index=not isinstance(frame.index, pd.MultiIndex))
     (directory / f"{name}.md").write_text(markdown + "\n")
     (directory / f"{name}.tex").write_text(flat.to_latex(float_format="%.2f", na_rep="-"))
     return markdown

@@ -8,6 +8,7 @@ and the paper's stand side by side as ``ours`` / ``paper`` column pairs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -106,13 +107,12 @@ def detection_table(
             for variant in variants(eps_list):
                 d = _select(detections, subset=subset, source=variant.source, eps=variant.eps)["d_ae"]
                 count = int((d > delta).sum()) if picks == "S" else int((d <= delta).sum())
-                record[(variant.label, "ours")] = count if len(d) else float("nan")
+                record[(variant.label, "ours")] = count if len(d) else None
                 if table is not None:
-                    record[(variant.label, "paper")] = _paper_value(
-                        paper, table, variant, delta=delta, picks=picks
-                    )
+                    value = _paper_value(paper, table, variant, delta=delta, picks=picks)
+                    record[(variant.label, "paper")] = None if math.isnan(value) else int(value)
             records.append(record)
-    frame = pd.DataFrame(records).set_index(["delta", "picks"])
+    frame = pd.DataFrame(records).set_index(["delta", "picks"]).astype("Int64")  # counts
     if table is not None:
         frame.columns = pd.MultiIndex.from_tuples(frame.columns)
     return frame
