@@ -80,6 +80,7 @@ class FinetuneConfig:
     batch_size: int = 8
     lr: float = 1e-4
     optimizer: str = "adam"
+    workers: int = 0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,100 @@
+"""The Defense protocol: a batch of images in, label maps and one record per image out.
+
+Constructor contract (what the evaluation runner and ``build_defense`` rely on)::
+
+    DefenseClass(networks, **options)
+
+``networks`` maps "T", "S", "A" to the run's networks (those it has; "A" may be missing), each
+in eval mode on the run's device, taking float gray values (N, 3, H, W) in [0, 255] and returning
+logits (N, 19, H, W). A defense must not modify them (copy a network it wants to train). Options
+are keyword arguments. The instance has a ``name`` (a short string used as the row key of the
+result tables) and a ``predict`` method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from bench.errors import BenchError
+
+Networks = Mapping[str, nn.Module]
+# One record per image: str keys, values numbers / strings / bools / None (table-ready).
+Record = dict[str, Any]
+
+
+class DefenseError(BenchError, ValueError):
+    """A defense cannot be found, built, or was given bad input."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a defense returns for a batch.
+
+    Built-in records carry ``chosen`` (the network whose map was output); the votes add
+    ``d_ae``, ``d_ta``, ``d_sa``, ``suspect`` ("T", "S" or None) and ``flagged``.
+
+    Shapes:
+        labels: (N, H, W) int64 trainIds 0..18 (never 255), on the CPU.
+        records: a list of N dicts, one per image.
+    """
+
+    labels: Tensor
+    records: list[Record]
+
+    def __post_init__(self) -> None:
+        if self.labels.ndim != 3 or self.labels.dtype != torch.int64:
+            raise DefenseError(
+                f"a defense must return labels int64 (N, H, W), got {self.labels.dtype} "
+                f"{tuple(self.labels.shape)}"
+            )
+        if len(self.records) != self.labels.shape[0]:
+            raise DefenseError(
+                f"a defense must return one record per image: {self.labels.shape[0]} images, "
+                f"{len(self.records)} records"
+            )
+
+
+@runtime_checkable
+class Defense(Protocol):
+    """A defense: ``predict(images uint8 (N, 3, H, W)) -> Prediction``."""
+
+    name: str
+
+    def predict(self, images: Tensor) -> Prediction: ...
+
+
+def require_networks(networks: Networks, needed: tuple[str, ...], defense: str) -> None:
+    """Raise ``DefenseError`` when ``networks`` lacks one of ``needed``."""
+    missing = [n for n in needed if n not in networks]
+    if missing:
+        hint = " (finetune A first: bench train --net A)" if "A" in missing else ""
+        raise DefenseError(
+            f"defense {defense!r} needs networks {', '.join(needed)} but got "
+            f"{', '.join(networks) or 'none'}{hint}"
+        )
+
+
+def check_images(images: Tensor) -> None:
+    """Raise ``DefenseError`` unless ``images`` is uint8 (N, 3, H, W)."""
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise DefenseError(
+            f"defenses take images uint8 (N, 3, H, W) gray values 0..255, got {images.dtype} "
+            f"{tuple(images.shape)}"
+        )
+
+
+@torch.no_grad()
+def predict_labels(model: nn.Module, images: Tensor) -> Tensor:
+    """g(y) of the paper: the per-pixel argmax of a network, on the CPU.
+
+    Shapes:
+        images: (N, 3, H, W) uint8 or float gray values 0..255.
+        returns: (N, H, W) int64 trainIds.
+    """
+    device = next(model.parameters()).device
+    return model(images.to(device).float()).argmax(1).cpu()

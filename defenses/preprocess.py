@@ -1,0 +1,87 @@
+"""Baseline input-transformation defenses: an ART pre-processor in front of one network (T).
+
+JPEG compression (Guo et al. [25] of the paper; default quality 75 as there), spatial smoothing
+(a median filter, Xu et al.; window 3) and feature squeezing (bit-depth reduction, Xu et al.;
+default 5 bits, since 8 bits would leave uint8 images unchanged). They run on the batch as given
+(no gradient surrogate), i.e. they are evaluated against transferred, non-adaptive AEs only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from defenses.base import (
+    DefenseError,
+    Networks,
+    Prediction,
+    check_images,
+    predict_labels,
+    require_networks,
+)
+
+if TYPE_CHECKING:
+    from art.defences.preprocessor.preprocessor import Preprocessor
+
+# ART is imported inside the builders: it takes seconds to import, and every user of
+# ``defenses`` (e.g. ``bench train --net A`` through the losses) would pay for it otherwise.
+
+
+def _jpeg(quality: int = 75) -> Preprocessor:
+    from art.defences.preprocessor import JpegCompression
+
+    return JpegCompression(clip_values=(0, 255), quality=quality, channels_first=True)
+
+
+def _smoothing(window_size: int = 3) -> Preprocessor:
+    from art.defences.preprocessor import SpatialSmoothing
+
+    return SpatialSmoothing(window_size=window_size, channels_first=True, clip_values=(0, 255))
+
+
+def _squeezing(bit_depth: int = 5) -> Preprocessor:
+    from art.defences.preprocessor import FeatureSqueezing
+
+    return FeatureSqueezing(clip_values=(0, 255), bit_depth=bit_depth)
+
+
+# method name -> builder of the ART pre-processor (its keyword arguments are the options)
+METHODS = {"jpeg": _jpeg, "spatial-smoothing": _smoothing, "feature-squeezing": _squeezing}
+
+
+class InputTransform:
+    """Transform the images with an ART pre-processor, then take ``net``'s argmax.
+
+    Args:
+        networks: needs ``net`` (default "T").
+        method: "jpeg" (option ``quality``), "spatial-smoothing" (``window_size``) or
+            "feature-squeezing" (``bit_depth``).
+
+    Records: ``{"chosen": net}`` for every image.
+    """
+
+    def __init__(
+        self, networks: Networks, *, method: str = "jpeg", net: str = "T", **params: Any
+    ) -> None:
+        if method not in METHODS:
+            raise DefenseError(
+                f"unknown input transformation {method!r}; choose from {', '.join(METHODS)}"
+            )
+        self.name = method
+        require_networks(networks, (net,), method)
+        self.net = net
+        self.model = networks[net]
+        try:
+            self.transform = METHODS[method](**params)
+        except (TypeError, ValueError) as err:  # unknown keyword, or ART's own range checks
+            raise DefenseError(f"bad option for {method}: {err}") from None
+
+    def predict(self, images: Tensor) -> Prediction:
+        """Shapes: images (N, 3, H, W) uint8 -> labels (N, H, W) int64."""
+        check_images(images)
+        transformed, _ = self.transform(images.cpu().numpy().astype(np.float32))
+        labels = predict_labels(self.model, torch.from_numpy(np.asarray(transformed, np.float32)))
+        return Prediction(labels, [{"chosen": self.net} for _ in range(len(labels))])

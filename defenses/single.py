@@ -1,0 +1,25 @@
+"""The undefended baseline: one network's per-pixel argmax (rows T, S, A of paper Table 7)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from defenses.base import Networks, Prediction, check_images, predict_labels, require_networks
+
+
+class SingleNetwork:
+    """Outputs the label map of one network: ``net`` is "T", "S" or "A".
+
+    Records: ``{"chosen": net}`` for every image.
+    """
+
+    def __init__(self, networks: Networks, *, net: str = "T") -> None:
+        require_networks(networks, (net,), net)
+        self.name = net
+        self.model = networks[net]
+
+    def predict(self, images: Tensor) -> Prediction:
+        """Shapes: images (N, 3, H, W) uint8 -> labels (N, H, W) int64."""
+        check_images(images)
+        labels = predict_labels(self.model, images)
+        return Prediction(labels, [{"chosen": self.name} for _ in range(len(labels))])

@@ -1,0 +1,162 @@
+"""AE detection and correction by the adaptive student as a watchdog (paper Section 3.3, eq. 4).
+
+g = per-pixel argmax, D = Hamming distance as the fraction of differing pixels, and
+
+    d_AE = D(g(y_T), g(y_A)) - D(g(y_S), g(y_A))                                     (eq. 4)
+
+A large positive d_AE means A agrees with S rather than T: T is suspected to be under attack.
+With thresholds delta_T >= delta_S: d_AE > delta_T -> T suspected, d_AE < delta_S -> S suspected,
+otherwise no attack. One threshold delta is delta_T = delta_S = delta, the paper's reading: every
+image with d_AE != delta is then attributed to an attack on one of the two (a binary detector, as
+in Tables 4 and 6); separate thresholds allow a "no attack" verdict in between.
+
+Correction: output the non-suspected network with the better clean performance, i.e. T unless T
+is suspected; then S (T/S vote) or A (T/A vote, A replaces S as the fallback).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor
+
+import bench.finetune as finetuning  # a module import: bench.finetune itself imports defenses
+from bench.config import FinetuneConfig
+from defenses.base import (
+    DefenseError,
+    Networks,
+    Prediction,
+    check_images,
+    predict_labels,
+    require_networks,
+)
+
+FALLBACKS = ("S", "A")
+
+
+def hamming(labels_a: Tensor, labels_b: Tensor) -> Tensor:
+    """D of eq. 4: the fraction of pixels at which two label maps differ, per image.
+
+    Shapes:
+        labels_a, labels_b: (N, H, W) integer label maps.
+        returns: (N,) float32 in [0, 1].
+    """
+    if labels_a.shape != labels_b.shape or labels_a.ndim != 3:
+        raise DefenseError(
+            f"label maps must both be (N, H, W), got {tuple(labels_a.shape)} and "
+            f"{tuple(labels_b.shape)}"
+        )
+    return (labels_a != labels_b).flatten(1).float().mean(1)
+
+
+def d_ae(labels_t: Tensor, labels_s: Tensor, labels_a: Tensor) -> Tensor:
+    """d_AE of eq. 4 per image, from the argmax label maps of T, S and A.
+
+    Shapes:
+        labels_t, labels_s, labels_a: (N, H, W) integer label maps.
+        returns: (N,) float32 in [-1, 1]; > 0 when A's map is closer to S's than to T's.
+    """
+    return hamming(labels_t, labels_a) - hamming(labels_s, labels_a)
+
+
+def thresholds(
+    delta: float = 0.1, delta_t: float | None = None, delta_s: float | None = None
+) -> tuple[float, float]:
+    """(delta_T, delta_S) from one threshold or from both per-network thresholds."""
+    if (delta_t is None) != (delta_s is None):
+        raise DefenseError("give both delta_t and delta_s, or neither (then delta is used)")
+    if delta_t is None or delta_s is None:
+        return delta, delta
+    if delta_t < delta_s:
+        raise DefenseError(
+            f"delta_t ({delta_t}) must be >= delta_s ({delta_s}); otherwise an image could "
+            "suspect T and S at once"
+        )
+    return delta_t, delta_s
+
+
+def suspects(d: Tensor, delta_t: float, delta_s: float) -> list[str | None]:
+    """The network suspected of being attacked per image: "T" (d > delta_T), "S" (d < delta_S)
+    or None.
+
+    Shapes:
+        d: (N,) d_AE values.
+    """
+    return ["T" if v > delta_t else "S" if v < delta_s else None for v in d.tolist()]
+
+
+class Vote:
+    """T/S vote (``fallback="S"``) or T/A vote (``fallback="A"``): needs networks T, S and A.
+
+    Args:
+        networks: "T", "S", "A" (see ``defenses.base``); none of them is modified.
+        fallback: the network output when T is suspected.
+        delta, delta_t, delta_s: the thresholds of eq. 4 (see the module docstring).
+        online: alternate the paper's test steps 1 and 2 (Fig. 2): after voting on a batch,
+            a private copy of A takes ``online_steps`` J_TS' steps on that batch's images (never
+            labels). Votes come before the update (prequential): no image is judged by an A that
+            has trained on it. State carries over from batch to batch; a new instance starts from
+            the run's A again.
+        finetune: the J_TS' settings of the online steps (layers, alpha, p, beta, gamma, lr,
+            optimiser; epochs and batch size are not used, each incoming batch is one step).
+        online_steps: optimiser steps per incoming batch.
+
+    Records per image: ``d_ae``, ``d_ta`` = D(T, A), ``d_sa`` = D(S, A), ``suspect``,
+    ``flagged`` (suspect is not None) and ``chosen`` (the network whose map was output).
+    """
+
+    def __init__(
+        self,
+        networks: Networks,
+        *,
+        fallback: str = "S",
+        delta: float = 0.1,
+        delta_t: float | None = None,
+        delta_s: float | None = None,
+        online: bool = False,
+        finetune: FinetuneConfig | None = None,
+        online_steps: int = 1,
+    ) -> None:
+        if fallback not in FALLBACKS:
+            raise DefenseError(f"unknown vote fallback {fallback!r}; choose from S, A")
+        self.name = f"T{fallback}-vote" + ("-online" if online else "")
+        require_networks(networks, ("T", "S", "A"), self.name)
+        self.delta_t, self.delta_s = thresholds(delta, delta_t, delta_s)
+        self.fallback = fallback
+        self.nets = {k: networks[k] for k in ("T", "S", "A")}
+        self._trainer = None
+        if online:
+            if online_steps < 1:
+                raise DefenseError(f"online_steps must be >= 1, got {online_steps}")
+            self.nets["A"] = copy.deepcopy(networks["A"])
+            self._trainer = finetuning.AdaptiveTrainer(
+                self.nets["T"], self.nets["S"], self.nets["A"], finetune or FinetuneConfig(),
+                device=next(networks["A"].parameters()).device,
+            )
+        self.online_steps = online_steps
+
+    def predict(self, images: Tensor) -> Prediction:
+        """Shapes: images (N, 3, H, W) uint8 -> labels (N, H, W) int64."""
+        check_images(images)
+        maps = {k: predict_labels(net, images) for k, net in self.nets.items()}
+        d_ta, d_sa = hamming(maps["T"], maps["A"]), hamming(maps["S"], maps["A"])
+        d = d_ta - d_sa  # eq. 4, as in d_ae()
+        suspect = suspects(d, self.delta_t, self.delta_s)
+        use_fallback = torch.tensor([s == "T" for s in suspect], dtype=torch.bool)
+        labels = torch.where(use_fallback[:, None, None], maps[self.fallback], maps["T"])
+        records = [
+            {
+                "d_ae": d[i].item(),
+                "d_ta": d_ta[i].item(),
+                "d_sa": d_sa[i].item(),
+                "suspect": suspect[i],
+                "flagged": suspect[i] is not None,
+                "chosen": self.fallback if use_fallback[i] else "T",
+            }
+            for i in range(len(labels))
+        ]
+        if self._trainer is not None:
+            for _ in range(self.online_steps):
+                self._trainer.step(images)
+        return Prediction(labels, records)

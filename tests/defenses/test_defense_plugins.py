@@ -1,0 +1,91 @@
+"""The registry: built-ins by name, plug-ins by dotted name, file path and entry point."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+
+import pytest
+import torch
+
+import defenses
+from defenses import BUILTINS, DefenseError, Prediction, build_defense, load_defense
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _check_pixel_vote(defense) -> None:
+    pred = defense.predict(torch.zeros(4, 3, 4, 5, dtype=torch.uint8))
+    # label_maps(): T's and S's changes never overlap, so A (all 0) plus the other network
+    # outvote each of them: the output is class 0 everywhere; T is overruled where it changed
+    assert torch.equal(pred.labels, torch.zeros(4, 4, 5, dtype=torch.int64))
+    assert [r["overruled"] for r in pred.records] == pytest.approx([0.6, 0.05, 0.05, 0.2])
+
+
+def test_plugin_by_dotted_name(monkeypatch, const_networks):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    defense = build_defense("my_defense:PixelVote", const_networks)
+    assert defense.name == "pixel-vote"
+    _check_pixel_vote(defense)
+
+
+def test_plugin_by_file_path(const_networks):
+    _check_pixel_vote(build_defense(f"{EXAMPLES / 'my_defense.py'}:PixelVote", const_networks))
+
+
+def test_plugin_by_entry_point(monkeypatch, const_networks):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    ep = importlib.metadata.EntryPoint("pixel", "my_defense:PixelVote", defenses.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(defenses, "_entry_points", lambda: {"pixel": ep})
+    assert "pixel" in defenses.available_defenses()
+    _check_pixel_vote(build_defense("pixel", const_networks))
+
+
+@pytest.mark.parametrize("name", list(BUILTINS))
+def test_every_builtin_predicts_label_maps(name, tiny_networks, images):
+    defense = build_defense(name, tiny_networks)
+    pred = defense.predict(images)
+    assert isinstance(pred, Prediction) and defense.name == name
+    assert pred.labels.shape == (2, 32, 64) and pred.labels.dtype == torch.int64
+    assert len(pred.records) == 2 and all("chosen" in r for r in pred.records)
+
+
+class _NoPredict:
+    name = "broken"
+
+    def __init__(self, networks):
+        pass
+
+
+@pytest.mark.parametrize(
+    "spec, options, message",
+    [
+        ("T/S", {}, "unknown defense 'T/S'; choose from T, S, A, TS-vote"),
+        ("no_such_module_xyz:Thing", {}, "cannot import no_such_module_xyz"),
+        ("defenses:Nope", {}, "has no 'Nope'"),
+        ("missing_file.py:Thing", {}, "no file missing_file.py"),
+        ("TS-vote", {"delta": 0.1, "colour": "red"}, "cannot be built.*colour"),
+        (f"{__name__}:_NoPredict", {}, "lacks a str 'name' or a 'predict"),
+    ],
+    ids=["unknown", "no-module", "no-attr", "no-file", "bad-option", "no-predict"],
+)
+def test_loading_errors_say_what_to_do(spec, options, message, const_networks):
+    with pytest.raises(DefenseError, match=message):
+        build_defense(spec, const_networks, **options)
+
+
+def test_missing_network_is_named(const_networks):
+    with pytest.raises(DefenseError, match="needs networks A but got T, S"):
+        build_defense("A", {k: const_networks[k] for k in "TS"})
+
+
+def test_prediction_checks_what_a_plugin_returns():
+    with pytest.raises(DefenseError, match="int64"):
+        Prediction(torch.zeros(1, 2, 2), [{}])
+    with pytest.raises(DefenseError, match="one record per image"):
+        Prediction(torch.zeros(2, 2, 2, dtype=torch.int64), [{}])
+
+
+def test_load_defense_returns_the_class_unbuilt(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    assert load_defense("my_defense:PixelVote").__name__ == "PixelVote"
