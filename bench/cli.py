@@ -154,16 +154,20 @@ def train(preset, run_dir, data_root, overrides, device, seed, quiet, nets, epoc
     run_dir = open_run(config, run_dir)
     for name in names:
         if name == "A":
-            record, trained = finetune_adaptive_student(
+            record, origin = finetune_adaptive_student(
                 config, run_dir, finetune, device=torch_device, retrain=retrain, progress=not quiet
             )
         else:
-            record, trained = train_static(
+            record, origin = train_static(
                 config, run_dir, name, device=torch_device, retrain=retrain, progress=not quiet
             )
         info = record.info
         miou = info[f"miou_{config.data.val_subset}"]
-        what = f"trained in {info['train_seconds']:.0f} s" if trained else "reused (valid checkpoint)"
+        what = {
+            "trained": f"trained in {info['train_seconds']:.0f} s",
+            "cached": "reused (valid checkpoint in the run)",
+            "reference": "the shipped reference checkpoint (--retrain trains anew)",
+        }[origin]
         click.echo(
             f"{record.name}: {record.arch}, {info['parameters'] / 1e6:.2f} M parameters, {what}; "
             f"clean mIoU on {config.data.val_subset}: {100 * miou:.1f}%  "
@@ -198,3 +202,73 @@ def report(run_dir: Path) -> None:
     from bench.report import write_report
 
     click.echo(f"report: {write_report(run_dir)}")
+
+
+def _eps_list(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
+    from attacks.base import AttackError, check_eps
+
+    if value is None:
+        return None
+    try:
+        return tuple(check_eps(v) for v in value.split(",") if v.strip())
+    except AttackError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+@main.command()
+@click.option("--run", "run_dir", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A run directory holding config.toml and models/ (bench train).")
+@click.option("--source", help="Comma-separated attacked networks, T and/or S [default: the run's].")
+@click.option("--eps", callback=_eps_list, help="Comma-separated eps in gray values, e.g. 1,10 "
+                                                "[default: the run's].")
+@click.option("--attack", "attack_name", help="llcm (paper), fgsm, bim, pgd, mifgsm [default: the run's].")
+@click.option("--subset", help="Comma-separated splits, e.g. mini_val [default: the run's].")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch [default: the run's].")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def attack(run_dir, source, eps, attack_name, subset, batch_size, device, quiet) -> None:
+    """Build (or reuse, or finish) the AE sets of a run in <run>/aes.h5."""
+    from bench.config import load_config
+    from bench.stages import build_ae_sets
+    from bench.train import resolve_device
+
+    config = load_config(run_dir / "config.toml")
+    settings = config.attack
+    if attack_name and attack_name != settings.name:  # the run's options belong to its attack
+        settings = dataclasses.replace(settings, name=attack_name, options={})
+    overrides = {"sources": source, "subsets": subset}
+    settings = dataclasses.replace(
+        settings,
+        **{k: tuple(s.strip() for s in v.split(",") if s.strip()) for k, v in overrides.items() if v},
+        **({"eps": eps} if eps else {}),
+        **({"batch_size": batch_size} if batch_size else {}),
+    )
+    config = dataclasses.replace(config, attack=settings)
+    sets = build_ae_sets(config, run_dir, device=resolve_device(device), progress=not quiet)
+    for ae_set in sets.values():
+        what = f"built {ae_set.built} images" if ae_set.built else "reused"
+        click.echo(f"{ae_set.name}: {len(ae_set)} images, {what} -> {ae_set.path}")
+
+
+@perf.command("attack")
+@click.option("--preset", default="toy", show_default=True, help="Networks and image size of this preset.")
+@click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Time a run's trained T and S instead of freshly initialised ones.")
+@click.option("--eps", callback=_eps_list, default="1,10", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), help="[default: the preset's attack batch size]")
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="CPU threads for torch [default: torch's]; 1 is steadiest on a shared machine.")
+def perf_attack_command(preset, run_dir, eps, batch_size, repeats, device, threads) -> None:
+    """LLCM vs its floor (n_iter x (forward + input backward) + 1 forward) and vs ART's BIM."""
+    from bench.config import load_config
+    from bench.perf import run_perf_attack
+    from bench.train import resolve_device
+
+    config = load_config(run_dir / "config.toml" if run_dir else preset)
+    run_perf_attack(
+        config, device=resolve_device(device), run_dir=run_dir, eps=eps, batch_size=batch_size,
+        repeats=repeats, threads=threads, echo=click.echo,
+    )

@@ -12,6 +12,7 @@ import inspect
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -41,6 +42,9 @@ from bench.variants import adaptive_variants
 from defenses import BUILTINS, Defense, SingleNetwork, build_defense, load_defense, predict_labels
 
 STATIC_NETS = ("T", "S")
+# Reference checkpoints of T and S shipped with the package, one folder per preset name, made by
+# ``bench train`` of this code (recipe and sha256 in each JSON record); ``--retrain`` ignores them.
+REFERENCE_DIR = Path(__file__).parent / "reference"
 
 
 def open_run(config: RunConfig, run_dir: str | Path) -> Path:
@@ -73,9 +77,28 @@ def prepare_data(config: RunConfig, *, progress: bool = True) -> Path:
     return root
 
 
+def _data_key(config: RunConfig) -> str:
+    """Identifies the training data independently of where it lies: the data settings without
+    the root, plus the names of the labelled images."""
+    settings = dataclasses.replace(config.data, root="")
+    train = CityscapesSegmentation(config.data.root, config.data.train_split, size=tuple(config.data.size))
+    return _digest(dataclasses.asdict(settings), train.fingerprint())
+
+
 def _static_net_key(config: RunConfig, name: str) -> str:
     net = "teacher" if name == "T" else "student"
-    return config.digest("data", net, "pretrain") + f"-seed{config.seed}"
+    return _digest(_data_key(config), config.digest(net, "pretrain"), config.seed)
+
+
+def _install_reference(config: RunConfig, models_dir: Path, name: str, key: str) -> ModelRecord | None:
+    """Copy the shipped reference checkpoint of ``name`` into the run when it was trained with
+    exactly this recipe (same key); None otherwise."""
+    reference = REFERENCE_DIR / config.name
+    if _reusable(reference, name, key) is None:
+        return None
+    for suffix in (".pt", ".json"):
+        shutil.copyfile(reference / f"{name}{suffix}", models_dir / f"{name}{suffix}")
+    return _reusable(models_dir, name, key)
 
 
 def _reusable(models_dir: Path, name: str, key: str) -> ModelRecord | None:
@@ -95,17 +118,21 @@ def train_static(
     device: torch.device,
     retrain: bool = False,
     progress: bool = True,
-) -> tuple[ModelRecord, bool]:
+) -> tuple[ModelRecord, str]:
     """Pretrain T (the teacher architecture) or S (the student) unless a valid checkpoint exists.
 
-    Returns the checkpoint record and whether it was trained now (False: reused).
+    Returns the checkpoint record and where it came from: "trained" now, "cached" (a valid
+    checkpoint in the run) or "reference" (the shipped checkpoint of this preset).
     """
     if name not in STATIC_NETS:
         raise ValueError(f"unknown static network {name!r}; choose from {', '.join(STATIC_NETS)}")
     models_dir = run_dir / "models"
     key = _static_net_key(config, name)
-    if not retrain and (record := _reusable(models_dir, name, key)):
-        return record, False
+    if not retrain:
+        if record := _reusable(models_dir, name, key):
+            return record, "cached"
+        if record := _install_reference(config, models_dir, name, key):
+            return record, "reference"
     net = config.teacher if name == "T" else config.student
     # Distinct, fixed seeds for T and S: same config -> same weights, T and S never share an init.
     seed = config.seed * 1000 + STATIC_NETS.index(name)
@@ -132,7 +159,7 @@ def train_static(
         device=str(device),
         **{f"miou_{config.data.val_subset}": miou},
     )
-    return record, True
+    return record, "trained"
 
 
 def finetune_adaptive_student(
@@ -143,22 +170,22 @@ def finetune_adaptive_student(
     device: torch.device,
     retrain: bool = False,
     progress: bool = True,
-) -> tuple[ModelRecord, bool]:
+) -> tuple[ModelRecord, str]:
     """Finetune an adaptive student A from S with ``settings`` (J_TS', eq. 8) unless a valid
     checkpoint exists; the checkpoint is named by its settings (``A_down2_a0.6_e10``).
 
-    Returns the checkpoint record and whether it was trained now.
+    Returns the checkpoint record and "trained" or "cached".
     """
     models_dir = run_dir / "models"
     static = {n: load_record(models_dir, n) for n in STATIC_NETS}
     name = checkpoint_name(settings)
     key = dataclasses.asdict(settings) | {
         "T": static["T"].sha256, "S": static["S"].sha256, "seed": config.seed,
-        "data": config.digest("data"),
+        "data": _data_key(config),
     }
     key_text = str(sorted(key.items()))
     if not retrain and (record := _reusable(models_dir, name, key_text)):
-        return record, False
+        return record, "cached"
     teacher = load_model(models_dir, "T", device)
     student = load_model(models_dir, "S", device)
     size = tuple(config.data.size)
@@ -180,7 +207,7 @@ def finetune_adaptive_student(
         unlabeled_images=len(unlabeled), parameters=count_parameters(adaptive),
         **{f"miou_{config.data.val_subset}": miou},
     )
-    return record, True
+    return record, "trained"
 
 
 def build_ae_sets(
@@ -403,15 +430,15 @@ def run_benchmark(
     run_dir = open_run(config, run_dir)
     with _stage("networks", echo) as summary:
         for name in STATIC_NETS:
-            record, trained = train_static(
+            record, origin = train_static(
                 config, run_dir, name, device=device, retrain=retrain, progress=progress
             )
-            summary.append(_model_summary(config, record, trained))
+            summary.append(_model_summary(config, record, origin))
         for _, settings in adaptive_variants(config).all():
-            record, trained = finetune_adaptive_student(
+            record, origin = finetune_adaptive_student(
                 config, run_dir, settings, device=device, retrain=retrain, progress=progress
             )
-            summary.append(_model_summary(config, record, trained))
+            summary.append(_model_summary(config, record, origin))
     with _stage("attacks", echo) as summary:
         ae_sets = build_ae_sets(config, run_dir, device=device, progress=progress)
         summary.append(f"{len(ae_sets)} AE sets ({config.attack.name}) in {run_dir / STORE_FILE}")
@@ -429,7 +456,7 @@ def run_benchmark(
     return report
 
 
-def _model_summary(config: RunConfig, record: ModelRecord, trained: bool) -> str:
+def _model_summary(config: RunConfig, record: ModelRecord, origin: str) -> str:
     miou = record.info.get(f"miou_{config.data.val_subset}", math.nan)
-    how = f"trained {record.info.get('train_seconds', 0):.0f} s" if trained else "cached"
+    how = f"trained {record.info.get('train_seconds', 0):.0f} s" if origin == "trained" else origin
     return f"{record.name} {100 * miou:.1f}% ({how})"

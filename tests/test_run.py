@@ -84,3 +84,22 @@ def test_rerun_reuses_everything_and_report_needs_only_metrics(smoke_run, tmp_pa
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("models", "aes.h5", "tables", "plots", "report.md"))
     _run("report", "--run", str(copy))
     assert (copy / "report.md").read_text() == (run_dir / "report.md").read_text()
+
+
+def test_shipped_reference_checkpoints_are_used_when_the_recipe_matches(smoke_run, tmp_path, monkeypatch):
+    import bench.stages
+
+    run_dir, _ = smoke_run
+    reference = tmp_path / "reference" / "smoke"
+    reference.mkdir(parents=True)
+    for name in ("T.pt", "T.json", "S.pt", "S.json"):
+        shutil.copy(run_dir / "models" / name, reference / name)
+    monkeypatch.setattr(bench.stages, "REFERENCE_DIR", tmp_path / "reference")
+    data = f"data.root={run_dir.parent / 'data'}"
+    output = _run("train", "--preset", "smoke", "--run", str(tmp_path / "new"), "--set", data, "--quiet")
+    assert output.count("shipped reference checkpoint") == 2
+    assert (tmp_path / "new/models/T.pt").read_bytes() == (run_dir / "models/T.pt").read_bytes()
+    # another recipe: the reference does not apply, S is trained
+    output = _run("train", "--preset", "smoke", "--run", str(tmp_path / "other"), "--set", data,
+                  "--set", "pretrain.lr=0.001", "--net", "S", "--quiet")
+    assert "trained in" in output
