@@ -1,6 +1,7 @@
 """The configuration of a run: frozen dataclasses, read from TOML presets, saved in the run dir.
 
-A preset is a TOML file with one table per section below; keys left out take the defaults here.
+A preset is a TOML file with one table per section below; keys left out take the defaults here,
+and ``base = "toy"`` starts from another preset (a user's preset can change just a few keys).
 Unknown keys are errors (a typo must not silently fall back to a default). Config text is parsed
 as TOML, never evaluated.
 """
@@ -192,19 +193,42 @@ def config_from_dict(values: dict[str, Any]) -> RunConfig:
     return _build(RunConfig, values, "")
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read a preset by path, or by name from the shipped presets (``toy``, ``smoke``, ...)."""
+def _preset_path(path: str | Path) -> Path:
     path = Path(path)
     if not path.suffix and not path.exists():
         path = PRESET_DIR / f"{path}.toml"
     if not path.is_file():
         names = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.toml")))
         raise ConfigError(f"no preset {path}; pass a .toml file or one of: {names}")
+    return path
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        both_tables = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if both_tables else value
+    return merged
+
+
+def _read_preset(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The TOML table of a preset; ``base = "toy"`` starts from another preset's values."""
+    path = _preset_path(path)
+    if path.resolve() in seen:
+        raise ConfigError(f"preset {path} names itself as a base (directly or not)")
     try:
         values = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path} is not valid TOML: {err}") from None
-    return config_from_dict(values)
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    return _merge(_read_preset(base, (*seen, path.resolve())), values)
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a preset by path, or by name from the shipped presets (``toy``, ``smoke``, ...)."""
+    return config_from_dict(_read_preset(path))
 
 
 def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:

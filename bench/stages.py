@@ -42,7 +42,7 @@ from bench.variants import adaptive_variants
 from defenses import BUILTINS, Defense, SingleNetwork, build_defense, load_defense, predict_labels
 
 STATIC_NETS = ("T", "S")
-# Reference checkpoints of T and S shipped with the package, one folder per preset name, made by
+# Reference checkpoints of T and S shipped with the package (a folder per preset), made by
 # ``bench train`` of this code (recipe and sha256 in each JSON record); ``--retrain`` ignores them.
 REFERENCE_DIR = Path(__file__).parent / "reference"
 
@@ -90,24 +90,15 @@ def _static_net_key(config: RunConfig, name: str) -> str:
     return _digest(_data_key(config), config.digest(net, "pretrain"), config.seed)
 
 
-def _install_reference(config: RunConfig, models_dir: Path, name: str, key: str) -> ModelRecord | None:
-    """Copy the shipped reference checkpoint of ``name`` into the run when it was trained with
-    exactly this recipe (same key); None otherwise."""
-    reference = REFERENCE_DIR / config.name
-    if _reusable(reference, name, key) is None:
-        return None
-    for suffix in (".pt", ".json"):
-        shutil.copyfile(reference / f"{name}{suffix}", models_dir / f"{name}{suffix}")
-    return _reusable(models_dir, name, key)
-
-
-def _reusable(models_dir: Path, name: str, key: str) -> ModelRecord | None:
-    """The record of checkpoint ``name`` when it exists and was made with ``key``."""
-    try:
-        record = load_record(models_dir, name)
-    except CheckpointError:
-        return None
-    return record if record.info.get("key") == key and (models_dir / f"{name}.pt").is_file() else None
+def _install_reference(models_dir: Path, name: str, key: str) -> ModelRecord | None:
+    """Copy a shipped reference checkpoint of ``name`` into the run when one was trained with
+    exactly this recipe (same key, whatever the preset's name); None otherwise."""
+    for reference in sorted(p.parent for p in REFERENCE_DIR.glob(f"*/{name}.json")):
+        if _reusable(reference, name, key) is not None:
+            for suffix in (".pt", ".json"):
+                shutil.copyfile(reference / f"{name}{suffix}", models_dir / f"{name}{suffix}")
+            return _reusable(models_dir, name, key)
+    return None
 
 
 def train_static(
@@ -131,7 +122,7 @@ def train_static(
     if not retrain:
         if record := _reusable(models_dir, name, key):
             return record, "cached"
-        if record := _install_reference(config, models_dir, name, key):
+        if record := _install_reference(models_dir, name, key):
             return record, "reference"
     net = config.teacher if name == "T" else config.student
     # Distinct, fixed seeds for T and S: same config -> same weights, T and S never share an init.

@@ -31,3 +31,26 @@ def test_digest_depends_only_on_the_named_sections():
     other = RunConfig(name="other")
     assert base.digest("pretrain") == other.digest("pretrain")
     assert base.digest() != other.digest()
+
+
+def test_a_preset_can_start_from_another(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('base = "toy"\nname = "mine"\n[attack]\neps = [1, 2, 4, 8]\n')
+    config, toy = load_config(path), load_config("toy")
+    assert config.attack.eps == (1.0, 2.0, 4.0, 8.0) and config.name == "mine"
+    assert config.data == toy.data and config.pretrain == toy.pretrain
+    path.write_text('base = "' + str(path) + '"\n')
+    with pytest.raises(ConfigError, match="names itself as a base"):
+        load_config(path)
+
+
+def test_overrides_are_typed_and_checked():
+    from bench.config import apply_overrides
+
+    config = apply_overrides(RunConfig(), ["finetune.alpha=0.7", "attack.eps=[1, 4]", "finetune.optimizer=sgd"])
+    assert config.finetune.alpha == 0.7 and config.attack.eps == (1.0, 4.0)
+    assert config.finetune.optimizer == "sgd"
+    with pytest.raises(ConfigError, match="unknown key 'finetune.alfa'"):
+        apply_overrides(RunConfig(), ["finetune.alfa=0.7"])
+    with pytest.raises(ConfigError, match="not key=value"):
+        apply_overrides(RunConfig(), ["finetune.alpha"])
