@@ -90,6 +90,15 @@ def _static_net_key(config: RunConfig, name: str) -> str:
     return _digest(_data_key(config), config.digest(net, "pretrain"), config.seed)
 
 
+def _reusable(models_dir: Path, name: str, key: str) -> ModelRecord | None:
+    """The record of checkpoint ``name`` when it exists and was made with ``key``."""
+    try:
+        record = load_record(models_dir, name)
+    except CheckpointError:
+        return None
+    return record if record.info.get("key") == key and (models_dir / f"{name}.pt").is_file() else None
+
+
 def _install_reference(models_dir: Path, name: str, key: str) -> ModelRecord | None:
     """Copy a shipped reference checkpoint of ``name`` into the run when one was trained with
     exactly this recipe (same key, whatever the preset's name); None otherwise."""
