@@ -1,0 +1,210 @@
+"""The AE store: bit-identical read-back, reuse only on a full key match, resume after SIGKILL,
+rebuild of corrupt files."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from attacks import LLCM
+from bench.data.cityscapes import CityscapesSegmentation, load_split
+from bench.store import AEStoreError, build_ae_set, load_ae_set, open_ae_set, set_name
+
+SHA = "0" * 64
+
+
+def _build(path, model, dataset, attack=None, **kw):
+    options = dict(split="mini_test", source="S", source_sha256=SHA, eps=10, batch_size=1,
+                   progress=False)
+    options.update(kw)
+    return build_ae_set(path, model=model, dataset=dataset, attack=attack or LLCM(), **options)
+
+
+def _content(path, name="/mini_test/llcm/S/eps10"):
+    with h5py.File(path, "r") as f:
+        group = f[name]
+        attrs = {k: v for k, v in group.attrs.items() if k != "torch_version"}
+        return group["images"][()], group["done"][()], attrs
+
+
+class Interrupting(LLCM):
+    """LLCM that fails on its third call, leaving a half-built set (an in-process 'kill')."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.calls = 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == 3:
+            raise KeyboardInterrupt
+        return super().__call__(*args, **kwargs)
+
+
+def test_round_trip_is_bit_identical_and_reused(tmp_path, source, mini_test):
+    built = _build(tmp_path / "aes.h5", source, mini_test, batch_size=2)
+    assert built.name == "/mini_test/llcm/S/eps10" and len(built) == 4 and built.built == 4
+    images, _ = load_split(mini_test)
+    expected = torch.cat([LLCM()(source, images[i : i + 2], eps=10) for i in (0, 2)])
+    assert torch.equal(built.read(), expected)
+    batches = load_ae_set(tmp_path / "aes.h5", split="mini_test", attack="llcm", source="S",
+                          eps=10, batch_size=3)
+    assert [b.shape[0] for b in batches] == [3, 1]
+    attrs = built.attrs
+    assert attrs["params"] == {"rounding": "ceil", "target": "fixed", "step": 1.0}
+    assert (attrs["source_sha256"], attrs["split_fingerprint"]) == (SHA, mini_test.fingerprint())
+    assert attrs["batch_size"] == 2 and attrs["device"] == "cpu" and "code_version" in attrs
+    with h5py.File(tmp_path / "aes.h5", "r") as f:
+        assert f[built.name]["images"].chunks == (1, 3, 32, 64)  # one chunk per image
+    assert _build(tmp_path / "aes.h5", source, mini_test, batch_size=2).built == 0
+
+
+def test_any_key_change_rebuilds_never_mixes(tmp_path, source, make_source, mini_test, toy_root):
+    path = tmp_path / "aes.h5"
+    with pytest.raises(KeyboardInterrupt):
+        _build(path, source, mini_test, attack=Interrupting())
+    assert list(_content(path)[1]) == [1, 1, 0, 0]
+    # Half a set with the weights of S, then other weights: all four images are redone.
+    other = make_source(1)
+    assert _build(path, other, mini_test, source_sha256="1" * 64).built == 4
+    assert np.array_equal(_content(path)[0], _content(_fresh(tmp_path, other, mini_test))[0])
+    # Another split under the same name (other fingerprint): rebuilt.
+    mini_val = CityscapesSegmentation(toy_root, "mini_val", size=(32, 64))
+    assert _build(path, other, mini_val, source_sha256="1" * 64).built == len(mini_val)
+    # Other parameters are another set, side by side.
+    floor = _build(path, other, mini_val, attack=LLCM(rounding="floor"), source_sha256="1" * 64)
+    assert floor.name == "/mini_test/llcm_rounding=floor/S/eps10" and floor.built == len(mini_val)
+    assert _build(path, other, mini_val, source_sha256="1" * 64).built == 0
+
+
+def _fresh(tmp_path, model, dataset, name="fresh.h5", **kw):
+    path = tmp_path / name
+    _build(path, model, dataset, **kw)
+    return path
+
+
+def test_unfinished_set_restarts_with_another_batch_size(tmp_path, source, mini_test):
+    path = tmp_path / "aes.h5"
+    with pytest.raises(KeyboardInterrupt):
+        _build(path, source, mini_test, attack=Interrupting())
+    with pytest.raises(AEStoreError, match="incomplete"):
+        open_ae_set(path, split="mini_test", attack="llcm", source="S", eps=10)
+    assert _build(path, source, mini_test, batch_size=4).built == 4
+    images, done, attrs = _content(path)
+    assert done.all() and attrs["batch_size"] == "4"
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    import torch
+    from attacks import LLCM
+    from bench.data.cityscapes import CityscapesSegmentation
+    from bench.models import ERFNet
+    from bench.store import build_ae_set
+
+    store, root, weights, stall_at = sys.argv[1:]
+    torch.set_num_threads(1)
+    model = ERFNet(width=1).eval()
+    model.load_state_dict(torch.load(weights, weights_only=True))
+
+    class Stalling(LLCM):
+        calls = 0
+        def __call__(self, *args, **kwargs):
+            Stalling.calls += 1
+            if Stalling.calls == int(stall_at):  # the batches before are written and flushed
+                print("stalled", flush=True)
+                time.sleep(600)
+            return super().__call__(*args, **kwargs)
+
+    print("generating", flush=True)
+    build_ae_set(store, split="mini_test", source="S", source_sha256="0" * 64, model=model,
+                 dataset=CityscapesSegmentation(root, "mini_test", size=(32, 64)),
+                 attack=Stalling(), eps=10, batch_size=1, progress=False)
+    """
+)
+
+
+def test_killed_generation_resumes_to_the_same_file_content(tmp_path, source, mini_test, toy_root):
+    path, weights, script = tmp_path / "aes.h5", tmp_path / "S.pt", tmp_path / "child.py"
+    torch.save(source.state_dict(), weights)
+    script.write_text(_CHILD)
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(path), str(toy_root), str(weights), "3"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "generating"
+        assert child.stdout.readline().strip() == "stalled"  # two batches written and flushed
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    assert list(_content(path)[1]) == [1, 1, 0, 0]
+
+    resumed = _build(path, source, mini_test)
+    assert resumed.built == 2  # resumed at the first missing image
+    images, done, attrs = _content(path)
+    ref_images, ref_done, ref_attrs = _content(_fresh(tmp_path, source, mini_test))
+    assert np.array_equal(images, ref_images) and np.array_equal(done, ref_done)
+    assert attrs == ref_attrs
+
+
+@pytest.mark.slow
+def test_kills_at_random_moments_never_corrupt_the_store(tmp_path, source, mini_test, toy_root):
+    """SIGKILL at arbitrary moments, also mid-write: the file stays a readable HDF5 file and,
+    resumed, holds exactly the uninterrupted content."""
+    weights, script = tmp_path / "S.pt", tmp_path / "child.py"
+    torch.save(source.state_dict(), weights)
+    script.write_text(_CHILD)
+    reference = _content(_fresh(tmp_path, source, mini_test))[0]
+    rng = np.random.default_rng(0)
+    for trial in range(6):
+        path = tmp_path / f"aes{trial}.h5"
+        child = subprocess.Popen(
+            [sys.executable, str(script), str(path), str(toy_root), str(weights), "0"],
+            stdout=subprocess.PIPE, text=True,
+        )
+        assert child.stdout.readline().strip() == "generating"
+        time.sleep(rng.uniform(0.0, 1.0))  # generating the set takes about a second
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        if path.exists():
+            h5py.File(path, "r").close()
+        _build(path, source, mini_test)
+        assert np.array_equal(_content(path)[0], reference), trial
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_file_is_reported_and_rebuilt(tmp_path, source, mini_test, caplog, damage):
+    path = _fresh(tmp_path, source, mini_test, name="aes.h5")
+    reference = _content(path)[0]
+    if damage == "truncate":
+        os.truncate(path, path.stat().st_size // 2)
+    else:
+        path.write_bytes(b"not an HDF5 file" * 64)
+    with caplog.at_level(logging.WARNING, logger="bench.store.aesets"):
+        rebuilt = _build(path, source, mini_test)
+    assert "truncated or corrupt" in caplog.text and "aes.h5.corrupt" in caplog.text
+    assert rebuilt.built == 4 and np.array_equal(_content(path)[0], reference)
+    assert (tmp_path / "aes.h5.corrupt").is_file()
+
+
+def test_missing_store_and_set_have_clear_errors(tmp_path, source, mini_test):
+    with pytest.raises(AEStoreError, match="no AE store"):
+        open_ae_set(tmp_path / "aes.h5", split="mini_test", attack="llcm", source="S", eps=10)
+    _fresh(tmp_path, source, mini_test, name="aes.h5")
+    with pytest.raises(AEStoreError, match="no AE set /mini_test/llcm/T/eps10"):
+        open_ae_set(tmp_path / "aes.h5", split="mini_test", attack="llcm", source="T", eps=10)
+    name = set_name("mini_val", LLCM(target="per_step"), "T", 1.0)
+    assert name == "/mini_val/llcm_target=per_step/T/eps1"
