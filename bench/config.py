@@ -193,13 +193,13 @@ def config_from_dict(values: dict[str, Any]) -> RunConfig:
     return _build(RunConfig, values, "")
 
 
-def _preset_path(path: str | Path) -> Path:
-    path = Path(path)
+def _preset_path(name: str | Path) -> Path:
+    path = Path(name)
     if not path.suffix and not path.exists():
         path = PRESET_DIR / f"{path}.toml"
     if not path.is_file():
         names = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.toml")))
-        raise ConfigError(f"no preset {path}; pass a .toml file or one of: {names}")
+        raise ConfigError(f"no preset {str(name)!r}; pass a .toml file or one of: {names}")
     return path
 
 

@@ -1,0 +1,44 @@
+"""The command line: user errors are one clear line (exit 1 or 2), never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from bench.cli import main
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--preset", "nope"], "no preset 'nope'; pass a .toml file or one of: cityscapes, smoke"),
+        (["train", "--preset", "smoke", "--data", "/no/such/dir"], "data root /no/such/dir does not exist"),
+        (["train", "--preset", "smoke", "--set", "pretrain.epochz=1"], "unknown key 'pretrain.epochz'"),
+        (["train", "--preset", "smoke", "--net", "X"], "unknown network 'X' for --net"),
+        (["data", "toycity", "--out", "x", "--size", "big"], "is not HxW"),
+    ],
+)
+def test_user_errors_are_one_line(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code in (1, 2), result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unknown_ifm_layer_is_named(toy_root, tmp_path):
+    from bench.config import load_config, save_config
+    from bench.models import ERFNet
+    from bench.store import save_model
+
+    run = tmp_path / "run"
+    config = load_config("smoke")
+    save_config(config, tmp_path / "unused.toml")
+    for name in ("T", "S"):
+        save_model(ERFNet(width=1), run / "models", name, "erfnet", {"width": 1})
+    result = CliRunner().invoke(
+        main, ["train", "--preset", "smoke", "--data", str(toy_root), "--run", str(run), "--net", "A",
+               "--layers", "down4", "--quiet"],
+    )
+    assert result.exit_code == 1
+    assert "unknown layer 'down4'" in result.output and "down1, down2, down3" in result.output
