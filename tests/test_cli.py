@@ -27,13 +27,10 @@ def test_user_errors_are_one_line(args, message, tmp_path, monkeypatch):
 
 
 def test_unknown_ifm_layer_is_named(toy_root, tmp_path):
-    from bench.config import load_config, save_config
     from bench.models import ERFNet
     from bench.store import save_model
 
     run = tmp_path / "run"
-    config = load_config("smoke")
-    save_config(config, tmp_path / "unused.toml")
     for name in ("T", "S"):
         save_model(ERFNet(width=1), run / "models", name, "erfnet", {"width": 1})
     result = CliRunner().invoke(
