@@ -204,7 +204,9 @@ def report(run_dir: Path) -> None:
     click.echo(f"report: {write_report(run_dir)}")
 
 
-def _eps_list(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
+def _eps_list(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[float, ...] | None:
     from attacks.base import AttackError, check_eps
 
     if value is None:
@@ -219,13 +221,16 @@ def _eps_list(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option("--run", "run_dir", required=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A run directory holding config.toml and models/ (bench train).")
-@click.option("--source", help="Comma-separated attacked networks, T and/or S [default: the run's].")
+@click.option("--source",
+              help="Comma-separated attacked networks, T and/or S [default: the run's].")
 @click.option("--eps", callback=_eps_list, help="Comma-separated eps in gray values, e.g. 1,10 "
                                                 "[default: the run's].")
-@click.option("--attack", "attack_name", help="llcm (paper), fgsm, bim, pgd, mifgsm [default: the run's].")
+@click.option("--attack", "attack_name",
+              help="llcm (paper), fgsm, bim, pgd, mifgsm [default: the run's].")
 @click.option("--subset", help="Comma-separated splits, e.g. mini_val [default: the run's].")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch [default: the run's].")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Images per batch [default: the run's].")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto (cuda when available).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def attack(run_dir, source, eps, attack_name, subset, batch_size, device, quiet) -> None:
     """Build (or reuse, or finish) the AE sets of a run in <run>/aes.h5."""
@@ -240,7 +245,8 @@ def attack(run_dir, source, eps, attack_name, subset, batch_size, device, quiet)
     overrides = {"sources": source, "subsets": subset}
     settings = dataclasses.replace(
         settings,
-        **{k: tuple(s.strip() for s in v.split(",") if s.strip()) for k, v in overrides.items() if v},
+        **{k: tuple(s.strip() for s in v.split(",") if s.strip())
+           for k, v in overrides.items() if v},
         **({"eps": eps} if eps else {}),
         **({"batch_size": batch_size} if batch_size else {}),
     )
@@ -252,13 +258,15 @@ def attack(run_dir, source, eps, attack_name, subset, batch_size, device, quiet)
 
 
 @perf.command("attack")
-@click.option("--preset", default="toy", show_default=True, help="Networks and image size of this preset.")
+@click.option("--preset", default="toy", show_default=True,
+              help="Networks and image size of this preset.")
 @click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Time a run's trained T and S instead of freshly initialised ones.")
 @click.option("--eps", callback=_eps_list, default="1,10", show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), help="[default: the preset's attack batch size]")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="[default: the preset's attack batch size]")
 @click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto (cuda when available).")
 @click.option("--threads", type=click.IntRange(min=1),
               help="CPU threads for torch [default: torch's]; 1 is steadiest on a shared machine.")
 def perf_attack_command(preset, run_dir, eps, batch_size, repeats, device, threads) -> None:

@@ -42,6 +42,8 @@ class DataConfig:
     toycity: bool = True
     toycity_seed: int = 0
     toycity_counts: dict[str, int] = field(default_factory=dict)
+    # SceneStyle fields of the toy city (contrast, exposure, texture, jitter, noise).
+    toycity_style: dict[str, Any] = field(default_factory=dict)
     train_split: str = "train"
     unlabeled_split: str = "train_extra"
     val_subset: str = "mini_val"

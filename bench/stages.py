@@ -28,6 +28,7 @@ from attacks import build_attack
 from bench import __version__
 from bench.config import FinetuneConfig, RunConfig, save_config
 from bench.data.cityscapes import CityscapesSegmentation
+from bench.data.toycity import SceneStyle, generate_toycity
 from bench.data.labels import CLASS_NAMES
 from bench.errors import BenchError
 from bench.evaluate import ForwardMemo, clean_confusion, evaluate_defenses
@@ -65,15 +66,17 @@ def prepare_data(config: RunConfig, *, progress: bool = True) -> Path:
     """Return the data root; generate the toy city there first when it is missing and allowed."""
     root = Path(config.data.root)
     if not (root / "leftImg8bit").is_dir() and config.data.toycity:
-        from bench.data.toycity import generate_toycity
-
-        generate_toycity(
-            root,
-            seed=config.data.toycity_seed,
-            size=tuple(config.data.size),
-            progress=progress,
-            **config.data.toycity_counts,
-        )
+        style = dict(config.data.toycity_style)
+        if "exposure" in style:
+            style["exposure"] = tuple(style["exposure"])
+        options = {"seed": config.data.toycity_seed, "size": tuple(config.data.size),
+                   "progress": progress, **config.data.toycity_counts}
+        try:
+            options["style"] = SceneStyle(**style)
+            inspect.signature(generate_toycity).bind(root, **options)
+        except TypeError as err:
+            raise BenchError(f"bad data.toycity_style or data.toycity_counts: {err}") from None
+        generate_toycity(root, **options)
     return root
 
 
