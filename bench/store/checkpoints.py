@@ -61,11 +61,15 @@ def save_model(
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     _atomic_write_bytes(weights, lambda tmp: torch.save(state, tmp))
     record = ModelRecord(name, arch, dict(options), sha256_file(weights), dict(info))
+    _write_record(models_dir, record)
+    return record
+
+
+def _write_record(models_dir: Path, record: ModelRecord) -> None:
     _atomic_write_bytes(
-        models_dir / f"{name}.json",
+        Path(models_dir) / f"{record.name}.json",
         lambda tmp: tmp.write_text(json.dumps(asdict(record), indent=2, sort_keys=True) + "\n"),
     )
-    return record
 
 
 def load_record(models_dir: Path, name: str) -> ModelRecord:
@@ -95,3 +99,20 @@ def load_model(models_dir: Path, name: str, device: str | torch.device = "cpu") 
     except Exception as err:  # a torn or foreign file: say which and what to do
         raise CheckpointError(f"cannot load {weights} ({err}); retrain the network") from None
     return model.to(device).eval()
+
+
+def export_half(models_dir: Path, name: str, dest_dir: Path) -> ModelRecord:
+    """Copy checkpoint ``name`` to ``dest_dir`` with float tensors stored as float16 (half the
+    size, for the reference checkpoints shipped in git). The record keeps its key, so a run still
+    recognises the recipe; ``load_model`` casts the weights back to float32."""
+    record = load_record(models_dir, name)
+    state = torch.load(Path(models_dir) / f"{name}.pt", map_location="cpu", weights_only=True)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    weights = dest_dir / f"{name}.pt"
+    _atomic_write_bytes(weights, lambda tmp: torch.save(half, tmp))
+    info = dict(record.info, stored_dtype="float16", float32_sha256=record.sha256)
+    exported = ModelRecord(name, record.arch, record.options, sha256_file(weights), info)
+    _write_record(dest_dir, exported)
+    return exported

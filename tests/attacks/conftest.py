@@ -9,16 +9,6 @@ from torch import Tensor, nn
 from bench.models import DeepLabV3Plus, ERFNet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread; on shared cores more threads only spin (25x
-    slower measured while other jobs ran)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _erfnet() -> nn.Module:
     torch.manual_seed(0)
     return ERFNet(width=1).eval()

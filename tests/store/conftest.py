@@ -12,15 +12,6 @@ from bench.data.cityscapes import CityscapesSegmentation
 from bench.models import ERFNet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread; on shared cores more threads only spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def make_source() -> Callable[[int], nn.Module]:
     """Tiny untrained source networks: ``make_source(seed)``."""

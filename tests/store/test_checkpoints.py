@@ -53,3 +53,19 @@ def test_checkpoints_that_would_run_code_are_refused(tmp_path):
     assert record.sha256 != data["sha256"]
     with pytest.raises(CheckpointError, match="cannot load"):
         load_model(tmp_path, "S")
+
+
+def test_half_precision_export_halves_the_file_and_keeps_the_key(tmp_path):
+    from bench.store.checkpoints import export_half
+
+    model = ERFNet(width=1)
+    save_model(model, tmp_path / "run", "S", "erfnet", {"width": 1}, key="abc")
+    exported = export_half(tmp_path / "run", "S", tmp_path / "ref")
+    assert exported.info["key"] == "abc" and exported.info["stored_dtype"] == "float16"
+    size = (tmp_path / "ref/S.pt").stat().st_size
+    assert size < 0.6 * (tmp_path / "run/S.pt").stat().st_size
+    loaded = load_model(tmp_path / "ref", "S")  # sha256 checked, float32 again
+    for key, value in model.state_dict().items():
+        got = loaded.state_dict()[key]
+        assert got.dtype == value.dtype, key
+        assert torch.allclose(got.float(), value.float(), rtol=1e-3, atol=1e-4), key
