@@ -65,7 +65,9 @@ def resolve_data_root(config: RunConfig) -> RunConfig:
 def prepare_data(config: RunConfig, *, progress: bool = True) -> Path:
     """Return the data root; generate the toy city there first when it is missing and allowed."""
     root = Path(config.data.root)
-    if not (root / "leftImg8bit").is_dir() and config.data.toycity:
+    # generate_toycity returns at once for a finished tree of the same settings and stops with a
+    # clear error for a tree made with other settings.
+    if config.data.toycity:
         style = dict(config.data.toycity_style)
         if "exposure" in style:
             style["exposure"] = tuple(style["exposure"])

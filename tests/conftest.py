@@ -29,6 +29,5 @@ def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     before changing anything)."""
     from bench.data.toycity import generate_toycity
 
-    return generate_toycity(
-        tmp_path_factory.mktemp("toycity") / "root", seed=0, size=TOY_SIZE, progress=False, **TOY_COUNTS
-    )
+    root = tmp_path_factory.mktemp("toycity") / "root"
+    return generate_toycity(root, seed=0, size=TOY_SIZE, progress=False, **TOY_COUNTS)
