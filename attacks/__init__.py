@@ -7,46 +7,20 @@
 Names: llcm (native, paper Section 3.4), fgsm, bim, pgd, mifgsm (ART, ``attacks.art``).
 """
 
-from __future__ import annotations
-
-from typing import Any
-
-from attacks.base import ATTACKS_VERSION, Attack, AttackError, IterativeAttack
+from attacks.base import ATTACKS_VERSION, Attack, AttackBase, IterativeAttack, check_eps
 from attacks.llcm import LLCM
-
-# ART takes seconds to import, so its attacks are imported only when one is built.
-ART_ATTACK_NAMES = ("fgsm", "bim", "pgd", "mifgsm")
-ATTACK_NAMES = ("llcm", *ART_ATTACK_NAMES)
-
-
-def attack_class(name: str) -> type:
-    """The class registered under ``name``; the error lists the valid names."""
-    if name == LLCM.name:
-        return LLCM
-    if name in ART_ATTACK_NAMES:
-        from attacks.art import ART_ATTACKS
-
-        return ART_ATTACKS[name]
-    raise AttackError(f"unknown attack {name!r}; choose from {', '.join(ATTACK_NAMES)}")
-
-
-def build_attack(name: str, **options: Any) -> Attack:
-    """Build an attack by name with keyword hyper-parameters, e.g. ``build_attack("llcm",
-    rounding="floor")``."""
-    cls = attack_class(name)
-    try:
-        return cls(**options)
-    except TypeError as err:
-        raise AttackError(f"bad options for attack {name!r}: {err}") from None
-
+from attacks.registry import ATTACK_NAMES, attack_class, build_attack
+from bench.errors import AttackError
 
 __all__ = [
     "ATTACKS_VERSION",
     "ATTACK_NAMES",
+    "LLCM",
     "Attack",
+    "AttackBase",
     "AttackError",
     "IterativeAttack",
-    "LLCM",
     "attack_class",
     "build_attack",
+    "check_eps",
 ]

@@ -12,7 +12,7 @@ or untargeted against the ground truth (``target="labels"``, pixels labelled 255
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from typing import Any
 
 import numpy as np
@@ -26,18 +26,10 @@ from art.config import ART_NUMPY_DTYPE
 from art.estimators.estimator import BaseEstimator, LossGradientsMixin
 from torch import Tensor, nn
 
-from attacks.base import (
-    AttackBase,
-    AttackError,
-    check_step,
-    eval_mode,
-    input_gradient,
-    least_likely,
-    model_device,
-    prepare,
-    to_uint8,
-)
+from attacks.base import AttackBase, check_step, input_gradient, least_likely
 from attacks.llcm import LLCM
+from bench.devices import module_device
+from bench.errors import AttackError
 
 TARGETS = ("least_likely", "labels")
 
@@ -56,7 +48,7 @@ class SegmentationEstimator(LossGradientsMixin, BaseEstimator):
     def __init__(self, model: nn.Module, *, input_shape: tuple[int, int, int]) -> None:
         super().__init__(model=model, clip_values=(0.0, 255.0), preprocessing=None)
         self._input_shape = tuple(input_shape)
-        self._device = model_device(model)
+        self._device = module_device(model)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -100,13 +92,21 @@ class _SegmentationPGD(ProjectedGradientDescentNumpy):
         momentum = np.zeros(adv.shape)
         for i in range(self.max_iter):
             adv = self._compute(
-                adv, x, y, None, self.eps, self.eps_step, True, i == 0,
-                decay=self.decay, momentum=momentum,
+                adv,
+                x,
+                y,
+                None,
+                self.eps,
+                self.eps_step,
+                True,
+                i == 0,
+                decay=self.decay,
+                momentum=momentum,
             )
         return adv
 
 
-class ARTAttack(AttackBase, ABC):
+class ARTAttack(AttackBase):
     """An ART evasion attack on uint8 images: ``BIM()(model, images, eps=10)``.
 
     Args:
@@ -139,22 +139,13 @@ class ARTAttack(AttackBase, ABC):
     ) -> EvasionAttack:
         """The configured ART attack."""
 
-    def __call__(
-        self, model: nn.Module, images: Tensor, *, eps: float, labels: Tensor | None = None
-    ) -> Tensor:
-        x, eps = prepare(model, images, eps)
-        if self.needs_labels and labels is None:
-            raise AttackError(
-                f"{self.name} with target='labels' needs the ground-truth labels; pass labels= "
-                "or use target='least_likely'"
-            )
-        with eval_mode(model):
-            y = least_likely(model, x) if self.target == "least_likely" else labels
-            estimator = SegmentationEstimator(model, input_shape=tuple(images.shape[1:]))
-            # One ART batch = our batch, so ART sees exactly the batches the native attack sees.
-            attack = self.art_attack(estimator, eps, batch_size=len(images))
-            adv = attack.generate(x.cpu().numpy(), y=y.cpu().numpy())
-        return to_uint8(torch.from_numpy(adv).to(x), x, eps).to(images.device)
+    def _run(self, model: nn.Module, x: Tensor, eps: float, labels: Tensor | None) -> Tensor:
+        y = least_likely(model, x) if self.target == "least_likely" else labels
+        estimator = SegmentationEstimator(model, input_shape=tuple(x.shape[1:]))
+        # One ART batch = our batch, so ART sees exactly the batches the native attack sees.
+        attack = self.art_attack(estimator, eps, batch_size=len(x))
+        adv = attack.generate(x.cpu().numpy(), y=y.cpu().numpy())
+        return torch.from_numpy(adv).to(x)
 
 
 class FGSM(ARTAttack):
@@ -166,7 +157,11 @@ class FGSM(ARTAttack):
         self, estimator: SegmentationEstimator, eps: float, batch_size: int
     ) -> EvasionAttack:
         return FastGradientMethod(
-            estimator, norm=np.inf, eps=eps, eps_step=eps, targeted=self.target == "least_likely",
+            estimator,
+            norm=np.inf,
+            eps=eps,
+            eps_step=eps,
+            targeted=self.target == "least_likely",
             batch_size=batch_size,
         )
 
@@ -195,10 +190,14 @@ class _ARTIterative(ARTAttack):
         return {**super().params(), "step": self.step, "iterations": self.iterations}
 
     def _common(self, eps: float, batch_size: int) -> dict[str, Any]:
-        return dict(
-            eps=eps, eps_step=self.step, max_iter=self.n_iter(eps),
-            targeted=self.target == "least_likely", batch_size=batch_size, verbose=False,
-        )
+        return {
+            "eps": eps,
+            "eps_step": self.step,
+            "max_iter": self.n_iter(eps),
+            "targeted": self.target == "least_likely",
+            "batch_size": batch_size,
+            "verbose": False,
+        }
 
 
 class BIM(_ARTIterative):
@@ -242,18 +241,18 @@ class PGD(_ARTIterative):
         self, estimator: SegmentationEstimator, eps: float, batch_size: int
     ) -> EvasionAttack:
         return _SegmentationPGD(
-            estimator, norm=np.inf, num_random_init=int(self.random_init),
+            estimator,
+            norm=np.inf,
+            num_random_init=int(self.random_init),
             **self._common(eps, batch_size),
         )
 
-    def __call__(
-        self, model: nn.Module, images: Tensor, *, eps: float, labels: Tensor | None = None
-    ) -> Tensor:
+    def _run(self, model: nn.Module, x: Tensor, eps: float, labels: Tensor | None) -> Tensor:
         # ART draws from numpy's global generator: seed it for reproducible AE sets, then restore.
         state = np.random.get_state()
         np.random.seed(self.seed)
         try:
-            return super().__call__(model, images, eps=eps, labels=labels)
+            return super()._run(model, x, eps, labels)
         finally:
             np.random.set_state(state)
 
@@ -268,7 +267,11 @@ class MIFGSM(_ARTIterative):
     name = "mifgsm"
 
     def __init__(
-        self, *, target: str = "least_likely", step: float = 1.0, iterations: int | str = "llcm",
+        self,
+        *,
+        target: str = "least_likely",
+        step: float = 1.0,
+        iterations: int | str = "llcm",
         decay: float = 1.0,
     ) -> None:
         super().__init__(target=target, step=step, iterations=iterations)

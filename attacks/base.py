@@ -1,13 +1,15 @@
-"""The Attack protocol and the one template of iterative L_inf attacks on uint8 images.
+"""The Attack protocol, its one entry point, and the template of iterative L_inf attacks.
 
 Every attack maps clean images to adversarial examples (paper eqs. 5-6)
 
     x_adv = x + r,   ||r||_inf <= eps,
 
-with eps in gray values 0..255 (the networks normalise inside themselves). The shared pieces live
-here once: validation, the input gradient of the per-pixel cross-entropy, the step / project /
-clip of an iterative attack, and the final quantisation to uint8. An iterative attack supplies
-only what differs: its number of iterations and its target.
+with eps in gray values 0..255 (the networks normalise inside themselves). ``AttackBase.__call__``
+is the one entry point (Foolbox-style): it validates the images, eps and labels, runs the network
+in eval mode, calls the subclass's ``_run`` hook on float pixels, and turns whatever comes back
+into whole gray values within eps, so no attack can break the uint8 / eps contract.
+``IterativeAttack`` is the sign-step template; a subclass supplies its number of iterations and,
+through the ``loss`` hook, what it descends or ascends.
 """
 
 from __future__ import annotations
@@ -16,22 +18,20 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, final, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.data.labels import IGNORE_INDEX
-from bench.errors import BenchError
+from bench.data.tensors import check_images
+from bench.devices import module_device
+from bench.errors import AttackError
 
 # Bump whenever an attack's output changes for the same inputs: AE sets stored under another
 # version are rebuilt (bench.store.aesets keys them by it).
 ATTACKS_VERSION = 1
-
-
-class AttackError(BenchError, ValueError):
-    """An attack was asked for something it cannot do (bad eps, unknown name, missing labels)."""
 
 
 @runtime_checkable
@@ -58,15 +58,14 @@ class Attack(Protocol):
 
 
 def check_eps(eps: float) -> float:
-    """eps as a float; a clear error when it is negative or not a number."""
+    """eps as a float; a clear error unless it is a number in [0, 255]."""
     try:
         value = float(eps)
     except (TypeError, ValueError):
         raise AttackError(f"eps must be a number of gray values, got {eps!r}") from None
-    if not math.isfinite(value) or value < 0:
+    if not math.isfinite(value) or not 0 <= value <= 255:
         raise AttackError(
-            f"eps must be a finite number >= 0 (gray values 0..255), got {eps!r}; "
-            "e.g. eps=1 or eps=10"
+            f"eps must lie in [0, 255] gray values, got {eps!r}; e.g. eps=1 or eps=10"
         )
     return value
 
@@ -77,18 +76,6 @@ def check_step(step: float) -> float:
             f"step must be a positive number of gray values, got {step!r}; e.g. step=1"
         )
     return float(step)
-
-
-def check_images(images: Tensor) -> None:
-    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-        raise AttackError(
-            f"attacks take uint8 images (N, 3, H, W), got {images.dtype} {tuple(images.shape)}; "
-            "pass gray values 0..255 as torch.uint8"
-        )
-
-
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 @contextmanager
@@ -114,16 +101,23 @@ def least_likely(model: nn.Module, x: Tensor) -> Tensor:
     return model(x).argmin(1)
 
 
+def cross_entropy_sum(logits: Tensor, target: Tensor) -> Tensor:
+    """The per-pixel cross-entropy summed over pixels and images (255 ignored).
+
+    Summed, not averaged, so an image's gradient does not depend on how many images share its
+    batch.
+    """
+    return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum")
+
+
 def input_gradient(
-    model: nn.Module, x: Tensor, target: Tensor | None
+    model: nn.Module, x: Tensor, target: Tensor | None, loss=cross_entropy_sum
 ) -> tuple[Tensor, Tensor]:
-    """Gradient w.r.t. the input of the per-pixel cross-entropy against ``target``; and the target.
+    """Gradient of ``loss(logits, target)`` w.r.t. the input; and the target.
 
     ``target=None`` means the least-likely class of ``x`` itself, read off this very forward pass
-    (so LLCM needs no extra forward pass for its target). The loss is summed, not averaged, so
-    an image's gradient does not depend on how many images share its batch. Pixels labelled 255
-    are ignored. Only the input gradient is computed (``autograd.grad``): nothing accumulates in
-    the parameters' ``.grad``.
+    (so LLCM needs no extra forward pass for its target). Only the input gradient is computed
+    (``autograd.grad``): nothing accumulates in the parameters' ``.grad``.
 
     Shapes:
         x: (N, 3, H, W) float gray values on the model's device.
@@ -134,8 +128,7 @@ def input_gradient(
     logits = model(x)
     if target is None:
         target = logits.detach().argmin(1)
-    loss = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum")
-    (grad,) = torch.autograd.grad(loss, x)
+    (grad,) = torch.autograd.grad(loss(logits, target), x)
     return grad, target
 
 
@@ -156,15 +149,8 @@ def to_uint8(adv: Tensor, x: Tensor, eps: float) -> Tensor:
     return torch.clamp(x + delta, 0, 255).to(torch.uint8)
 
 
-def prepare(model: nn.Module, images: Tensor, eps: float) -> tuple[Tensor, float]:
-    """Validate the inputs; the clean images as float on the model's device, and eps."""
-    check_images(images)
-    eps = check_eps(eps)
-    return images.to(model_device(model)).float(), eps
-
-
-class AttackBase:
-    """What every attack here shares: a name, its parameters, a readable repr."""
+class AttackBase(ABC):
+    """What every attack here shares: the one entry point, parameters, a readable repr."""
 
     name: ClassVar[str]
     needs_labels: bool = False
@@ -176,14 +162,50 @@ class AttackBase:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{type(self).__name__}({args})"
 
+    @final
+    def __call__(
+        self, model: nn.Module, images: Tensor, *, eps: float, labels: Tensor | None = None
+    ) -> Tensor:
+        """Attack ``model``; returns the adversarial images on the device of ``images``.
 
-class IterativeAttack(AttackBase, ABC):
+        Shapes:
+            images: (N, 3, H, W) uint8, gray values 0..255.
+            labels: (N, H, W) int64 trainIds, 255 = ignore (only attacks that need labels).
+            returns: (N, 3, H, W) uint8, ||returned - images||_inf <= eps.
+        """
+        check_images(images, "attacks", AttackError)
+        eps = check_eps(eps)
+        if self.needs_labels and labels is None:
+            raise AttackError(
+                f"{self!r} needs the ground-truth labels; pass labels= (N, H, W) trainIds"
+            )
+        device = module_device(model)
+        x = images.to(device).float()
+        if labels is not None:
+            labels = labels.to(device)
+        with eval_mode(model):
+            adv = self._run(model, x, eps, labels)
+        return to_uint8(adv, x, eps).to(images.device)
+
+    @abstractmethod
+    def _run(self, model: nn.Module, x: Tensor, eps: float, labels: Tensor | None) -> Tensor:
+        """The attack proper, on a model in eval mode.
+
+        Shapes:
+            x: (N, 3, H, W) float gray values on the model's device.
+            labels: (N, H, W) int64 on the same device, or None.
+            returns: (N, 3, H, W) float, within eps of ``x`` up to rounding.
+        """
+
+
+class IterativeAttack(AttackBase):
     """Template of an iterative L_inf attack with sign steps (BIM / iterative LLCM).
 
     Each iteration: one forward and one backward pass w.r.t. the input, a step of size ``step``
-    along the gradient sign (towards the target when targeted), projection onto the eps ball and
-    clipping to [0, 255]. Subclasses supply ``n_iter`` and, when it is not the least-likely class
-    of the clean images, the target.
+    along the gradient sign (down the ``loss`` when targeted, up it otherwise), projection onto
+    the eps ball and clipping to [0, 255]. Subclasses supply ``n_iter``; the target is the
+    least-likely class of the clean images, read off the first step's own forward pass, and kept
+    for every later step unless ``target_per_step``.
     """
 
     targeted: ClassVar[bool]
@@ -197,34 +219,21 @@ class IterativeAttack(AttackBase, ABC):
     def n_iter(self, eps: float) -> int:
         """Number of iterations at ``eps``."""
 
-    def initial_target(self, labels: Tensor | None) -> Tensor | None:
-        """The target of the first step. None (the default): the least-likely class of the clean
-        images, read off the first step's own forward pass and kept for every later step (unless
-        ``target_per_step``), which saves the extra forward pass of computing it beforehand."""
-        return None
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        """The scalar the steps follow (summed over pixels): cross-entropy to ``target``."""
+        return cross_entropy_sum(logits, target)
 
     def params(self) -> dict[str, Any]:
         return {"step": self.step}
 
-    def __call__(
-        self, model: nn.Module, images: Tensor, *, eps: float, labels: Tensor | None = None
-    ) -> Tensor:
-        """Attack ``model``; returns the adversarial images on the device of ``images``.
-
-        Shapes:
-            images: (N, 3, H, W) uint8, gray values 0..255.
-            labels: (N, H, W) int64 trainIds, 255 = ignore (only attacks that need labels).
-            returns: (N, 3, H, W) uint8, ||returned - images||_inf <= eps.
-        """
-        x, eps = prepare(model, images, eps)
+    def _run(self, model: nn.Module, x: Tensor, eps: float, labels: Tensor | None) -> Tensor:
         sign = -1.0 if self.targeted else 1.0  # targeted: descend the loss towards the target
-        with eval_mode(model):
-            target = self.initial_target(labels)
-            adv = x.clone()
-            for _ in range(self.n_iter(eps)):
-                grad, used = input_gradient(model, adv, target)
-                if not self.target_per_step:
-                    target = used  # fixed from the first step on: the clean image's target
-                # x_adv = x + r (eq. 5), then ||r||_inf <= eps (eq. 6) and [0, 255]
-                adv = project(adv + sign * self.step * grad.sign(), x, eps)
-        return to_uint8(adv, x, eps).to(images.device)
+        target = None if self.targeted else labels
+        adv = x.clone()
+        for _ in range(self.n_iter(eps)):
+            grad, used = input_gradient(model, adv, target, self.loss)
+            if not self.target_per_step:
+                target = used  # fixed from the first step on: the clean image's target
+            # x_adv = x + r (eq. 5), then ||r||_inf <= eps (eq. 6) and [0, 255]
+            adv = project(adv + sign * self.step * grad.sign(), x, eps)
+        return adv

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from attacks.base import AttackError, IterativeAttack
+from attacks.base import IterativeAttack
+from bench.errors import AttackError
 
 ROUNDINGS = ("ceil", "floor")
 TARGETS = ("fixed", "per_step")

@@ -9,8 +9,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from bench.errors import DefenseError
 from bench.metrics import ConfusionMatrix
-from defenses.base import Defense, DefenseError, Record, predict_labels
+from defenses.base import Defense, Prediction, Record, predict_labels
 
 
 class ForwardMemo(nn.Module):
@@ -54,7 +55,9 @@ def clean_confusion(
     model.eval()
     cm = ConfusionMatrix()
     loader = DataLoader(dataset, batch_size=batch_size)
-    for images, labels in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
+    for images, labels in tqdm(
+        loader, desc="evaluate", unit="batch", disable=not progress, leave=False
+    ):
         cm.update(predict_labels(model, images), labels)
     model.train(was_training)
     return cm
@@ -81,6 +84,11 @@ def evaluate_defenses(
     for images, labels in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
         for name, defense in instances.items():
             prediction = defense.predict(images)
+            if not isinstance(prediction, Prediction):
+                raise DefenseError(
+                    f"defense {name!r}: predict returned a {type(prediction).__name__}; it must "
+                    "return defenses.Prediction(labels, records)"
+                )
             if prediction.labels.shape != labels.shape:
                 raise DefenseError(
                     f"defense {name!r} returned labels {tuple(prediction.labels.shape)} for "

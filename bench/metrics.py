@@ -28,7 +28,9 @@ class ConfusionMatrix:
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         if pred.shape != target.shape:
-            raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+            raise ValueError(
+                f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ"
+            )
         pred = pred.reshape(-1).to("cpu", torch.int64)
         target = target.reshape(-1).to("cpu", torch.int64)
         valid = target != self.ignore_index
@@ -53,11 +55,6 @@ class ConfusionMatrix:
     def miou(self) -> float:
         """Mean IoU over classes present in GT or prediction, in [0, 1]; NaN if none is."""
         return float(self.iou().nanmean())
-
-    def __add__(self, other: ConfusionMatrix) -> ConfusionMatrix:
-        merged = ConfusionMatrix(self.num_classes, self.ignore_index)
-        merged.matrix = self.matrix + other.matrix
-        return merged
 
 
 def q_ratio(miou_adv: float, miou_clean: float) -> float:

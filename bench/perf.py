@@ -19,6 +19,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,6 +28,8 @@ from torch import Tensor, nn
 from attacks import LLCM, build_attack
 from attacks.base import eval_mode, input_gradient, least_likely
 from bench.config import RunConfig
+from bench.devices import module_device
+from bench.errors import ConfigError, DataError
 from bench.models import build_model
 from bench.store.checkpoints import load_model
 
@@ -73,7 +76,7 @@ def perf_images(config: RunConfig, batch_size: int) -> Tensor:
     Shapes:
         returns: (batch_size, 3, H, W) uint8.
     """
-    from bench.data.cityscapes import CityscapesSegmentation, DataError
+    from bench.data.cityscapes import CityscapesSegmentation
 
     size = tuple(config.data.size)
     try:
@@ -117,11 +120,11 @@ def perf_attack(
         images: (N, 3, H, W) uint8, gray values 0..255 (one batch).
     """
     if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+        raise ConfigError(f"repeats must be >= 1, got {repeats}")
     llcm, bim = LLCM(), build_attack("bim")
     rows = []
     for name, model in networks.items():
-        device = next(model.parameters()).device
+        device = module_device(model)
         x = images.to(device)
         llcm(model, x, eps=1)  # warm-up: allocator, kernels, ART's first call
         bim(model, x, eps=1)
@@ -129,15 +132,20 @@ def perf_attack(
             n_iter = llcm.n_iter(e)
             runs: dict[str, list[float]] = {"reference": [], "native": [], "art": []}
             for _ in range(repeats):  # interleaved, so drifts in machine load hit all three alike
-                runs["reference"].append(
-                    _seconds(lambda: _reference(model, x.float(), n_iter), device)
-                )
-                runs["native"].append(_seconds(lambda: llcm(model, x, eps=e), device))
-                runs["art"].append(_seconds(lambda: bim(model, x, eps=e), device))
+                calls = {
+                    "reference": partial(_reference, model, x.float(), n_iter),
+                    "native": partial(llcm, model, x, eps=e),
+                    "art": partial(bim, model, x, eps=e),
+                }
+                for method, call in calls.items():
+                    runs[method].append(_seconds(call, device))
             batched = llcm(model, x, eps=e)
             single = torch.cat([llcm(model, x[i : i + 1], eps=e) for i in range(len(x))])
             row = AttackTiming(
-                name, e, n_iter, len(x),
+                name,
+                e,
+                n_iter,
+                len(x),
                 *(statistics.median(runs[k]) for k in ("reference", "native", "art")),
                 batch1_diff=(batched != single).float().mean().item(),
             )

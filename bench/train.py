@@ -12,11 +12,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from bench.config import PretrainConfig
 from bench.data.labels import IGNORE_INDEX
+from bench.data.loader import make_loader
 
 
 @dataclass(frozen=True)
@@ -26,34 +27,14 @@ class TrainStats:
     final_loss: float
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; a named device must exist."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
-    return torch.device(device)
-
-
 def poly_lr(base_lr: float, step: int, total: int, power: float) -> float:
     """Poly decay: base_lr * (1 - step / total) ** power."""
     return base_lr * (1.0 - step / total) ** power
 
 
-def make_loader(dataset: Dataset, batch_size: int, *, seed: int, workers: int) -> DataLoader:
-    """A shuffling loader whose order depends only on ``seed``."""
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=len(dataset) > batch_size,  # skip a ragged last batch (BatchNorm of 1 image)
-        num_workers=workers,
-        generator=torch.Generator().manual_seed(seed),
-        persistent_workers=workers > 0,
-    )
-
-
-def random_hflip(images: Tensor, labels: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def random_hflip(
+    images: Tensor, labels: Tensor, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
     """Flip each (image, label) pair left-right with probability 1/2."""
     flip = torch.rand(images.shape[0], generator=generator) < 0.5
     images, labels = images.clone(), labels.clone()
@@ -76,8 +57,6 @@ def pretrain(
 
     The model is left in eval mode on ``device``.
     """
-    if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
-        raise ValueError("pretrain needs epochs >= 1, batch_size >= 1 and lr > 0")
     torch.manual_seed(seed)
     device = torch.device(device)
     model.to(device).train()

@@ -1,41 +1,34 @@
-"""The adaptive students of a run: the main A and the extra ones the ablation tables need."""
+"""Data variants: the clean images of a subset, or one of its AE sets (source network x eps).
+
+One order everywhere (the evaluation loop, the tables, the plots): clean first, then for each eps
+every source, the column order of the paper's tables.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bench.config import FinetuneConfig, RunConfig
-from bench.finetune import checkpoint_name
+CLEAN = "clean"
 
 
 @dataclass(frozen=True)
-class AdaptiveVariants:
-    """The main A (``finetune`` of the config, reported as "A") and the sweep's extra ones."""
+class Variant:
+    """Clean images (``source == "clean"``, eps 0) or the AE set of ``source`` at ``eps``."""
 
-    main: FinetuneConfig
-    extra: tuple[FinetuneConfig, ...]
+    source: str
+    eps: float
 
-    def config(self, layers: Sequence[str], alpha: float) -> FinetuneConfig:
-        return dataclasses.replace(self.main, layers=tuple(layers), alpha=float(alpha))
+    @property
+    def is_clean(self) -> bool:
+        return self.source == CLEAN
 
-    def name(self, layers: Sequence[str], alpha: float) -> str:
-        """The defense row name of the A trained on ``layers`` with ``alpha``."""
-        config = self.config(layers, alpha)
-        return "A" if config == self.main else checkpoint_name(config)
-
-    def all(self) -> list[tuple[str, FinetuneConfig]]:
-        """(row name, settings) of every A to train, the main one first, no repeats."""
-        named = [("A", self.main)] + [(checkpoint_name(c), c) for c in self.extra if c != self.main]
-        return list(dict(named).items())
+    @property
+    def label(self) -> str:
+        """The column title of the tables: ``clean`` or ``eps=10 T-AE``."""
+        return CLEAN if self.is_clean else f"eps={self.eps:g} {self.source}-AE"
 
 
-def adaptive_variants(config: RunConfig) -> AdaptiveVariants:
-    base = AdaptiveVariants(config.finetune, ())
-    extra = []
-    if config.sweep.baseline:
-        extra.append(base.config(["all"], config.finetune.alpha))
-    extra += [base.config(s.split(","), config.finetune.alpha) for s in config.sweep.layer_sets]
-    extra += [base.config([layer], a) for layer in config.sweep.alpha_layers for a in config.sweep.alphas]
-    return AdaptiveVariants(config.finetune, tuple(extra))
+def variants(eps_list: Sequence[float], sources: Sequence[str] = ("T", "S")) -> list[Variant]:
+    """Clean, then for each eps every source."""
+    return [Variant(CLEAN, 0.0)] + [Variant(s, float(e)) for e in eps_list for s in sources]

@@ -20,15 +20,13 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from bench.errors import BenchError
+from bench.data.tensors import check_images as _check_images
+from bench.devices import module_device
+from bench.errors import DefenseError
 
 Networks = Mapping[str, nn.Module]
 # One record per image: str keys, values numbers / strings / bools / None (table-ready).
 Record = dict[str, Any]
-
-
-class DefenseError(BenchError, ValueError):
-    """A defense cannot be found, built, or was given bad input."""
 
 
 @dataclass(frozen=True)
@@ -81,11 +79,7 @@ def require_networks(networks: Networks, needed: tuple[str, ...], defense: str) 
 
 def check_images(images: Tensor) -> None:
     """Raise ``DefenseError`` unless ``images`` is uint8 (N, 3, H, W)."""
-    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-        raise DefenseError(
-            f"defenses take images uint8 (N, 3, H, W) gray values 0..255, got {images.dtype} "
-            f"{tuple(images.shape)}"
-        )
+    _check_images(images, "defenses", DefenseError)
 
 
 @torch.no_grad()
@@ -96,5 +90,4 @@ def predict_labels(model: nn.Module, images: Tensor) -> Tensor:
         images: (N, 3, H, W) uint8 or float gray values 0..255.
         returns: (N, H, W) int64 trainIds.
     """
-    device = next(model.parameters()).device
-    return model(images.to(device).float()).argmax(1).cpu()
+    return model(images.to(module_device(model)).float()).argmax(1).cpu()

@@ -13,11 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bench.errors import BenchError
-
-
-class LossError(BenchError, ValueError):
-    """The inputs or hyper-parameters of a loss are invalid."""
+from bench.errors import LossError
 
 
 def soft_cross_entropy(logits_t: Tensor, logits_a: Tensor) -> Tensor:

@@ -14,14 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from defenses.base import (
-    DefenseError,
-    Networks,
-    Prediction,
-    check_images,
-    predict_labels,
-    require_networks,
-)
+from bench.errors import DefenseError
+from defenses.base import Networks, Prediction, check_images, predict_labels, require_networks
 
 if TYPE_CHECKING:
     from art.defences.preprocessor.preprocessor import Preprocessor

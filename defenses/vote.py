@@ -21,16 +21,11 @@ import copy
 import torch
 from torch import Tensor
 
-import bench.finetune as finetuning  # a module import: bench.finetune itself imports defenses
 from bench.config import FinetuneConfig
-from defenses.base import (
-    DefenseError,
-    Networks,
-    Prediction,
-    check_images,
-    predict_labels,
-    require_networks,
-)
+from bench.devices import module_device
+from bench.errors import DefenseError
+from defenses.adaptive import AdaptiveTrainer
+from defenses.base import Networks, Prediction, check_images, predict_labels, require_networks
 
 FALLBACKS = ("S", "A")
 
@@ -50,14 +45,23 @@ def hamming(labels_a: Tensor, labels_b: Tensor) -> Tensor:
     return (labels_a != labels_b).flatten(1).float().mean(1)
 
 
-def d_ae(labels_t: Tensor, labels_s: Tensor, labels_a: Tensor) -> Tensor:
-    """d_AE of eq. 4 per image, from the argmax label maps of T, S and A.
+def distances(
+    labels_t: Tensor, labels_s: Tensor, labels_a: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """D(T, A), D(S, A) and d_AE = D(T, A) - D(S, A) (eq. 4) per image.
 
     Shapes:
         labels_t, labels_s, labels_a: (N, H, W) integer label maps.
-        returns: (N,) float32 in [-1, 1]; > 0 when A's map is closer to S's than to T's.
+        returns: three (N,) float32 tensors; d_AE lies in [-1, 1] and is > 0 when A's map is
+        closer to S's than to T's.
     """
-    return hamming(labels_t, labels_a) - hamming(labels_s, labels_a)
+    d_ta, d_sa = hamming(labels_t, labels_a), hamming(labels_s, labels_a)
+    return d_ta, d_sa, d_ta - d_sa  # eq. 4
+
+
+def d_ae(labels_t: Tensor, labels_s: Tensor, labels_a: Tensor) -> Tensor:
+    """d_AE of eq. 4 per image, from the argmax label maps of T, S and A: (N,) in [-1, 1]."""
+    return distances(labels_t, labels_s, labels_a)[2]
 
 
 def thresholds(
@@ -130,9 +134,12 @@ class Vote:
             if online_steps < 1:
                 raise DefenseError(f"online_steps must be >= 1, got {online_steps}")
             self.nets["A"] = copy.deepcopy(networks["A"])
-            self._trainer = finetuning.AdaptiveTrainer(
-                self.nets["T"], self.nets["S"], self.nets["A"], finetune or FinetuneConfig(),
-                device=next(networks["A"].parameters()).device,
+            self._trainer = AdaptiveTrainer(
+                self.nets["T"],
+                self.nets["S"],
+                self.nets["A"],
+                finetune or FinetuneConfig(),
+                device=module_device(networks["A"]),
             )
         self.online_steps = online_steps
 
@@ -140,8 +147,7 @@ class Vote:
         """Shapes: images (N, 3, H, W) uint8 -> labels (N, H, W) int64."""
         check_images(images)
         maps = {k: predict_labels(net, images) for k, net in self.nets.items()}
-        d_ta, d_sa = hamming(maps["T"], maps["A"]), hamming(maps["S"], maps["A"])
-        d = d_ta - d_sa  # eq. 4, as in d_ae()
+        d_ta, d_sa, d = distances(maps["T"], maps["S"], maps["A"])
         suspect = suspects(d, self.delta_t, self.delta_s)
         use_fallback = torch.tensor([s == "T" for s in suspect], dtype=torch.bool)
         labels = torch.where(use_fallback[:, None, None], maps[self.fallback], maps["T"])

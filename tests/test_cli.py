@@ -11,10 +11,19 @@ from bench.cli import main
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["train", "--preset", "nope"], "no preset 'nope'; pass a .toml file or one of: cityscapes, smoke"),
-        (["train", "--preset", "smoke", "--data", "/no/such/dir"], "data root /no/such/dir does not exist"),
-        (["train", "--preset", "smoke", "--set", "pretrain.epochz=1"], "unknown key 'pretrain.epochz'"),
-        (["train", "--preset", "smoke", "--net", "X"], "unknown network 'X' for --net"),
+        (
+            ["train", "--preset", "nope"],
+            "no preset 'nope'; pass a .toml file or one of: cityscapes, smoke",
+        ),
+        (
+            ["train", "--preset", "smoke", "--data", "/no/such/dir"],
+            "data root /no/such/dir does not exist",
+        ),
+        (
+            ["train", "--preset", "smoke", "--set", "pretrain.epochz=1"],
+            "unknown key 'pretrain.epochz'",
+        ),
+        (["train", "--preset", "smoke", "--net", "X"], "unknown network 'X'; choose from T, S, A"),
         (["data", "toycity", "--out", "x", "--size", "big"], "is not HxW"),
     ],
 )
@@ -34,8 +43,21 @@ def test_unknown_ifm_layer_is_named(toy_root, tmp_path):
     for name in ("T", "S"):
         save_model(ERFNet(width=1), run / "models", name, "erfnet", {"width": 1})
     result = CliRunner().invoke(
-        main, ["train", "--preset", "smoke", "--data", str(toy_root), "--run", str(run), "--net", "A",
-               "--layers", "down4", "--quiet"],
+        main,
+        [
+            "train",
+            "--preset",
+            "smoke",
+            "--data",
+            str(toy_root),
+            "--run",
+            str(run),
+            "--net",
+            "A",
+            "--layers",
+            "down4",
+            "--quiet",
+        ],
     )
     assert result.exit_code == 1
     assert "unknown layer 'down4'" in result.output and "down1, down2, down3" in result.output

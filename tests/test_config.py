@@ -1,36 +1,53 @@
-"""Presets: every shipped preset loads, round-trips through TOML, and typos are errors."""
+"""Presets: every shipped preset loads and round-trips; every bad value is one clear error."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from bench.config import PRESET_DIR, ConfigError, RunConfig, load_config, save_config
+from bench.config import (
+    PRESET_DIR,
+    FinetuneConfig,
+    RunConfig,
+    adaptive_students,
+    apply_overrides,
+    cache_key,
+    load_config,
+    load_run_config,
+    save_run_config,
+)
+from bench.errors import ConfigError
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in PRESET_DIR.glob("*.toml")))
-def test_shipped_presets_round_trip(name, tmp_path):
+def test_shipped_presets_round_trip_through_a_run_directory(name, tmp_path):
     config = load_config(name)
-    save_config(config, tmp_path / "config.toml")
-    assert load_config(tmp_path / "config.toml") == config
+    config = dataclasses.replace(
+        config, data=dataclasses.replace(config.data, root=str(tmp_path / "d"))
+    )
+    save_run_config(config, tmp_path / "run")
+    text = (tmp_path / "run" / "config.toml").read_text()
+    assert 'root = "../d"' in text and str(tmp_path) not in text  # no machine path
+    assert load_run_config(tmp_path / "run") == config
 
 
 def test_unknown_keys_are_errors(tmp_path):
     path = tmp_path / "typo.toml"
     path.write_text("[pretrain]\nepochz = 3\n")
-    with pytest.raises(ConfigError, match="unknown key pretrain.'epochz'; valid keys: batch_size"):
+    with pytest.raises(ConfigError, match=r"unknown key pretrain\.'epochz'; valid keys: epochs"):
         load_config(path)
 
 
 def test_unknown_preset_lists_the_shipped_ones():
-    with pytest.raises(ConfigError, match="smoke.*toy"):
+    with pytest.raises(ConfigError, match=r"smoke.*toy"):
         load_config("nonexistent")
 
 
-def test_digest_depends_only_on_the_named_sections():
-    base = RunConfig()
-    other = RunConfig(name="other")
-    assert base.digest("pretrain") == other.digest("pretrain")
-    assert base.digest() != other.digest()
+def test_cache_key_is_canonical():
+    assert cache_key({"b": 1, "a": (1, 2)}) == cache_key({"a": [1, 2], "b": 1})
+    assert cache_key(RunConfig().pretrain) == cache_key(dataclasses.asdict(RunConfig().pretrain))
+    assert cache_key(1.0) != cache_key(2.0) and len(cache_key("x")) == 16
 
 
 def test_a_preset_can_start_from_another(tmp_path):
@@ -45,12 +62,63 @@ def test_a_preset_can_start_from_another(tmp_path):
 
 
 def test_overrides_are_typed_and_checked():
-    from bench.config import apply_overrides
-
-    config = apply_overrides(RunConfig(), ["finetune.alpha=0.7", "attack.eps=[1, 4]", "finetune.optimizer=sgd"])
+    config = apply_overrides(
+        RunConfig(), ["finetune.alpha=0.7", "attack.eps=[1, 4]", "finetune.optimizer=sgd"]
+    )
     assert config.finetune.alpha == 0.7 and config.attack.eps == (1.0, 4.0)
     assert config.finetune.optimizer == "sgd"
-    with pytest.raises(ConfigError, match="unknown key 'finetune.alfa'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'finetune\.alfa'"):
         apply_overrides(RunConfig(), ["finetune.alfa=0.7"])
     with pytest.raises(ConfigError, match="not key=value"):
         apply_overrides(RunConfig(), ["finetune.alpha"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("attack.eps=[300]", "attack.eps = [300.0]: every eps must lie in (0, 255]"),
+        ("attack.eps=[0]", "attack.eps = [0.0]: every eps must lie in (0, 255]"),
+        ("attack.eps=[]", "attack.eps = []: name at least one eps"),
+        ("attack.eps=[1, 1]", "attack.eps = [1.0, 1.0]: lists 1.0 twice"),
+        ("attack.eps=['ten']", "attack.eps = 'ten' is not number"),
+        ("attack.eps=10", "attack.eps = 10 is not a list of numbers"),
+        ("attack.batch_size=2.5", "attack.batch_size = 2.5 is not integer"),
+        ("attack.batch_size=0", "attack.batch_size = 0: must be >= 1"),
+        ("attack.batch_size=true", "attack.batch_size = True is not integer"),
+        ("attack.sources=['X']", "unknown source 'X'; choose from T, S"),
+        ("attack.subsets=['test']", "unknown subset 'test'; choose from train, val, mini_val"),
+        ("detect.delta=nan", "detect.delta = nan is not a finite number"),
+        ("detect.delta=2", "detect.delta = 2.0: d_AE lies in [-1, 1]"),
+        ("detect.delta_t=0.2", "give both delta_t and delta_s"),
+        ("evaluate.defenses=[]", "evaluate.defenses = []: name at least one defense"),
+        ("evaluate.batch_size=-1", "evaluate.batch_size = -1: must be >= 1"),
+        ("finetune.alpha=1", "finetune.alpha = 1.0: must lie in [0, 1)"),
+        ("finetune.optimizer=lbfgs", "finetune.optimizer = 'lbfgs': choose from adam, adamw, sgd"),
+        ("finetune.layers=[]", "finetune.layers = []: name at least one IFM layer"),
+        ("pretrain.epochs=0", "pretrain.epochs = 0: must be >= 1"),
+        ("pretrain.lr=-1", "pretrain.lr = -1.0: must be > 0"),
+        ("data.size=[64]", "data.size = [64] is not a list of 2 integers"),
+        ("data.size=[4, 8]", "data.size = [4, 8]: height and width must be >= 8"),
+        ("data.val_subset=test", "data.val_subset = 'test': choose from train, val, mini_val"),
+        ("data.toycity_counts={trian=3}", "data.toycity_counts.trian = 3: valid keys are train"),
+        ("sweep.alphas=[1.5]", "sweep.alphas = [1.5]: every alpha must lie in [0, 1)"),
+        ("seed=-3", "seed = -3: must be an integer >= 0"),
+        ("name='my run'", "name = 'my run': use letters, digits"),
+        ("teacher=3", "teacher must be a table"),
+    ],
+)
+def test_every_bad_value_is_one_line_naming_key_value_and_fix(override, message):
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(load_config("smoke"), [override])
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_adaptive_students_name_their_checkpoints():
+    config = apply_overrides(RunConfig(), ["sweep.layer_sets=['down,up']", "sweep.alphas=[0.7]"])
+    rows = dict(adaptive_students(config).all())
+    assert list(rows)[:2] == ["A", "A_all_a0.6_e10"]
+    assert "A_down+up_a0.6_e10" in rows and "A_down1_a0.7_e10" in rows
+    assert FinetuneConfig(layers=("all",), beta=0.25, optimizer="sgd").checkpoint_name == (
+        "A_all_a0.6_e10_b0.25_sgd"
+    )

@@ -11,7 +11,6 @@ official table. Order is sorted by file name, so every run sees the same images 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,20 +20,28 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from bench.errors import BenchError
-from bench.data.labels import IGNORE_INDEX, label_ids_to_train_ids
+from bench.config import SPLITS, SUBSETS
+from bench.data.identity import data_identity
+from bench.data.labels import label_ids_to_train_ids
+from bench.errors import DataError
 
-SPLITS = ("train", "val", "test", "train_extra")
-# Named city subsets of the paper (Section 4.1): Lindau = mini val, Frankfurt + Muenster = mini test.
-SUBSETS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "mini_val": ("val", ("lindau",)),
-    "mini_test": ("val", ("frankfurt", "munster")),
-}
-_IMAGE_SUFFIX = "_leftImg8bit.png"
+IMAGE_SUFFIX = "_leftImg8bit.png"
 
 
-class DataError(BenchError, ValueError):
-    """The data tree is not where or what it should be."""
+def label_kind(split: str) -> str:
+    """The label folder of a split: coarse labels for ``train_extra``, fine ones elsewhere."""
+    return "gtCoarse" if split == "train_extra" else "gtFine"
+
+
+def image_path(root: Path, split: str, city: str, stem: str) -> Path:
+    """``<root>/leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png``."""
+    return root / "leftImg8bit" / split / city / f"{stem}{IMAGE_SUFFIX}"
+
+
+def label_path(root: Path, split: str, city: str, stem: str, ids: str = "labelIds") -> Path:
+    """``<root>/<gtFine|gtCoarse>/<split>/<city>/<stem>_<kind>_<ids>.png``."""
+    kind = label_kind(split)
+    return root / kind / split / city / f"{stem}_{kind}_{ids}.png"
 
 
 @dataclass(frozen=True)
@@ -98,73 +105,83 @@ class CityscapesSegmentation(Dataset):
             raise DataError(
                 f"no city {', '.join(missing)} in {image_dir}; found {', '.join(available) or 'none'}"
             )
-        label_kind = "gtCoarse" if self.split == "train_extra" else "gtFine"
         samples = []
         for city in cities:
-            for image in sorted((image_dir / city).glob(f"*{_IMAGE_SUFFIX}")):
+            images = (image_dir / city).glob(f"*{IMAGE_SUFFIX}")
+            # macOS leaves "._*" resource files beside copied images: they are not images.
+            for image in sorted(p for p in images if not p.name.startswith("._")):
                 label = None
                 if self.with_labels:
-                    stem = self.root / label_kind / self.split / city / image.name[: -len(_IMAGE_SUFFIX)]
-                    label = _label_path(stem, label_kind)
-                    if label is None:
-                        raise DataError(
-                            f"image {image} has no label {stem}_{label_kind}_labelIds.png"
-                        )
+                    label = self._label(city, image.name[: -len(IMAGE_SUFFIX)])
                 samples.append(Sample(image, label))
         if not samples:
-            raise DataError(f"no *{_IMAGE_SUFFIX} images for cities {', '.join(cities)} in {image_dir}")
+            raise DataError(
+                f"no *{IMAGE_SUFFIX} images for cities {', '.join(cities)} in {image_dir}"
+            )
         return samples
+
+    def _label(self, city: str, stem: str) -> Path:
+        for ids in ("labelTrainIds", "labelIds"):
+            path = label_path(self.root, self.split, city, stem, ids)
+            if path.is_file():
+                return path
+        expected = label_path(self.root, self.split, city, stem)
+        raise DataError(f"image {stem}{IMAGE_SUFFIX} has no label {expected}")
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         sample = self.samples[index]
-        image = _read_png(sample.image, "RGB", self.size, Image.BILINEAR)
-        if image.ndim != 3:
-            raise DataError(f"{sample.image} is not an RGB image")
-        image_t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        image = _read_png(sample.image, "RGB")
         if sample.label is None:
-            return image_t, torch.empty(0, dtype=torch.int64)
-        raw = _read_png(sample.label, "L", self.size, Image.NEAREST)
-        train_ids = raw if sample.label.name.endswith("labelTrainIds.png") else label_ids_to_train_ids(raw)
-        if train_ids.shape != image.shape[:2]:
-            raise DataError(
-                f"label {sample.label} is {train_ids.shape}, image {sample.image} is {image.shape[:2]}"
+            return _to_tensor(_resize(image, self.size, Image.BILINEAR)), torch.empty(
+                0, dtype=torch.int64
             )
-        return image_t, torch.from_numpy(train_ids.astype(np.int64))
+        label = _read_png(sample.label, "L")
+        if label.size != image.size:
+            raise DataError(
+                f"label {sample.label} is {label.size[1]}x{label.size[0]} but its image is "
+                f"{image.size[1]}x{image.size[0]}; every label must have its image's size"
+            )
+        raw = np.asarray(_resize(label, self.size, Image.NEAREST))
+        train_ids = (
+            raw if sample.label.name.endswith("labelTrainIds.png") else label_ids_to_train_ids(raw)
+        )
+        return _to_tensor(_resize(image, self.size, Image.BILINEAR)), torch.from_numpy(
+            train_ids.astype(np.int64)
+        )
+
+    def files(self) -> list[Path]:
+        """Every file this dataset reads: images, then their labels."""
+        return [s.image for s in self.samples] + [s.label for s in self.samples if s.label]
 
     def fingerprint(self) -> str:
-        """Identifies the selection (split, cities, size, file names) for cache keys."""
-        digest = hashlib.sha256(f"{self.split}|{self.cities}|{self.size}".encode())
-        for sample in self.samples:
-            digest.update(sample.image.name.encode())
-        return digest.hexdigest()[:16]
+        """The key of what this dataset yields: its selection (split, cities, size, labels or
+        not) and the identity of its files (``bench.data.identity``), so edited data is noticed."""
+        selection = [self.split, list(self.cities or ()), self.size, self.with_labels]
+        return data_identity(self.root, self.files(), selection)
 
 
-def _label_path(stem: Path, kind: str) -> Path | None:
-    for suffix in (f"_{kind}_labelTrainIds.png", f"_{kind}_labelIds.png"):
-        path = stem.with_name(stem.name + suffix)
-        if path.is_file():
-            return path
-    return None
-
-
-def _read_png(path: Path, mode: str, size: tuple[int, int] | None, resample: int) -> np.ndarray:
+def _read_png(path: Path, mode: str) -> Image.Image:
     try:
         with Image.open(path) as img:
-            img = img.convert(mode)
-            if size is not None and img.size != (size[1], size[0]):
-                img = img.resize((size[1], size[0]), resample)
-            return np.asarray(img)
+            return img.convert(mode)
     except (OSError, UnidentifiedImageError) as err:
-        raise DataError(f"cannot read image {path} ({err}); the file is missing or corrupt") from None
+        raise DataError(
+            f"cannot read image {path} ({err}); the file is missing or corrupt"
+        ) from None
 
 
-def load_split(dataset: CityscapesSegmentation) -> tuple[Tensor, Tensor]:
-    """Read a whole (small) split into memory: images (N, 3, H, W) uint8, labels (N, H, W) int64."""
-    items = [dataset[i] for i in range(len(dataset))]
-    return torch.stack([i for i, _ in items]), torch.stack([lab for _, lab in items])
+def _resize(img: Image.Image, size: tuple[int, int] | None, resample: int) -> Image.Image:
+    if size is None or img.size == (size[1], size[0]):
+        return img
+    return img.resize((size[1], size[0]), resample)
 
 
-__all__ = ["IGNORE_INDEX", "SPLITS", "SUBSETS", "CityscapesSegmentation", "DataError", "load_split"]
+def _to_tensor(img: Image.Image) -> Tensor:
+    """(H, W, 3) RGB -> (3, H, W) uint8."""
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1)))
+
+
+__all__ = ["CityscapesSegmentation", "image_path", "label_kind", "label_path"]

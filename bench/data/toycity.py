@@ -25,9 +25,8 @@ gives byte-identical files and changing a count never changes the images before 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,8 +34,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from bench.data.cityscapes import image_path, label_kind, label_path
+from bench.data.identity import MANIFEST, file_sha256
 from bench.data.labels import LABEL_ID
-from bench.errors import BenchError
+from bench.errors import DataError
+from bench.files import atomic_write, atomic_write_text, exclusive_lock
 
 CITIES: dict[str, tuple[str, ...]] = {
     "train": ("aachen", "bochum", "bremen", "cologne", "darmstadt", "dusseldorf"),
@@ -44,11 +46,13 @@ CITIES: dict[str, tuple[str, ...]] = {
     "val": ("frankfurt", "lindau", "munster"),
 }
 _SPLIT_CODE = {"train": 1, "train_extra": 2, "val": 3}
-_MARKER = "toycity.json"  # written last: a tree without it is incomplete
+# The manifest (settings + sha256 of every file) is written last: a tree without it is
+# incomplete, and a run names unedited toy-city data by its settings (bench.data.identity).
+_SETTINGS = "settings.json"  # the settings of an unfinished tree in <out>.partial
 _FRAME = 19  # Cityscapes' annotated frame is the 20th of each snippet
 
 
-class ToyCityError(BenchError, ValueError):
+class ToyCityError(DataError):
     """The output folder cannot take a toy city."""
 
 
@@ -73,6 +77,28 @@ class SceneStyle:
     texture: float = 1.0
     jitter: float = 1.0
     noise: float = 6.0
+
+    @classmethod
+    def from_dict(cls, values: dict) -> SceneStyle:
+        """A style from a config table (``data.toycity_style``); one line for a bad key or value."""
+        names = [f.name for f in fields(cls)]
+        for key, value in values.items():
+            if key not in names:
+                raise ToyCityError(
+                    f"unknown key data.toycity_style.{key}; valid keys: {', '.join(names)}"
+                )
+            numbers = value if key == "exposure" else [value]
+            if (
+                not isinstance(numbers, (list, tuple))
+                or len(numbers) != (2 if key == "exposure" else 1)
+                or not all(isinstance(v, (int, float)) and v >= 0 for v in numbers)
+            ):
+                want = "two numbers >= 0, e.g. [0.3, 0.6]" if key == "exposure" else "a number >= 0"
+                raise ToyCityError(f"data.toycity_style.{key} = {value!r} must be {want}")
+        style = dict(values)
+        if "exposure" in style:
+            style["exposure"] = tuple(float(v) for v in style["exposure"])
+        return cls(**style)
 
 
 # Base colours (RGB) of the stuff classes; every image jitters them.
@@ -242,7 +268,7 @@ class _Scene:
         seg_class = np.zeros(self.w, np.uint8)
         seg_colour = np.zeros((self.w, 3), np.float32)
         kinds = ("building", "building", "building", "wall", "fence", "vegetation")
-        for side, cols in ((0, ~right), (1, right)):
+        for cols in (~right, right):
             edges = np.cumsum(rng.uniform(6.0, 25.0, 24))
             kind = rng.choice(len(kinds), 24)
             heights = np.array([_segment_height(rng, kinds[k]) for k in kind], np.float32)
@@ -674,10 +700,7 @@ def _coarse(label_ids: np.ndarray, band: int = 2) -> np.ndarray:
 
 
 def _write_png(array: np.ndarray, path: Path) -> None:
-    """Write a PNG through a temporary name, so a file that exists is always complete."""
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(array).save(tmp, format="PNG", compress_level=1)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG", compress_level=1))
 
 
 def image_names(split: str, count: int) -> list[tuple[str, str]]:
@@ -730,12 +753,22 @@ def generate_toycity(
         "style": asdict(style),
     }
     settings["style"]["exposure"] = list(style.exposure)
+    busy = f"another bench process is generating the toy city {out}; wait for it to finish"
+    with exclusive_lock(out.with_name(f".{out.name}.lock"), busy):
+        return _generate(out, settings, (h, w), style, progress)
+
+
+def _generate(
+    out: Path, settings: dict, size: tuple[int, int], style: SceneStyle, progress: bool
+) -> Path:
     if out.exists():
         if not out.is_dir():
             raise ToyCityError(f"{out} is a file; choose a folder for the toy city")
-        marker = out / _MARKER
-        if marker.is_file():
-            if json.loads(marker.read_text()) == settings:
+        if (out / MANIFEST).is_file():
+            stored = json.loads((out / MANIFEST).read_text())
+            if stored.get("settings", stored) == settings:
+                if "files" not in stored:  # made before trees carried file hashes
+                    _write_manifest(out, settings)
                 return out
             raise ToyCityError(
                 f"{out} holds a toy city made with other settings; "
@@ -746,7 +779,7 @@ def generate_toycity(
                 f"{out} is not empty and not a toy city; choose an empty or new folder"
             )
     partial = out.with_name(out.name + ".partial")
-    marker = partial / "settings.json"
+    marker = partial / _SETTINGS
     if partial.exists():
         if marker.is_file():
             if json.loads(marker.read_text()) != settings:
@@ -756,32 +789,39 @@ def generate_toycity(
                 f"{partial} exists and is not an interrupted toy city; move it away first"
             )
     partial.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(settings, indent=1))
+    atomic_write_text(marker, json.dumps(settings, indent=1))
 
     jobs = [
         (split, i, city, stem)
         for split, count in (
-            ("train", train),
-            ("train_extra", train_extra),
-            ("val", val_per_city * len(CITIES["val"])),
+            ("train", settings["train"]),
+            ("train_extra", settings["train_extra"]),
+            ("val", settings["val_per_city"] * len(CITIES["val"])),
         )
         for i, (city, stem) in enumerate(image_names(split, count))
     ]
-    for split, city in {(split, city) for split, _, city, _ in jobs}:
-        (partial / "leftImg8bit" / split / city).mkdir(parents=True, exist_ok=True)
-        kind = "gtCoarse" if split == "train_extra" else "gtFine"
-        (partial / kind / split / city).mkdir(parents=True, exist_ok=True)
     for split, i, city, stem in tqdm(jobs, desc="toy city", unit="img", disable=not progress):
-        kind = "gtCoarse" if split == "train_extra" else "gtFine"
-        image_path = partial / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png"
-        label_path = partial / kind / split / city / f"{stem}_{kind}_labelIds.png"
-        if image_path.is_file() and label_path.is_file():
+        image_file = image_path(partial, split, city, stem)
+        label_file = label_path(partial, split, city, stem)
+        if image_file.is_file() and label_file.is_file():
             continue  # written by an interrupted run with the same settings
-        image, label_ids = render_scene(seed, split, i, (h, w), style)
-        _write_png(label_ids if kind == "gtFine" else _coarse(label_ids), label_path)
-        _write_png(image, image_path)
-    marker.rename(partial / _MARKER)
+        image, label_ids = render_scene(settings["seed"], split, i, size, style)
+        coarse = label_kind(split) == "gtCoarse"
+        _write_png(_coarse(label_ids) if coarse else label_ids, label_file)
+        _write_png(image, image_file)
+    marker.unlink()
+    _write_manifest(partial, settings)
     if out.exists():
         out.rmdir()  # empty, checked above
     partial.rename(out)
     return out
+
+
+def _write_manifest(root: Path, settings: dict) -> None:
+    """``toycity.json``: the settings and the sha256 of every image and label of the tree."""
+    files = sorted(
+        p for kind in ("leftImg8bit", "gtFine", "gtCoarse") for p in (root / kind).rglob("*.png")
+    )
+    hashes = {p.relative_to(root).as_posix(): file_sha256(p) for p in files}
+    manifest = {"settings": settings, "files": hashes}
+    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=0, sort_keys=True))

@@ -6,6 +6,8 @@ instead of strided; ASPP on its output; the decoder fuses stride-4 features of t
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -31,7 +33,9 @@ class BasicBlock(nn.Module):
 
     def __init__(self, cin: int, planes: int, stride: int, dilation: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, planes, 3, stride, padding=dilation, dilation=dilation, bias=False)
+        self.conv1 = nn.Conv2d(
+            cin, planes, 3, stride, padding=dilation, dilation=dilation, bias=False
+        )
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=dilation, dilation=dilation, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
@@ -50,7 +54,9 @@ class Bottleneck(nn.Module):
         cout = planes * self.expansion
         self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride, padding=dilation, dilation=dilation, bias=False)
+        self.conv2 = nn.Conv2d(
+            planes, planes, 3, stride, padding=dilation, dilation=dilation, bias=False
+        )
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, cout, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(cout)
@@ -135,8 +141,9 @@ class DeepLabV3Plus(TapMixin, nn.Module):
         returns: logits (N, num_classes, H, W).
     """
 
-    TAPS = {"backbone": "backbone", "aspp": "aspp", "decoder": "decoder"}
-    TAP_GROUPS = {"all": ("backbone", "aspp", "decoder")}
+    TAPS: ClassVar[dict[str, str]] = {"backbone": "backbone", "aspp": "aspp", "decoder": "decoder"}
+    TAP_GROUPS: ClassVar[dict[str, tuple[str, ...]]] = {"all": ("backbone", "aspp", "decoder")}
+    SIZE_DIVISOR = 16
 
     def __init__(
         self,
@@ -160,11 +167,10 @@ class DeepLabV3Plus(TapMixin, nn.Module):
         self.classifier = nn.Conv2d(aspp_channels, num_classes, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[-2] % 16 or x.shape[-1] % 16:
-            raise ValueError(
-                f"DeepLabV3Plus needs H and W divisible by 16, got {tuple(x.shape[-2:])}"
-            )
+        self.check_size(tuple(x.shape[-2:]))
         low, high = self.backbone((x - self.mean) / self.std)
-        high = F.interpolate(self.aspp(high), size=low.shape[-2:], mode="bilinear", align_corners=False)
+        high = F.interpolate(
+            self.aspp(high), size=low.shape[-2:], mode="bilinear", align_corners=False
+        )
         out = self.classifier(self.decoder(torch.cat([high, self.low_level(low)], 1)))
         return F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)

@@ -8,6 +8,7 @@ state_dicts load with ``load_state_dict`` (see ``load_official_state_dict``).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -124,7 +125,7 @@ class ERFNet(TapMixin, nn.Module):
     Takes float gray values in [0, 255] and divides by 255 inside (the official code feeds
     ``ToTensor`` images, so official weights expect [0, 1] without mean/std normalisation).
 
-    Taps (DESIGN.md): down1..3 = the three downsampler blocks, up1..2 = the first two upsampler
+    Taps: down1..3 = the three downsampler blocks, up1..2 = the first two upsampler
     blocks, rest = every other block except the output layers (one tap per block, named by its
     module path). The last upsampling layer is the classifier and is never a tap.
 
@@ -133,7 +134,7 @@ class ERFNet(TapMixin, nn.Module):
         returns: logits (N, num_classes, H, W).
     """
 
-    TAPS = {
+    TAPS: ClassVar[dict[str, str]] = {
         "down1": "encoder.initial_block",
         "down2": "encoder.layers.0",
         "down3": "encoder.layers.6",
@@ -141,7 +142,8 @@ class ERFNet(TapMixin, nn.Module):
         "up2": "decoder.layers.3",
         **{path: path for path in _REST},
     }
-    TAP_GROUPS = {
+    SIZE_DIVISOR = 8
+    TAP_GROUPS: ClassVar[dict[str, tuple[str, ...]]] = {
         "down": ("down1", "down2", "down3"),
         "up": ("up1", "up2"),
         "rest": _REST,
@@ -156,10 +158,7 @@ class ERFNet(TapMixin, nn.Module):
         self.decoder = Decoder(num_classes, width)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[-2] % 8 or x.shape[-1] % 8:
-            raise ValueError(
-                f"ERFNet needs H and W divisible by 8, got {tuple(x.shape[-2:])}; resize the input"
-            )
+        self.check_size(tuple(x.shape[-2:]))
         return self.decoder(self.encoder(x / 255.0))
 
 

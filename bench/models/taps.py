@@ -3,20 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import ClassVar
 
 from torch import Tensor, nn
 
+from bench.errors import ModelError
+
 
 class TapMixin:
-    """Adds ``forward_taps`` to an ``nn.Module`` that declares its taps.
+    """Adds named feature taps and the input-size check to an ``nn.Module``.
 
-    A subclass sets ``TAPS`` (tap name -> module path) and ``TAP_GROUPS`` (group name -> tap
-    names). Every tap's output is recorded by a forward hook during one ordinary forward pass, so
-    the logits and the features come from the same computation graph.
+    A subclass sets ``TAPS`` (tap name -> module path), ``TAP_GROUPS`` (group name -> tap names)
+    and ``SIZE_DIVISOR`` (H and W must be multiples of it). Every tap's output is recorded by a
+    forward hook during one ordinary forward pass, so the logits and the features come from the
+    same computation graph.
     """
 
-    TAPS: dict[str, str] = {}
-    TAP_GROUPS: dict[str, tuple[str, ...]] = {}
+    TAPS: ClassVar[dict[str, str]] = {}
+    TAP_GROUPS: ClassVar[dict[str, tuple[str, ...]]] = {}
+    SIZE_DIVISOR: ClassVar[int] = 1
+
+    @classmethod
+    def check_size(cls, size: tuple[int, int]) -> None:
+        """Raise ``ModelError`` unless H and W are multiples of ``SIZE_DIVISOR``, proposing the
+        nearest valid size."""
+        k = cls.SIZE_DIVISOR
+        if size[0] % k or size[1] % k:
+            nearest = "x".join(str(max(k, round(v / k) * k)) for v in size)
+            raise ModelError(
+                f"{cls.__name__} needs H and W divisible by {k}, got {size[0]}x{size[1]}; "
+                f"use e.g. {nearest}"
+            )
 
     @classmethod
     def tap_names(cls) -> tuple[str, ...]:
@@ -27,7 +44,7 @@ class TapMixin:
     def expand_taps(cls, names: Iterable[str]) -> list[str]:
         """Expand group names (``all``, ``down``, ...) into tap names, keeping order, no repeats.
 
-        Raises ``ValueError`` naming the valid choices for an unknown name.
+        Raises ``ModelError`` naming the valid choices for an unknown name.
         """
         expanded: list[str] = []
         for name in names:
@@ -36,7 +53,7 @@ class TapMixin:
             elif name in cls.TAPS:
                 members = (name,)
             else:
-                raise ValueError(
+                raise ModelError(
                     f"unknown layer {name!r} for {cls.__name__}; choose from "
                     f"{', '.join(cls.tap_names())}"
                 )
@@ -73,4 +90,3 @@ class TapMixin:
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-

@@ -8,18 +8,23 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from bench.data.labels import colorize  # noqa: E402
+from bench.data.labels import colorize
 
 
-def plot_miou_vs_eps(metrics: pd.DataFrame, subset: str, path: Path) -> None:
-    """One panel per AE source: mIoU (%) over eps (0 = clean) for every defense."""
+def plot_miou_vs_eps(metrics: pd.DataFrame, subset: str, attack: str, path: Path) -> bool:
+    """One panel per AE source: mIoU (%) over eps (0 = clean) for every defense; False (and no
+    file) when there is no AE set to plot."""
     rows = metrics[metrics["subset"] == subset]
     sources = [s for s in ("T", "S") if s in set(rows["source"])]
-    fig, axes = plt.subplots(1, len(sources), figsize=(5.5 * len(sources), 4), sharey=True, squeeze=False)
+    if not sources:
+        return False
+    fig, axes = plt.subplots(
+        1, len(sources), figsize=(5.5 * len(sources), 4), sharey=True, squeeze=False
+    )
     for ax, source in zip(axes[0], sources):
         for defense, group in rows.groupby("defense", sort=False):
             clean = group[group["source"] == "clean"]
@@ -28,7 +33,7 @@ def plot_miou_vs_eps(metrics: pd.DataFrame, subset: str, path: Path) -> None:
             miou = np.concatenate([clean["miou"].to_numpy()[:1], adv["miou"].to_numpy()])
             if len(miou) == len(eps):
                 ax.plot(eps, miou, marker="o", label=defense)
-        ax.set_title(f"{source}-AEs (LLCM), {subset}")
+        ax.set_title(f"{source}-AEs ({attack}), {subset}")
         ax.set_xlabel("eps (gray values)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("mIoU (%)")
@@ -36,17 +41,21 @@ def plot_miou_vs_eps(metrics: pd.DataFrame, subset: str, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def plot_d_ae_histograms(
     detections: pd.DataFrame, subset: str, deltas: Sequence[float], path: Path
-) -> None:
-    """Histograms of d_AE (eq. 4) per data variant, with the detection threshold(s) as lines."""
+) -> bool:
+    """Histograms of d_AE (eq. 4) per data variant, with the detection threshold(s) as lines;
+    False (and no file) when there is nothing to plot."""
     rows = detections[detections["subset"] == subset]
     groups = list(rows.groupby(["source", "eps"], sort=False))
     if not groups:
-        return
-    fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 3), sharey=True, squeeze=False)
+        return False
+    fig, axes = plt.subplots(
+        1, len(groups), figsize=(3.2 * len(groups), 3), sharey=True, squeeze=False
+    )
     bins = np.linspace(-1, 1, 41)
     for ax, ((source, eps), group) in zip(axes[0], groups):
         ax.hist(group["d_ae"], bins=bins, color="tab:blue")
@@ -59,6 +68,7 @@ def plot_d_ae_histograms(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def plot_qualitative(grid: Mapping[str, Mapping[str, np.ndarray]], path: Path) -> None:
@@ -69,7 +79,10 @@ def plot_qualitative(grid: Mapping[str, Mapping[str, np.ndarray]], path: Path) -
     variants = list(grid)
     columns = list(grid[variants[0]])
     fig, axes = plt.subplots(
-        len(variants), len(columns), figsize=(2.2 * len(columns), 1.3 * len(variants)), squeeze=False
+        len(variants),
+        len(columns),
+        figsize=(2.2 * len(columns), 1.3 * len(variants)),
+        squeeze=False,
     )
     for r, variant in enumerate(variants):
         for c, column in enumerate(columns):

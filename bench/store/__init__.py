@@ -1,32 +1,17 @@
-"""The run directory: checkpoints (``checkpoints.py``) and cached AE sets (``aesets.py``)."""
+"""What a run keeps: its directory (``rundir``), checkpoints and cached AE sets (``aesets``)."""
 
-from bench.store.aesets import (
-    STORE_FILE,
-    AESet,
-    AEStoreError,
-    attack_tag,
-    build_ae_set,
-    load_ae_set,
-    open_ae_set,
-    set_name,
-)
-from bench.store.checkpoints import (
-    CheckpointError,
-    ModelRecord,
-    load_model,
-    load_record,
-    save_model,
-    sha256_file,
-)
+from bench.store.aesets import STORE_FILE, AESet, attack_tag, build_ae_set, open_ae_set, set_name
+from bench.store.checkpoints import CheckpointMeta, load_meta, load_model, save_model
 
-__all__ = ["CheckpointError", "ModelRecord", "load_model", "load_record", "save_model", "sha256_file"]
-__all__ += [
+__all__ = [
     "STORE_FILE",
     "AESet",
-    "AEStoreError",
+    "CheckpointMeta",
     "attack_tag",
     "build_ae_set",
-    "load_ae_set",
+    "load_meta",
+    "load_model",
     "open_ae_set",
+    "save_model",
     "set_name",
 ]

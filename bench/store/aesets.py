@@ -38,18 +38,14 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from attacks import ATTACKS_VERSION, Attack
-from attacks.base import check_eps, model_device
-from bench.errors import BenchError
+from attacks.base import ATTACKS_VERSION, Attack, check_eps
+from bench.devices import module_device
+from bench.errors import StoreError
 
 STORE_FILE = "aes.h5"
 CODE_VERSION = f"attacks-{ATTACKS_VERSION}/store-1"
 
 log = logging.getLogger(__name__)
-
-
-class AEStoreError(BenchError, RuntimeError):
-    """The AE store cannot be used (in use, incomplete set, unreadable data)."""
 
 
 def attack_tag(attack: Attack) -> str:
@@ -116,7 +112,7 @@ def build_ae_set(
         store_path: the HDF5 file, normally ``<run>/aes.h5``.
         split: the split or subset name of ``dataset`` (``mini_val``, ``mini_test``, ...).
         source: the attacked network's name in the run (``T``, ``S``).
-        source_sha256: the sha256 of its weights (``bench.store.load_record(...).sha256``).
+        source_sha256: the sha256 of its weights (``bench.store.load_meta(...).sha256``).
         model: the attacked network; the attack runs on its device.
         dataset: items ``(image uint8 (3, H, W), label int64 (H, W))`` with a ``fingerprint()``
             method (``CityscapesSegmentation``); labels are read only when the attack needs them.
@@ -124,7 +120,7 @@ def build_ae_set(
         rebuild: discard a matching set and build it again.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise StoreError(f"batch_size must be >= 1, got {batch_size}")
     eps = check_eps(eps)
     store_path = Path(store_path)
     name = set_name(split, attack, source, eps)
@@ -141,7 +137,7 @@ def build_ae_set(
         "image_shape": list(first_image.shape),
         "code_version": CODE_VERSION,
     }
-    generation = {"batch_size": batch_size, "device": str(model_device(model))}
+    generation = {"batch_size": batch_size, "device": str(module_device(model))}
     with _open_write(store_path) as store:
         group = _prepare_group(store, name, key, generation, rebuild)
         built = _generate(store, group, name, model, dataset, attack, eps, batch_size, progress)
@@ -158,29 +154,14 @@ def open_ae_set(
     with _open_read(store_path) as store:
         group = store.get(name)
         if not isinstance(group, h5py.Group) or "done" not in group or "images" not in group:
-            raise AEStoreError(f"no AE set {name} in {store_path}; build it first (bench attack)")
+            raise StoreError(f"no AE set {name} in {store_path}; build it first (bench attack)")
         done = group["done"][()]
         if not done.all():
-            raise AEStoreError(
+            raise StoreError(
                 f"AE set {name} in {store_path} is incomplete ({int(done.sum())}/{len(done)} "
                 "images); rerun bench attack to finish it"
             )
         return AESet(store_path, name, len(done), _read_attrs(group))
-
-
-def load_ae_set(
-    store_path: str | Path,
-    *,
-    split: str,
-    attack: Attack | str,
-    source: str,
-    eps: float,
-    batch_size: int = 8,
-) -> Iterator[Tensor]:
-    """Yield the uint8 (B, 3, H, W) batches of a complete set, in dataset order."""
-    return open_ae_set(store_path, split=split, attack=attack, source=source, eps=eps).batches(
-        batch_size
-    )
 
 
 # --- internals ---------------------------------------------------------------------------------
@@ -188,11 +169,11 @@ def load_ae_set(
 
 def _open_read(path: Path) -> h5py.File:
     if not path.is_file():
-        raise AEStoreError(f"no AE store {path}; build the sets first (bench attack)")
+        raise StoreError(f"no AE store {path}; build the sets first (bench attack)")
     try:
         return h5py.File(path, "r")
     except OSError as err:
-        raise AEStoreError(
+        raise StoreError(
             f"cannot read AE store {path} ({err}); "
             "if it is corrupt, rerun bench attack to rebuild it"
         ) from None
@@ -204,13 +185,15 @@ def _open_write(path: Path) -> h5py.File:
         return h5py.File(path, "a")
     except OSError as err:
         if "unable to lock file" in str(err):
-            raise AEStoreError(
+            raise StoreError(
                 f"AE store {path} is open in another process; wait for it to finish"
             ) from None
         corrupt = path.with_name(path.name + ".corrupt")
         log.warning(
             "AE store %s is truncated or corrupt (%s); moved it to %s and rebuilding the AE sets",
-            path, err, corrupt.name,
+            path,
+            err,
+            corrupt.name,
         )
         os.replace(path, corrupt)
         return h5py.File(path, "a")
@@ -237,8 +220,12 @@ def _prepare_group(
     n, shape = key["n_images"], tuple(key["image_shape"])
     # Allocate everything now: later batch writes then change raw data only, never metadata.
     group.create_dataset(
-        "images", shape=(n, *shape), dtype=np.uint8, chunks=(1, *shape),
-        dcpl=_early_allocation(), fill_time="never",
+        "images",
+        shape=(n, *shape),
+        dtype=np.uint8,
+        chunks=(1, *shape),
+        dcpl=_early_allocation(),
+        fill_time="never",
     )
     group.create_dataset("done", shape=(n,), dtype=np.uint8, dcpl=_early_allocation(), fillvalue=0)
     store.flush()
@@ -297,7 +284,7 @@ def _generate(
             clean = torch.stack([image for image, _ in items])
             labels = torch.stack([label for _, label in items]) if attack.needs_labels else None
             if labels is not None and labels.numel() == 0:
-                raise AEStoreError(
+                raise StoreError(
                     f"attack {attack.name} needs labels but the {name.split('/')[1]} split has none"
                 )
             adv = attack(model, clean, eps=eps, labels=labels)

@@ -1,16 +1,14 @@
 """Checkpoints of a run: ``<run>/models/<name>.pt`` (a state_dict) beside ``<name>.json``.
 
-The JSON record holds what rebuilds the network (architecture and options), the sha256 of the
-``.pt`` file, and free-form provenance (training recipe, seed, metrics). Files are written to a
-temporary name and renamed, so an interrupted save never leaves a half-written checkpoint.
-Checkpoints are loaded with ``weights_only=True``: a state_dict never executes code.
+The JSON metadata holds what rebuilds the network (architecture and options), the sha256 of the
+``.pt`` file, and free-form provenance (cache key, training recipe, seed, metrics). Both files are
+written atomically (``bench.files``), so an interrupted save never leaves a half-written
+checkpoint. Checkpoints are loaded with ``weights_only=True``: a state_dict never executes code.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,17 +16,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.errors import BenchError
+from bench.errors import CheckpointError
+from bench.files import atomic_write, atomic_write_text, sha256_file
 from bench.models import build_model
 
 
-class CheckpointError(BenchError, RuntimeError):
-    """A checkpoint is missing, corrupt or does not match its record."""
-
-
 @dataclass(frozen=True)
-class ModelRecord:
-    """What a checkpoint is: architecture + options rebuild it, sha256 identifies the weights."""
+class CheckpointMeta:
+    """What a checkpoint is: architecture + options rebuild it, sha256 identifies the weights,
+    ``info`` holds its provenance (``key``: the settings it was made with)."""
 
     name: str
     arch: str
@@ -37,62 +33,50 @@ class ModelRecord:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _atomic_write_bytes(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_model(
     model: nn.Module, models_dir: Path, name: str, arch: str, options: dict[str, Any], **info: Any
-) -> ModelRecord:
-    """Write ``models_dir/<name>.pt`` and ``<name>.json`` atomically; returns the record."""
+) -> CheckpointMeta:
+    """Write ``models_dir/<name>.pt`` and ``<name>.json`` atomically; returns its metadata."""
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     weights = models_dir / f"{name}.pt"
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _atomic_write_bytes(weights, lambda tmp: torch.save(state, tmp))
-    record = ModelRecord(name, arch, dict(options), sha256_file(weights), dict(info))
-    _write_record(models_dir, record)
-    return record
+    atomic_write(weights, lambda tmp: torch.save(state, tmp))
+    meta = CheckpointMeta(name, arch, dict(options), sha256_file(weights), dict(info))
+    _write_meta(models_dir, meta)
+    return meta
 
 
-def _write_record(models_dir: Path, record: ModelRecord) -> None:
-    _atomic_write_bytes(
-        Path(models_dir) / f"{record.name}.json",
-        lambda tmp: tmp.write_text(json.dumps(asdict(record), indent=2, sort_keys=True) + "\n"),
-    )
+def _write_meta(models_dir: Path, meta: CheckpointMeta) -> None:
+    text = json.dumps(asdict(meta), indent=2, sort_keys=True) + "\n"
+    atomic_write_text(Path(models_dir) / f"{meta.name}.json", text)
 
 
-def load_record(models_dir: Path, name: str) -> ModelRecord:
+def load_meta(models_dir: Path, name: str) -> CheckpointMeta:
     path = Path(models_dir) / f"{name}.json"
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint record {path}; train the network first (bench train)")
+        raise CheckpointError(
+            f"no checkpoint metadata {path}; train the network first (bench train)"
+        )
     try:
-        return ModelRecord(**json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError) as err:
-        raise CheckpointError(f"corrupt checkpoint record {path} ({err}); retrain the network") from None
+        return CheckpointMeta(**json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as err:
+        raise CheckpointError(
+            f"corrupt checkpoint metadata {path} ({err}); retrain the network"
+        ) from None
 
 
 def load_model(models_dir: Path, name: str, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild ``name`` from its record, verify the sha256, load the weights; eval mode."""
-    record = load_record(models_dir, name)
+    """Rebuild ``name`` from its metadata, verify the sha256, load the weights; eval mode."""
+    meta = load_meta(models_dir, name)
     weights = Path(models_dir) / f"{name}.pt"
     if not weights.is_file():
         raise CheckpointError(f"missing weights {weights}; retrain the network (bench train)")
-    if sha256_file(weights) != record.sha256:
+    if sha256_file(weights) != meta.sha256:
         raise CheckpointError(
             f"{weights} does not match the sha256 in {name}.json (corrupt or replaced); retrain it"
         )
-    model = build_model(record.arch, **record.options)
+    model = build_model(meta.arch, **meta.options)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
@@ -101,18 +85,18 @@ def load_model(models_dir: Path, name: str, device: str | torch.device = "cpu") 
     return model.to(device).eval()
 
 
-def export_half(models_dir: Path, name: str, dest_dir: Path) -> ModelRecord:
+def export_half(models_dir: Path, name: str, dest_dir: Path) -> CheckpointMeta:
     """Copy checkpoint ``name`` to ``dest_dir`` with float tensors stored as float16 (half the
-    size, for the reference checkpoints shipped in git). The record keeps its key, so a run still
+    size, for the reference checkpoints shipped in git). The metadata keeps its key, so a run still
     recognises the recipe; ``load_model`` casts the weights back to float32."""
-    record = load_record(models_dir, name)
+    meta = load_meta(models_dir, name)
     state = torch.load(Path(models_dir) / f"{name}.pt", map_location="cpu", weights_only=True)
     half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     weights = dest_dir / f"{name}.pt"
-    _atomic_write_bytes(weights, lambda tmp: torch.save(half, tmp))
-    info = dict(record.info, stored_dtype="float16", float32_sha256=record.sha256)
-    exported = ModelRecord(name, record.arch, record.options, sha256_file(weights), info)
-    _write_record(dest_dir, exported)
+    atomic_write(weights, lambda tmp: torch.save(half, tmp))
+    info = dict(meta.info, stored_dtype="float16", float32_sha256=meta.sha256)
+    exported = CheckpointMeta(name, meta.arch, meta.options, sha256_file(weights), info)
+    _write_meta(dest_dir, exported)
     return exported

@@ -28,8 +28,9 @@ def model(request: pytest.FixtureRequest) -> nn.Module:
 @pytest.fixture
 def images() -> Tensor:
     """Four gray-value images (4, 3, 32, 64) with saturated bands, so clipping matters."""
-    images = torch.randint(0, 256, (4, 3, 32, 64), generator=torch.Generator().manual_seed(1),
-                           dtype=torch.uint8)
+    images = torch.randint(
+        0, 256, (4, 3, 32, 64), generator=torch.Generator().manual_seed(1), dtype=torch.uint8
+    )
     images[:, :, :4] = 0
     images[:, :, -4:] = 255
     return images

@@ -50,8 +50,9 @@ def test_batch_size_changes_at_most_a_few_values(model):
     in 6.3% at eps 10 (13 iterations); ERFNet in none. ``bench perf attack`` prints the fraction
     for the toy networks. The same batch size gives identical AEs (``test_deterministic``).
     """
-    images = torch.randint(0, 256, (4, 3, 32, 64), generator=torch.Generator().manual_seed(0),
-                           dtype=torch.uint8)
+    images = torch.randint(
+        0, 256, (4, 3, 32, 64), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+    )
     batched = LLCM()(model, images, eps=4)
     single = torch.cat([LLCM()(model, images[i : i + 1], eps=4) for i in range(len(images))])
     assert (batched != single).float().mean().item() < 1e-3
@@ -79,9 +80,10 @@ def test_network_left_as_it_was(model, images):
 
 
 def test_clear_errors(model, images):
-    with pytest.raises(AttackError, match="eps must be a finite number >= 0"):
-        LLCM()(model, images, eps=-1)
-    with pytest.raises(AttackError, match="uint8 images"):
+    for eps in (-1, 256, float("nan")):
+        with pytest.raises(AttackError, match=r"eps must lie in \[0, 255\] gray values"):
+            LLCM()(model, images, eps=eps)
+    with pytest.raises(AttackError, match=r"attacks take images uint8 \(N, 3, H, W\)"):
         LLCM()(model, images.float(), eps=1)
     with pytest.raises(AttackError, match="choose from ceil, floor"):
         LLCM(rounding="round")

@@ -9,12 +9,17 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.data.cityscapes import CityscapesSegmentation, DataError, load_split
+from bench.data.cityscapes import CityscapesSegmentation
+from bench.errors import DataError
+
+from testdata import load_split
 
 H, W = 16, 32
 
 
-def _write(root: Path, split: str, city: str, frame: int, label_id: int, kind: str = "gtFine") -> None:
+def _write(
+    root: Path, split: str, city: str, frame: int, label_id: int, kind: str = "gtFine"
+) -> None:
     stem = f"{city}_000000_{frame:06d}"
     img_dir = root / "leftImg8bit" / split / city
     lab_dir = root / kind / split / city
@@ -81,7 +86,10 @@ def test_unlabelled_split_never_reads_labels(tree):
         (lambda t: CityscapesSegmentation(t / "nope", "val"), r"data root .*nope does not exist"),
         (lambda t: CityscapesSegmentation(t, "test"), r"missing split folder .*leftImg8bit/test"),
         (lambda t: CityscapesSegmentation(t, "val", cities=("bonn",)), r"no city bonn in .*found"),
-        (lambda t: CityscapesSegmentation(t, "mini_trainval"), r"unknown split or subset 'mini_trainval'"),
+        (
+            lambda t: CityscapesSegmentation(t, "mini_trainval"),
+            r"unknown split or subset 'mini_trainval'",
+        ),
     ],
 )
 def test_clear_errors(tree, make, message):
@@ -98,7 +106,9 @@ def test_image_without_label_names_the_file(tree):
 def test_unreadable_image_names_the_file(tree):
     (tree / "leftImg8bit/val/munster/munster_000000_000001_leftImg8bit.png").write_bytes(b"junk")
     data = CityscapesSegmentation(tree, "val", cities=("munster",))
-    with pytest.raises(DataError, match=r"cannot read image .*munster_000000_000001_leftImg8bit.png"):
+    with pytest.raises(
+        DataError, match=r"cannot read image .*munster_000000_000001_leftImg8bit.png"
+    ):
         data[0]
 
 

@@ -12,9 +12,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 from bench.cli import main
-from bench.data.cityscapes import CityscapesSegmentation, load_split
+from bench.data.cityscapes import CityscapesSegmentation
 from bench.data.labels import LABELS, label_ids_to_train_ids
 from bench.data.toycity import CITIES, ToyCityError, generate_toycity, render_scene
+
+from testdata import load_split
 
 SMALL = {"size": (32, 64), "train": 3, "train_extra": 2, "val_per_city": 1, "progress": False}
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from defense_fakes import ConstNet, label_maps
 from torch import Tensor, nn
 
 from bench.models import ERFNet
+
+from defense_fakes import ConstNet, label_maps
 
 
 @pytest.fixture
@@ -27,5 +28,6 @@ def tiny_networks() -> dict[str, nn.Module]:
 
 @pytest.fixture
 def images() -> Tensor:
-    return torch.randint(0, 256, (2, 3, 32, 64), generator=torch.Generator().manual_seed(1),
-                         dtype=torch.uint8)
+    return torch.randint(
+        0, 256, (2, 3, 32, 64), generator=torch.Generator().manual_seed(1), dtype=torch.uint8
+    )

@@ -84,8 +84,12 @@ def test_ifm_gradient_pushes_features_apart():
         (lambda fa, fs: ifm_loss(fa, fs, p=0), "p > 0"),
         (lambda fa, fs: ifm_loss(fa, fs, beta=-1), "beta > 0"),
         (lambda fa, fs: ifm_loss({"a": fa["a"]}, {"a": fs["b"]}), "share one architecture"),
-        (lambda fa, fs: ts_loss(torch.zeros(1, 2, 1, 1), torch.zeros(1, 2, 1, 1), fa, fs, alpha=2),
-         "alpha"),
+        (
+            lambda fa, fs: ts_loss(
+                torch.zeros(1, 2, 1, 1), torch.zeros(1, 2, 1, 1), fa, fs, alpha=2
+            ),
+            "alpha",
+        ),
     ],
     ids=["empty", "keys", "p", "beta", "shape", "alpha"],
 )

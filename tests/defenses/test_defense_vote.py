@@ -6,12 +6,13 @@ import copy
 
 import pytest
 import torch
-from defense_fakes import label_maps
 
 from bench.config import FinetuneConfig
-from bench.finetune import FinetuneError
+from bench.errors import ModelError
 from defenses import DefenseError, Vote, d_ae, hamming
 from defenses.vote import suspects, thresholds
+
+from defense_fakes import label_maps
 
 
 def test_hamming_and_d_ae_by_hand():
@@ -90,5 +91,5 @@ def test_online_vote_votes_first_then_finetunes_a_private_copy(tiny_networks, im
 
 
 def test_online_vote_validates_its_finetune_settings(tiny_networks):
-    with pytest.raises(FinetuneError, match="unknown layer 'down4'"):
+    with pytest.raises(ModelError, match="unknown layer 'down4'"):
         Vote(tiny_networks, online=True, finetune=FinetuneConfig(layers=("down4",)))

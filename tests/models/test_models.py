@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.models import DeepLabV3Plus, ERFNet, build_model, count_parameters, load_official_state_dict
+from bench.errors import ModelError
+from bench.models import (
+    DeepLabV3Plus,
+    ERFNet,
+    build_model,
+    count_parameters,
+    load_official_state_dict,
+)
 
 # Published facts about erfnet_pytorch (Romera et al.): module names and shapes of a few keys of
 # its 20-class checkpoints (19 classes + void), written as DataParallel saved them.
@@ -54,17 +61,22 @@ def test_taps_come_from_the_same_forward_pass():
     assert torch.equal(logits, model(x))
     assert len(model.expand_taps(["all"])) == 5 + len(ERFNet.TAP_GROUPS["rest"])
     assert "decoder.output_conv" not in ERFNet.TAPS.values()  # the classifier is never a tap
-    logits.sum().backward()  # gradients flow through the tapped pass
+    feats["down2"].sum().backward()  # gradients flow through the tapped features
+    stem = model.encoder.initial_block.conv.weight
+    assert stem.grad is not None and stem.grad.abs().sum() > 0
+    assert model.decoder.output_conv.weight.grad is None  # beyond down2: untouched
 
 
 def test_unknown_tap_names_the_choices():
-    with pytest.raises(ValueError, match="unknown layer 'down4'.*down1, down2, down3, up1, up2"):
+    with pytest.raises(ModelError, match=r"unknown layer 'down4'.*down1, down2, down3, up1, up2"):
         ERFNet.expand_taps(["down4"])
 
 
-def test_bad_input_size_is_a_clear_error():
-    with pytest.raises(ValueError, match="divisible by 8"):
-        ERFNet(width=1)(torch.zeros(1, 3, 30, 64))
+def test_bad_input_size_is_a_clear_error_that_proposes_a_size():
+    with pytest.raises(ModelError, match=r"divisible by 8, got 30x58; use e\.g\. 32x56"):
+        ERFNet(width=1)(torch.zeros(1, 3, 30, 58))
+    with pytest.raises(ModelError, match=r"divisible by 16, got 44x64; use e\.g\. 48x64"):
+        DeepLabV3Plus.check_size((44, 64))
 
 
 @pytest.mark.parametrize("depth", [18, 50])
@@ -76,7 +88,7 @@ def test_teacher_shapes_and_size(depth):
 
 
 def test_registry_errors_list_the_choices():
-    with pytest.raises(ValueError, match="choose from erfnet, deeplabv3plus"):
+    with pytest.raises(ModelError, match="choose from erfnet, deeplabv3plus"):
         build_model("unet")
-    with pytest.raises(ValueError, match="bad options for erfnet"):
+    with pytest.raises(ModelError, match="bad options for erfnet"):
         build_model("erfnet", depth=3)

@@ -17,15 +17,24 @@ import pytest
 import torch
 
 from attacks import LLCM
-from bench.data.cityscapes import CityscapesSegmentation, load_split
-from bench.store import AEStoreError, build_ae_set, load_ae_set, open_ae_set, set_name
+from bench.data.cityscapes import CityscapesSegmentation
+from bench.errors import StoreError
+from bench.store import build_ae_set, open_ae_set, set_name
+
+from testdata import load_split
 
 SHA = "0" * 64
 
 
 def _build(path, model, dataset, attack=None, **kw):
-    options = dict(split="mini_test", source="S", source_sha256=SHA, eps=10, batch_size=1,
-                   progress=False)
+    options = {
+        "split": "mini_test",
+        "source": "S",
+        "source_sha256": SHA,
+        "eps": 10,
+        "batch_size": 1,
+        "progress": False,
+    }
     options.update(kw)
     return build_ae_set(path, model=model, dataset=dataset, attack=attack or LLCM(), **options)
 
@@ -57,9 +66,8 @@ def test_round_trip_is_bit_identical_and_reused(tmp_path, source, mini_test):
     images, _ = load_split(mini_test)
     expected = torch.cat([LLCM()(source, images[i : i + 2], eps=10) for i in (0, 2)])
     assert torch.equal(built.read(), expected)
-    batches = load_ae_set(tmp_path / "aes.h5", split="mini_test", attack="llcm", source="S",
-                          eps=10, batch_size=3)
-    assert [b.shape[0] for b in batches] == [3, 1]
+    stored = open_ae_set(tmp_path / "aes.h5", split="mini_test", attack="llcm", source="S", eps=10)
+    assert [b.shape[0] for b in stored.batches(3)] == [3, 1]
     attrs = built.attrs
     assert attrs["params"] == {"rounding": "ceil", "target": "fixed", "step": 1.0}
     assert (attrs["source_sha256"], attrs["split_fingerprint"]) == (SHA, mini_test.fingerprint())
@@ -97,10 +105,10 @@ def test_unfinished_set_restarts_with_another_batch_size(tmp_path, source, mini_
     path = tmp_path / "aes.h5"
     with pytest.raises(KeyboardInterrupt):
         _build(path, source, mini_test, attack=Interrupting())
-    with pytest.raises(AEStoreError, match="incomplete"):
+    with pytest.raises(StoreError, match="incomplete"):
         open_ae_set(path, split="mini_test", attack="llcm", source="S", eps=10)
     assert _build(path, source, mini_test, batch_size=4).built == 4
-    images, done, attrs = _content(path)
+    _, done, attrs = _content(path)
     assert done.all() and attrs["batch_size"] == "4"
 
 
@@ -141,7 +149,8 @@ def test_killed_generation_resumes_to_the_same_file_content(tmp_path, source, mi
     script.write_text(_CHILD)
     child = subprocess.Popen(
         [sys.executable, str(script), str(path), str(toy_root), str(weights), "3"],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert child.stdout.readline().strip() == "generating"
@@ -173,7 +182,8 @@ def test_kills_at_random_moments_never_corrupt_the_store(tmp_path, source, mini_
         path = tmp_path / f"aes{trial}.h5"
         child = subprocess.Popen(
             [sys.executable, str(script), str(path), str(toy_root), str(weights), "0"],
-            stdout=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert child.stdout.readline().strip() == "generating"
         time.sleep(rng.uniform(0.0, 1.0))  # generating the set takes about a second
@@ -201,10 +211,10 @@ def test_corrupt_file_is_reported_and_rebuilt(tmp_path, source, mini_test, caplo
 
 
 def test_missing_store_and_set_have_clear_errors(tmp_path, source, mini_test):
-    with pytest.raises(AEStoreError, match="no AE store"):
+    with pytest.raises(StoreError, match="no AE store"):
         open_ae_set(tmp_path / "aes.h5", split="mini_test", attack="llcm", source="S", eps=10)
     _fresh(tmp_path, source, mini_test, name="aes.h5")
-    with pytest.raises(AEStoreError, match="no AE set /mini_test/llcm/T/eps10"):
+    with pytest.raises(StoreError, match="no AE set /mini_test/llcm/T/eps10"):
         open_ae_set(tmp_path / "aes.h5", split="mini_test", attack="llcm", source="T", eps=10)
     name = set_name("mini_val", LLCM(target="per_step"), "T", 1.0)
     assert name == "/mini_val/llcm_target=per_step/T/eps1"

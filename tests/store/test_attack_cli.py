@@ -10,10 +10,12 @@ from click.testing import CliRunner
 
 from attacks import LLCM
 from bench.cli import main
-from bench.config import load_config, save_config
-from bench.data.cityscapes import CityscapesSegmentation, load_split
+from bench.config import load_config, save_run_config
+from bench.data.cityscapes import CityscapesSegmentation
 from bench.models import ERFNet
 from bench.store import load_model, open_ae_set, save_model
+
+from testdata import load_split
 
 
 @pytest.fixture
@@ -22,7 +24,7 @@ def run_dir(tmp_path, toy_root):
     config = dataclasses.replace(
         config, data=dataclasses.replace(config.data, root=str(toy_root), size=(32, 64))
     )
-    save_config(config, tmp_path / "config.toml")
+    save_run_config(config, tmp_path)
     for seed, name in enumerate("TS"):
         torch.manual_seed(seed)
         save_model(ERFNet(width=1), tmp_path / "models", name, "erfnet", {"width": 1})
@@ -30,8 +32,18 @@ def run_dir(tmp_path, toy_root):
 
 
 def test_attack_builds_then_reuses(run_dir, toy_root):
-    args = ["attack", "--run", str(run_dir), "--source", "T", "--eps", "1,2",
-            "--subset", "mini_val", "--quiet"]
+    args = [
+        "attack",
+        "--run",
+        str(run_dir),
+        "--source",
+        "T",
+        "--eps",
+        "1,2",
+        "--subset",
+        "mini_val",
+        "--quiet",
+    ]
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
     assert "/mini_val/llcm/T/eps1: 2 images, built 2 images" in first.output
@@ -46,7 +58,9 @@ def test_attack_builds_then_reuses(run_dir, toy_root):
 
 def test_attack_errors_are_one_line(run_dir):
     bad_eps = CliRunner().invoke(main, ["attack", "--run", str(run_dir), "--eps", "1,-1"])
-    assert bad_eps.exit_code == 2 and "eps must be a finite number >= 0" in bad_eps.output
+    assert bad_eps.exit_code == 1
+    assert "attack.eps = [1.0, -1.0]: every eps must lie in (0, 255]" in bad_eps.output
+    assert not (run_dir / "aes.h5").exists()
     bad_name = CliRunner().invoke(main, ["attack", "--run", str(run_dir), "--attack", "cw"])
     assert bad_name.exit_code == 1
     assert "unknown attack 'cw'; choose from llcm, fgsm, bim, pgd, mifgsm" in bad_name.output
@@ -55,8 +69,21 @@ def test_attack_errors_are_one_line(run_dir):
 
 def test_perf_attack_prints_both_ratios():
     result = CliRunner().invoke(
-        main, ["perf", "attack", "--preset", "smoke", "--eps", "1", "--batch-size", "2",
-               "--repeats", "1", "--threads", "1"],
+        main,
+        [
+            "perf",
+            "attack",
+            "--preset",
+            "smoke",
+            "--eps",
+            "1",
+            "--batch-size",
+            "2",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "(a) native/reference" in result.output and "(b) ART/native" in result.output

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
+from bench.errors import CheckpointError
+from bench.files import sha256_file
 from bench.models import ERFNet
-from bench.store.checkpoints import CheckpointError, load_model, save_model, sha256_file
+from bench.store.checkpoints import load_model, save_model
 
 
 def test_round_trip_restores_weights_and_eval_mode(tmp_path):
     model = ERFNet(width=1)
-    record = save_model(model, tmp_path, "S", "erfnet", {"width": 1}, seed=3)
-    assert record.sha256 == sha256_file(tmp_path / "S.pt")
+    meta = save_model(model, tmp_path, "S", "erfnet", {"width": 1}, seed=3)
+    assert meta.sha256 == sha256_file(tmp_path / "S.pt")
     assert json.loads((tmp_path / "S.json").read_text())["info"] == {"seed": 3}
     loaded = load_model(tmp_path, "S")
     assert not loaded.training
@@ -30,29 +33,36 @@ def test_replaced_weights_are_detected(tmp_path):
         load_model(tmp_path, "S")
 
 
-def test_missing_and_corrupt_records(tmp_path):
-    with pytest.raises(CheckpointError, match="no checkpoint record .*T.json; train the network"):
+def test_missing_and_corrupt_metadata(tmp_path):
+    with pytest.raises(
+        CheckpointError, match=r"no checkpoint metadata .*T\.json; train the network"
+    ):
         load_model(tmp_path, "T")
     (tmp_path / "T.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match="corrupt checkpoint record"):
+    with pytest.raises(CheckpointError, match="corrupt checkpoint metadata"):
         load_model(tmp_path, "T")
 
 
 def test_checkpoints_that_would_run_code_are_refused(tmp_path):
-    """weights_only=True: a pickle with an arbitrary object is rejected, not executed."""
-    record = save_model(ERFNet(width=1), tmp_path, "S", "erfnet", {"width": 1})
+    """weights_only=True: a pickle that would call a function is rejected, not executed."""
+    meta = save_model(ERFNet(width=1), tmp_path, "S", "erfnet", {"width": 1})
+    marker = tmp_path / "payload-ran"
 
     class Payload:
         def __reduce__(self):
-            return (print, ("executed",))
+            return (Path.touch, (marker,))  # unpickling it creates the marker file
 
     torch.save({"x": Payload()}, tmp_path / "S.pt")
+    torch.load(tmp_path / "S.pt", weights_only=False)  # the payload is live: it does run
+    assert marker.is_file()
+    marker.unlink()
     data = json.loads((tmp_path / "S.json").read_text())
     data["sha256"] = sha256_file(tmp_path / "S.pt")
     (tmp_path / "S.json").write_text(json.dumps(data))
-    assert record.sha256 != data["sha256"]
+    assert meta.sha256 != data["sha256"]
     with pytest.raises(CheckpointError, match="cannot load"):
         load_model(tmp_path, "S")
+    assert not marker.exists()  # refused before anything ran
 
 
 def test_half_precision_export_halves_the_file_and_keeps_the_key(tmp_path):

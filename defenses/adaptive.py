@@ -19,8 +19,8 @@ Because A starts equal to S, J_IFM' starts at its maximum 1 / beta^gamma with a 
 (|.| has subgradient 0 at 0): J_CE makes the first move, so alpha must stay below 1.
 
 ``AdaptiveTrainer`` is one J_TS' step; ``finetune_adaptive`` runs it for epochs over the
-unlabelled split; the online vote (``defenses.vote.Vote(online=True)``) runs it on each incoming
-evaluation batch.
+unlabelled split (the networks stage); the online vote (``defenses.vote.Vote(online=True)``) runs
+it on each incoming evaluation batch. Both import it from here, downwards.
 """
 
 from __future__ import annotations
@@ -34,65 +34,17 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from bench.config import FinetuneConfig
-from bench.errors import BenchError
-from bench.train import make_loader
+from bench.config import FinetuneConfig, validate_finetune
+from bench.data.loader import make_loader
+from bench.errors import ConfigError, ModelError
 from defenses.losses import ts_loss
 
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+# One constructor per optimiser name the config accepts (``bench.config.OPTIMIZERS``).
+OPTIMIZER_CLASSES: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
     "sgd": partial(torch.optim.SGD, momentum=0.9),
 }
-
-# Settings a checkpoint name spells out only when they differ from the paper's defaults.
-_NAME_EXTRAS = (("p", "p"), ("beta", "b"), ("gamma", "g"), ("batch_size", "bs"), ("lr", "lr"))
-
-
-class FinetuneError(BenchError, ValueError):
-    """The finetuning settings or inputs are invalid."""
-
-
-def validate_finetune_config(config: FinetuneConfig) -> None:
-    """Raise ``FinetuneError`` naming the first bad setting and its valid range."""
-    if not config.layers:
-        raise FinetuneError("finetune.layers is empty; name at least one IFM layer, e.g. down2")
-    if not 0 <= config.alpha < 1:
-        raise FinetuneError(
-            f"finetune.alpha must lie in [0, 1), got {config.alpha}: with alpha = 1 there is no "
-            "J_CE, and J_IFM' has a zero gradient at the start (A = S), so A would never move"
-        )
-    for name in ("p", "beta", "gamma", "lr"):
-        if not getattr(config, name) > 0:
-            raise FinetuneError(f"finetune.{name} must be > 0, got {getattr(config, name)}")
-    if config.epochs < 0 or config.batch_size < 1 or config.workers < 0:
-        raise FinetuneError(
-            f"finetune needs epochs >= 0, batch_size >= 1 and workers >= 0, got {config.epochs}, "
-            f"{config.batch_size} and {config.workers}"
-        )
-    if config.optimizer not in OPTIMIZERS:
-        raise FinetuneError(
-            f"unknown optimizer {config.optimizer!r}; choose from {', '.join(OPTIMIZERS)}"
-        )
-
-
-def checkpoint_name(config: FinetuneConfig) -> str:
-    """The name of A's checkpoint from its settings, e.g. ``A_down2_a0.6_e10``.
-
-    Layers, alpha and epochs always appear; p, beta, gamma, batch size, lr and the optimiser only
-    when they differ from the defaults (``A_all_a0.6_e10_b0.25_sgd``), so different settings never
-    share a file.
-    """
-    default = FinetuneConfig()
-    parts = ["A", "+".join(config.layers), f"a{config.alpha:g}", f"e{config.epochs}"]
-    parts += [
-        f"{tag}{getattr(config, field):g}"
-        for field, tag in _NAME_EXTRAS
-        if getattr(config, field) != getattr(default, field)
-    ]
-    if config.optimizer != default.optimizer:
-        parts.append(config.optimizer)
-    return "_".join(parts)
 
 
 class AdaptiveTrainer:
@@ -114,22 +66,19 @@ class AdaptiveTrainer:
         *,
         device: str | torch.device = "cpu",
     ) -> None:
-        validate_finetune_config(config)
+        validate_finetune(config)
         if not hasattr(student, "forward_taps") or not hasattr(adaptive, "forward_taps"):
-            raise FinetuneError(
+            raise ModelError(
                 f"{type(student).__name__} has no named feature taps; the students must be "
                 "networks from bench.models (e.g. erfnet)"
             )
-        try:
-            self.layers = student.expand_taps(config.layers)
-        except ValueError as err:
-            raise FinetuneError(str(err)) from None
+        self.layers = student.expand_taps(config.layers)
         self.config = config
         self.device = torch.device(device)
         self.teacher = teacher.to(self.device).eval()
         self.student = student.to(self.device).eval()
         self.adaptive = adaptive.to(self.device).eval()
-        self.optimizer = OPTIMIZERS[config.optimizer](adaptive.parameters(), lr=config.lr)
+        self.optimizer = OPTIMIZER_CLASSES[config.optimizer](adaptive.parameters(), lr=config.lr)
 
     def step(self, images: Tensor) -> dict[str, float]:
         """One optimiser step of A on a batch of images (A stays in eval mode).
@@ -146,8 +95,14 @@ class AdaptiveTrainer:
         logits_a, feats_a = self.adaptive.forward_taps(x, self.layers)
         cfg = self.config
         loss = ts_loss(
-            logits_t, logits_a, feats_a, feats_s,
-            alpha=cfg.alpha, p=cfg.p, beta=cfg.beta, gamma=cfg.gamma,
+            logits_t,
+            logits_a,
+            feats_a,
+            feats_s,
+            alpha=cfg.alpha,
+            p=cfg.p,
+            beta=cfg.beta,
+            gamma=cfg.gamma,
         )
         self.optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
@@ -181,17 +136,20 @@ def finetune_adaptive(
         returns: A, a new network of S's architecture, in eval mode on ``device``; with
         ``epochs = 0`` it equals S exactly.
     """
-    validate_finetune_config(config)
+    validate_finetune(config)
     if getattr(unlabeled, "with_labels", False):
-        raise FinetuneError(
+        raise ConfigError(
             "finetuning A reads no labels; open the unlabelled split with with_labels=False"
         )
     adaptive = copy.deepcopy(student)
     trainer = AdaptiveTrainer(teacher, student, adaptive, config, device=device)
     loader = make_loader(unlabeled, config.batch_size, seed=seed, workers=config.workers)
     with tqdm(
-        total=config.epochs * len(loader), desc="finetune A", unit="batch",
-        disable=not progress, leave=False,
+        total=config.epochs * len(loader),
+        desc="finetune A",
+        unit="batch",
+        disable=not progress,
+        leave=False,
     ) as bar:
         for _ in range(config.epochs):
             for batch in loader:

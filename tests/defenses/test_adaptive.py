@@ -10,10 +10,11 @@ import pytest
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from bench.config import FinetuneConfig
+from bench.config import OPTIMIZERS, FinetuneConfig
 from bench.data import CityscapesSegmentation
-from bench.finetune import AdaptiveTrainer, FinetuneError, checkpoint_name, finetune_adaptive
+from bench.errors import BenchError, ConfigError
 from bench.models import ERFNet
+from defenses.adaptive import OPTIMIZER_CLASSES, AdaptiveTrainer, finetune_adaptive
 from defenses.losses import feature_distance, soft_cross_entropy
 
 
@@ -114,7 +115,7 @@ class _LabelledSplit(Dataset):
 
 def test_labelled_split_is_refused_before_reading():
     t, s = _teacher_student()
-    with pytest.raises(FinetuneError, match="with_labels=False"):
+    with pytest.raises(ConfigError, match="with_labels=False"):
         finetune_adaptive(t, s, _LabelledSplit(), FinetuneConfig(), progress=False)
 
 
@@ -130,26 +131,31 @@ def test_labelled_split_is_refused_before_reading():
     ids=["paper", "baseline-6", "layers-alpha-epochs", "beta-optimizer", "p-bs-lr"],
 )
 def test_checkpoint_name_spells_the_settings(config, name):
-    assert checkpoint_name(config) == name
+    assert config.checkpoint_name == name
 
 
 @pytest.mark.parametrize(
     "config, message",
     [
-        (FinetuneConfig(layers=("down4",)),
-         "unknown layer 'down4' for ERFNet; choose from down1, down2, down3, up1, up2"),
+        (
+            FinetuneConfig(layers=("down4",)),
+            "unknown layer 'down4' for ERFNet; choose from down1, down2, down3, up1, up2",
+        ),
         (FinetuneConfig(layers=()), "name at least one IFM layer"),
-        (FinetuneConfig(alpha=1.0), r"alpha must lie in \[0, 1\)"),
-        (FinetuneConfig(beta=0.0), "beta must be > 0"),
-        (FinetuneConfig(optimizer="lbfgs"),
-         "unknown optimizer 'lbfgs'; choose from adam, adamw, sgd"),
+        (FinetuneConfig(alpha=1.0), r"alpha = 1.0: must lie in \[0, 1\)"),
+        (FinetuneConfig(beta=0.0), "beta = 0.0: must be > 0"),
+        (FinetuneConfig(optimizer="lbfgs"), "optimizer = 'lbfgs': choose from adam, adamw, sgd"),
     ],
     ids=["layer", "no-layers", "alpha", "beta", "optimizer"],
 )
 def test_bad_settings_are_named(config, message):
     t, s = _teacher_student()
-    with pytest.raises(FinetuneError, match=message):
+    with pytest.raises(BenchError, match=message):
         AdaptiveTrainer(t, s, copy.deepcopy(s), config)
+
+
+def test_every_optimizer_the_config_accepts_is_built():
+    assert tuple(OPTIMIZER_CLASSES) == OPTIMIZERS
 
 
 def test_finetunes_on_the_unlabelled_toy_split_without_its_labels(toy_root, tmp_path):

@@ -1,0 +1,37 @@
+"""Which torch device a command runs on: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from bench.errors import DeviceError
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` -> cuda when a GPU is available, else cpu; a named device must exist here."""
+    spec = str(spec).strip().lower()
+    if not _DEVICE.match(spec):
+        raise DeviceError(f"unknown device {spec!r}; use cpu, cuda, cuda:N or auto")
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {spec!r} requested but no CUDA GPU is available; use cpu")
+        index = torch.device(spec).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"device {spec!r} does not exist: this machine has {torch.cuda.device_count()} "
+                f"GPU(s), cuda:0..cuda:{torch.cuda.device_count() - 1}"
+            )
+    return torch.device(spec)
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device of a network's parameters (CPU for a network without any)."""
+    for parameter in module.parameters():
+        return parameter.device
+    return torch.device("cpu")

@@ -1,0 +1,102 @@
+"""Files that are never seen half-written, and locks that two processes cannot both hold.
+
+Every file a stage writes goes through ``atomic_write``: the content goes to a temporary name
+unique to this process in the same folder, then ``os.replace`` puts it in place in one step. A
+process killed mid-write leaves at most a stray ``*.tmp`` file, never a torn result, and two
+processes never share a temporary name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from bench.errors import RunDirError
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp)`` on a fresh temporary path beside ``path``, then rename it to ``path``.
+
+    Raises ``RunDirError`` with one line when the folder cannot be written (read-only, full).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise _write_error(path, err) from None
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(path, err) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def sha256_file(path: str | Path) -> str:
+    """The sha256 of a file's bytes, read 1 MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_copy(source: str | Path, path: str | Path) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_bytes(Path(source).read_bytes()))
+
+
+def _write_error(path: Path, err: OSError) -> RunDirError:
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return RunDirError(
+            f"cannot write {path}: {path.parent} is read-only; choose a writable folder (--out DIR)"
+        )
+    return RunDirError(
+        f"cannot write {path} ({err.strerror or err}); free space or choose --out DIR"
+    )
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_file: str | Path, busy: str) -> Iterator[None]:
+    """Hold ``lock_file`` for the duration; a second holder stops at once with one line, ``busy``
+    followed by who holds it.
+
+    The lock is an ``flock`` on an open file, so the system releases it when the holding process
+    dies however it dies: there are no stale locks to clean up.
+    """
+    lock_file = Path(lock_file)
+    try:
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_file, "a+")  # noqa: SIM115 - held open for the whole block
+    except OSError as err:
+        raise _write_error(lock_file, err) from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunDirError(f"{busy} (held by {holder})") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"bench process {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()

@@ -1,0 +1,128 @@
+"""The paper's qualitative findings, each checked on a run's numbers with named thresholds.
+
+A finding "holds" only when the run's numbers clear its threshold by more than ``TIE_POINTS``;
+a smaller difference is reported as a tie, and on a run whose static networks have not learned
+(clean mIoU below ``UNTRAINED_MIOU``) nothing is judged at all.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from bench.config import RunConfig, adaptive_students
+from bench.variants import Variant, variants
+
+#: mIoU (or Q) differences of at most this many points are ties, never "holds".
+TIE_POINTS = 1.0
+#: Below this clean mIoU (%) a network has not learned, and no finding is judged.
+UNTRAINED_MIOU = 5.0
+#: A network "collapses" on an AE set below this Q (%) and "keeps most" of its mIoU above it.
+COLLAPSE_Q = 50.0
+#: The detector "picks the non-attacked network" when at least this share (%) is right.
+DETECTION_SHARE = 90.0
+#: The vote "keeps mIoU" when it loses at most this many points to the better static network.
+VOTE_TOLERANCE = 1.0
+
+
+def _points(value: float) -> str:
+    return f"{value:g} point" + ("" if value == 1 else "s")
+
+
+THRESHOLDS = (
+    f"differences of at most {_points(TIE_POINTS)} are ties; networks below {UNTRAINED_MIOU:g}% "
+    f"clean mIoU count as untrained; 'collapses' means Q < {COLLAPSE_Q:g}%, 'keeps most' "
+    f"Q > {COLLAPSE_Q:g}%; detection needs >= {DETECTION_SHARE:g}% right; the vote may trail "
+    f"the better static network by {_points(VOTE_TOLERANCE)}"
+)
+
+
+def compare(a: float, b: float, margin: float = TIE_POINTS) -> str:
+    """'holds' when a exceeds b by more than ``margin``, 'does not hold' when b exceeds a by
+    more, 'tie' in between, 'not measured' when either is missing."""
+    if math.isnan(a) or math.isnan(b):
+        return "not measured"
+    if a - b > margin:
+        return "holds"
+    if b - a > margin:
+        return "does not hold"
+    return f"tie (within {_points(margin)})"
+
+
+def findings(config: RunConfig, metrics: pd.DataFrame, detections: pd.DataFrame) -> list[str]:
+    """The paper's findings as sentences, each with its verdict and the numbers behind it."""
+    val, test = config.data.val_subset, config.data.test_subset
+    top = max(config.attack.eps)
+    sources = config.attack.sources
+    columns = variants(config.attack.eps, sources)
+
+    def m(defense: str, v: Variant = columns[0], subset: str = val, col: str = "miou") -> float:
+        rows = metrics[
+            (metrics.defense == defense)
+            & (metrics.subset == subset)
+            & (metrics.source == v.source)
+            & (metrics.eps == v.eps)
+        ]
+        return float(rows[col].iloc[0]) if len(rows) else math.nan
+
+    t, s = m("T"), m("S")
+    if not (t >= UNTRAINED_MIOU and s >= UNTRAINED_MIOU):
+        return [
+            f"Not judged: the static networks have not learned (clean mIoU T {t:.1f}%, S {s:.1f}% "
+            f"on {val}, below {UNTRAINED_MIOU:g}%), so no finding of the paper can be tested."
+        ]
+    lines = [f"T beats S on clean data: {compare(t, s)} (mIoU T {t:.1f}%, S {s:.1f}%, {val})."]
+    for net, other in (("T", "S"), ("S", "T")):
+        if {net, other} <= set(sources):
+            own = m(net, Variant(net, top), col="q")
+            cross = m(net, Variant(other, top), col="q")
+            both = [compare(COLLAPSE_Q, own), compare(cross, COLLAPSE_Q), compare(cross, own)]
+            lines.append(
+                f"{net} collapses on its own AEs and keeps most of its mIoU on {other}'s "
+                f"(eps {top:g}): {_all(both)} (Q own {own:.1f}%, Q cross {cross:.1f}%)."
+            )
+    if "S" in sources:
+        a_s, s_s = m("A", Variant("S", top)), m("S", Variant("S", top))
+        lines.append(
+            f"A is more robust than S to S-AEs (eps {top:g}): {compare(a_s, s_s)} "
+            f"(mIoU A {a_s:.1f}%, S {s_s:.1f}%)."
+        )
+    if config.sweep.baseline:
+        base = adaptive_students(config).row(["all"], config.finetune.alpha)
+        ours = np.nanmean([m("A", v, test) for v in columns])
+        theirs = np.nanmean([m(base, v, test) for v in columns])
+        lines.append(
+            f"A with IFM' on {'+'.join(config.finetune.layers)} beats the all-layer "
+            f"baseline of [6] (mean over clean and AE sets, {test}): "
+            f"{compare(ours, theirs)} ({ours:.1f}% vs {theirs:.1f}%)."
+        )
+    det = detections[detections.subset == test]
+    if len(det):
+        right = {"clean": "T", "T": "S", "S": "T"}
+        picked = np.where(det["d_ae"] > config.detect.delta, "S", "T")
+        share = 100 * float(np.mean(picked == det["source"].map(right).to_numpy()))
+        lines.append(
+            f"Detection at delta {config.detect.delta:g} picks the non-attacked network: "
+            f"{_threshold(share >= DETECTION_SHARE)} ({share:.1f}% of {len(det)} "
+            f"image-variants right, {test})."
+        )
+    margins = [m("TA-vote", v, test) - max(m("T", v, test), m("S", v, test)) for v in columns[1:]]
+    q_min = min(m("TA-vote", v, test, col="q") for v in columns[1:])
+    worst = min(margins)
+    lines.append(
+        f"The T/A vote keeps mIoU under every attack (at least the better static network "
+        f"on each AE set): {compare(worst, -VOTE_TOLERANCE, margin=0)} (worst margin "
+        f"{worst:+.1f} points, lowest Q {q_min:.1f}%, {test})."
+    )
+    return lines
+
+
+def _all(verdicts: list[str]) -> str:
+    """'holds' only when every part holds; the first part that does not otherwise."""
+    return next((v for v in verdicts if v != "holds"), "holds")
+
+
+def _threshold(ok: bool) -> str:
+    return "holds" if ok else "does not hold"

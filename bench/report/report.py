@@ -1,0 +1,217 @@
+"""The report of a run: the paper's tables, a leaderboard, plots and ``report.md``.
+
+``write_report(folder)`` reads only ``config.toml``, ``metrics.csv``, ``records.csv`` and
+``qualitative.npz`` in ``folder`` and the paper's numbers shipped with the package; it never runs
+a network, so ``bench report`` regenerates everything in seconds. It shows exactly the rows the
+config asks for (defenses, subsets, data variants), whatever else the tables hold.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.config import RunConfig, adaptive_students, load_run_config
+from bench.report import plots
+from bench.report.findings import THRESHOLDS, findings
+from bench.report.tables import detection_table, leaderboard, metric_table, paper_numbers
+from bench.store.rundir import (
+    METRICS_FILE,
+    QUALITATIVE_FILE,
+    RECORDS_FILE,
+    REPORT_FILE,
+    read_arrays,
+    read_table,
+)
+from bench.variants import variants
+
+# The detection tables (4, 6) and histograms read the per-image records of the T/A vote.
+DETECTION_DEFENSE = "TA-vote"
+PAPER_EPS = (1.0, 10.0)
+
+
+def _write_table(frame: pd.DataFrame, directory: Path, name: str) -> str:
+    """CSV, Markdown and LaTeX files of one table; returns the Markdown."""
+    frame.to_csv(directory / f"{name}.csv")
+    flat = frame.reset_index() if isinstance(frame.index, pd.MultiIndex) else frame.copy()
+    if isinstance(flat.columns, pd.MultiIndex):
+        flat.columns = [" ".join(str(c) for c in col if c) for col in flat.columns]
+    markdown = flat.to_markdown(floatfmt=".2f", index=not isinstance(frame.index, pd.MultiIndex))
+    (directory / f"{name}.md").write_text(markdown + "\n")
+    (directory / f"{name}.tex").write_text(flat.to_latex(float_format="%.2f", na_rep="-"))
+    return markdown
+
+
+def _paper_tables(
+    config: RunConfig, metrics: pd.DataFrame, detections: pd.DataFrame
+) -> dict[str, tuple[str, pd.DataFrame]]:
+    """The paper's tables that this run's config covers: {file name: (title, table)}."""
+    paper = paper_numbers()
+    eps = [e for e in config.attack.eps if e in PAPER_EPS] or list(config.attack.eps)
+    common = {"columns": variants(eps, config.attack.sources), "paper": paper}
+    val, test = config.data.val_subset, config.data.test_subset
+    students = adaptive_students(config)
+    alpha, main_layers = config.finetune.alpha, "+".join(config.finetune.layers)
+    tables: dict[str, tuple[str, pd.DataFrame]] = {}
+    tables["table1"] = (
+        f"Table 1: mIoU (clean) and Q (AE sets) of T and S in %, {val}",
+        metric_table(
+            metrics,
+            [("T", "T", {"model": "T"}), ("S", "S", {"model": "S"})],
+            subset=val,
+            table=1,
+            quantity="q",
+            clean_as_miou=True,
+            **common,
+        ),
+    )
+    layer_rows = [
+        (ls, students.row(ls.split(","), alpha), {"layers": ls, "alpha": 0.6})
+        for ls in config.sweep.layer_sets
+    ]
+    if layer_rows:
+        tables["table2"] = (
+            f"Table 2: mIoU of A (%) by IFM' layer set, alpha {alpha:g}, {val}",
+            metric_table(metrics, layer_rows, subset=val, table=2, **common),
+        )
+    alpha_rows = [
+        (f"{layer} alpha={a:g}", students.row([layer], a), {"layers": layer, "alpha": a})
+        for layer in config.sweep.alpha_layers
+        for a in config.sweep.alphas
+    ]
+    if alpha_rows:
+        table3 = metric_table(metrics, alpha_rows, subset=val, table=3, **common)
+        for who in ("ours", "paper"):
+            table3[("mean", who)] = table3.xs(who, axis=1, level=1).mean(axis=1)
+        tables["table3"] = (f"Table 3: mIoU of A (%) by alpha, {val}", table3)
+    detection_title = (
+        "AE detection by d_AE (eq. 4): images for which it picks T (d_AE <= delta) or S "
+        "(d_AE > delta, T suspected: the T/A vote outputs A), by delta"
+    )
+    tables["table4"] = (
+        f"Table 4: {detection_title}, {val}",
+        detection_table(detections, subset=val, table=4, **common),
+    )
+    if config.sweep.baseline:
+        baseline = students.row(["all"], alpha)
+        tables["table5"] = (
+            f"Table 5: mIoU of A (%), baseline of [6] (IFM on all layers) vs IFM' on "
+            f"{main_layers}, {test}",
+            metric_table(
+                metrics,
+                [
+                    ("[6] (all layers)", baseline, {"model": "A_all"}),
+                    ("ours", "A", {"model": "A_down2"}),
+                ],
+                subset=test,
+                table=5,
+                **common,
+            ),
+        )
+    tables["table6"] = (
+        f"Table 6: {detection_title}, {test}",
+        detection_table(detections, subset=test, table=6, **common),
+    )
+    rows7 = [
+        (n, n, {"model": p})
+        for n, p in (
+            ("T", "T"),
+            ("S", "S"),
+            ("A", "A_down2"),
+            ("TS-vote", "TS_vote"),
+            ("TA-vote", "TA_vote"),
+        )
+    ]
+    tables["table7"] = (
+        f"Table 7: majority vote, mIoU (%), delta {config.detect.delta:g}, {test}",
+        metric_table(metrics, rows7, subset=test, table=7, **common),
+    )
+    return tables
+
+
+def _requested(config: RunConfig, frame: pd.DataFrame) -> pd.DataFrame:
+    """Only the rows of the config's subsets and data variants (the evaluation stage publishes
+    only its defenses' rows; this guards tables edited or copied by hand)."""
+    wanted = {(v.source, v.eps) for v in variants(config.attack.eps, config.attack.sources)}
+    pairs = np.array([(s, e) in wanted for s, e in zip(frame["source"], frame["eps"])], dtype=bool)
+    return frame[frame["subset"].isin(config.attack.subsets) & pairs]
+
+
+def describe_data(config: RunConfig, folder: Path) -> str:
+    """The data as the report names it: never a machine path."""
+    h, w = config.data.size
+    if config.data.toycity:
+        return f"toy city (seed {config.data.toycity_seed}) at {h}x{w}"
+    relative = os.path.relpath(config.data.root, folder.resolve())
+    return f"the Cityscapes-layout tree `{relative}` (relative to the run) at {h}x{w}"
+
+
+def write_report(folder: str | Path) -> Path:
+    """Write ``tables/``, ``plots/`` and ``report.md`` into ``folder`` from its stored rows."""
+    folder = Path(folder)
+    config = load_run_config(folder)
+    metrics = _requested(
+        config,
+        read_table(folder / METRICS_FILE, ["defense", "subset", "source", "eps", "miou", "q"]),
+    )
+    records = _requested(
+        config, read_table(folder / RECORDS_FILE, ["defense", "subset", "source", "eps"])
+    )
+    detections = records[records["defense"] == DETECTION_DEFENSE]
+    if "d_ae" not in detections.columns:
+        detections = detections.assign(d_ae=pd.Series(dtype=float))
+    tables_dir, plots_dir = folder / "tables", folder / "plots"
+    tables_dir.mkdir(exist_ok=True)
+    plots_dir.mkdir(exist_ok=True)
+
+    attack = config.attack.name
+    parts = [
+        f"# Benchmark report: {config.name}",
+        "",
+        f"Data: {describe_data(config, folder)}; teacher {config.teacher.arch} "
+        f"{config.teacher.options}, student {config.student.arch} {config.student.options}; "
+        f"attack {attack}, eps {', '.join(f'{e:g}' for e in config.attack.eps)}. "
+        "All numbers in %; the paper's (Cityscapes) beside ours where it has one.",
+        "",
+        "## The paper's findings on this run",
+        "",
+        f"Thresholds: {THRESHOLDS}.",
+        "",
+    ]
+    parts += [f"- {line}" for line in findings(config, metrics, detections)]
+    for name, (title, frame) in _paper_tables(config, metrics, detections).items():
+        parts += ["", f"## {title}", "", _write_table(frame, tables_dir, name)]
+    columns = variants(config.attack.eps, config.attack.sources)
+    deltas = (
+        [config.detect.delta_t, config.detect.delta_s]
+        if config.detect.delta_t is not None
+        else [config.detect.delta]
+    )
+    for subset in config.attack.subsets:
+        board = leaderboard(metrics, subset=subset, columns=columns)
+        if board.empty:
+            continue
+        parts += [
+            "",
+            f"## Leaderboard, {subset} (mIoU %)",
+            "",
+            _write_table(board, tables_dir, f"leaderboard_{subset}"),
+        ]
+        if plots.plot_miou_vs_eps(metrics, subset, attack, plots_dir / f"miou_vs_eps_{subset}.png"):
+            parts += ["", f"![mIoU vs eps, {subset}](plots/miou_vs_eps_{subset}.png)"]
+        if plots.plot_d_ae_histograms(detections, subset, deltas, plots_dir / f"d_ae_{subset}.png"):
+            parts += ["", f"![d_AE histograms, {subset}](plots/d_ae_{subset}.png)"]
+    if (folder / QUALITATIVE_FILE).is_file():
+        grid: dict[str, dict] = {}
+        for key, value in read_arrays(folder / QUALITATIVE_FILE).items():
+            if "|" in key:
+                variant, column = key.split("|")
+                grid.setdefault(variant, {})[column] = value
+        plots.plot_qualitative(grid, plots_dir / "qualitative.png")
+        parts += ["", "## Qualitative", "", "![qualitative grid](plots/qualitative.png)"]
+    report = folder / REPORT_FILE
+    report.write_text("\n".join(parts) + "\n")
+    return report

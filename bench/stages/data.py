@@ -1,0 +1,36 @@
+"""The data stage: the data root of a run (the toy city generated there when it is missing) and
+the datasets the other stages read from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.config import RunConfig
+from bench.data.cityscapes import CityscapesSegmentation
+from bench.data.toycity import SceneStyle, generate_toycity
+
+
+def prepare_data(config: RunConfig, *, progress: bool = True) -> Path:
+    """Return the data root; generate the toy city there first when it is missing and allowed.
+
+    ``generate_toycity`` returns at once for a finished tree of the same settings and stops with
+    a clear error for a tree made with other settings.
+    """
+    root = Path(config.data.root)
+    if config.data.toycity:
+        generate_toycity(
+            root,
+            seed=config.data.toycity_seed,
+            size=tuple(config.data.size),
+            style=SceneStyle.from_dict(config.data.toycity_style),
+            progress=progress,
+            **config.data.toycity_counts,
+        )
+    return root
+
+
+def dataset(config: RunConfig, split: str, *, with_labels: bool = True) -> CityscapesSegmentation:
+    """A split or subset of the run's data at the run's image size."""
+    return CityscapesSegmentation(
+        config.data.root, split, size=tuple(config.data.size), with_labels=with_labels
+    )

@@ -1,0 +1,225 @@
+"""The networks stage: T and S pretrained (or the shipped reference checkpoints), then every
+adaptive student the config asks for, each reused while its cache key matches.
+
+Keys (``bench.config.cache_key``): a static network's key is its architecture, the pretraining
+settings, its seed, the image size and the identity of the labelled split it learns from; an
+adaptive student's key is its J_TS' settings, the sha256 of T and S, its seed and the identity of
+the unlabelled split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bench.config import STATIC_NETS, FinetuneConfig, RunConfig, cache_key
+from bench.errors import CheckpointError, ConfigError
+from bench.evaluate import clean_confusion
+from bench.files import atomic_copy
+from bench.models import build_model, count_parameters
+from bench.stages.data import dataset
+from bench.store.checkpoints import CheckpointMeta, load_meta, load_model, save_model
+from bench.store.rundir import RunDir
+from bench.train import pretrain
+from defenses.adaptive import finetune_adaptive
+
+# Reference checkpoints of T and S shipped with the package (a folder per preset), made by
+# ``bench train`` of this code (recipe and sha256 in each JSON); ``--retrain`` ignores them.
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "reference"
+ORIGINS = {
+    "trained": "trained in {seconds:.0f} s",
+    "cached": "reused (valid checkpoint in the run)",
+    "reference": "the shipped reference checkpoint (--retrain trains anew)",
+}
+
+
+def static_key(config: RunConfig, name: str) -> str:
+    train_split = dataset(config, config.data.train_split)
+    return cache_key(
+        "static",
+        name,
+        config.net(name),
+        config.pretrain,
+        config.seed_for(name),
+        train_split.fingerprint(),
+    )
+
+
+def adaptive_key(config: RunConfig, run: RunDir, settings: FinetuneConfig) -> str:
+    sha = {n: load_meta(run.models, n).sha256 for n in STATIC_NETS}
+    unlabeled = dataset(config, config.data.unlabeled_split, with_labels=False)
+    return cache_key("adaptive", settings, sha, config.seed_for("A"), unlabeled.fingerprint())
+
+
+def _reusable(models_dir: Path, name: str, key: str) -> CheckpointMeta | None:
+    """The metadata of checkpoint ``name`` when it exists and was made with ``key``."""
+    try:
+        meta = load_meta(models_dir, name)
+    except CheckpointError:
+        return None
+    found = meta.info.get("key") == key and (models_dir / f"{name}.pt").is_file()
+    return meta if found else None
+
+
+def _install_reference(run: RunDir, name: str, key: str) -> CheckpointMeta | None:
+    """Copy a shipped reference checkpoint of ``name`` into the run when one was trained with
+    exactly this recipe (same key, whatever the preset's name); None otherwise."""
+    for reference in sorted(p.parent for p in REFERENCE_DIR.glob(f"*/{name}.json")):
+        if _reusable(reference, name, key) is not None:
+            for suffix in (".pt", ".json"):
+                atomic_copy(reference / f"{name}{suffix}", run.models / f"{name}{suffix}")
+            return _reusable(run.models, name, key)
+    return None
+
+
+def _clean_miou(config: RunConfig, model: nn.Module, batch_size: int, progress: bool) -> float:
+    val = dataset(config, config.data.val_subset)
+    return clean_confusion(model, val, batch_size=batch_size, progress=progress).miou()
+
+
+def train_static(
+    config: RunConfig,
+    run: RunDir,
+    name: str,
+    *,
+    device: torch.device,
+    retrain: bool = False,
+    progress: bool = True,
+) -> tuple[CheckpointMeta, str]:
+    """Pretrain T (the teacher architecture) or S (the student) unless a valid checkpoint exists.
+
+    Returns the checkpoint's metadata and where it came from: "trained" now, "cached" (a valid
+    checkpoint in the run) or "reference" (a shipped checkpoint of the same recipe).
+    """
+    key = static_key(config, name)
+    if not retrain:
+        if meta := _reusable(run.models, name, key):
+            return meta, "cached"
+        if meta := _install_reference(run, name, key):
+            return meta, "reference"
+    net, seed = config.net(name), config.seed_for(name)
+    torch.manual_seed(seed)
+    model = build_model(net.arch, **net.options)
+    train_set = dataset(config, config.data.train_split)
+    stats = pretrain(
+        model,
+        train_set,
+        config.pretrain,
+        device=device,
+        seed=seed,
+        progress=progress,
+        desc=f"pretrain {name}",
+    )
+    miou = _clean_miou(config, model, config.pretrain.batch_size, progress)
+    meta = save_model(
+        model,
+        run.models,
+        name,
+        net.arch,
+        net.options,
+        key=key,
+        parameters=count_parameters(model),
+        train_seconds=round(stats.seconds, 1),
+        iterations=stats.iterations,
+        final_loss=stats.final_loss,
+        train_images=len(train_set),
+        recipe=dataclasses.asdict(config.pretrain),
+        seed=seed,
+        device=str(device),
+        **{f"miou_{config.data.val_subset}": miou},
+    )
+    return meta, "trained"
+
+
+def finetune_student(
+    config: RunConfig,
+    run: RunDir,
+    settings: FinetuneConfig,
+    *,
+    device: torch.device,
+    retrain: bool = False,
+    progress: bool = True,
+) -> tuple[CheckpointMeta, str]:
+    """Finetune an adaptive student A from S with ``settings`` (J_TS', eq. 8) unless a valid
+    checkpoint exists; the checkpoint is named by its settings (``A_down2_a0.6_e10``).
+
+    Returns the checkpoint's metadata and "trained" or "cached".
+    """
+    name = settings.checkpoint_name
+    key = adaptive_key(config, run, settings)
+    if not retrain and (meta := _reusable(run.models, name, key)):
+        return meta, "cached"
+    teacher = load_model(run.models, "T", device)
+    student = load_model(run.models, "S", device)
+    unlabeled = dataset(config, config.data.unlabeled_split, with_labels=False)
+    seed = config.seed_for("A")
+    start = time.perf_counter()
+    adaptive = finetune_adaptive(
+        teacher, student, unlabeled, settings, device=device, seed=seed, progress=progress
+    )
+    seconds = time.perf_counter() - start
+    miou = _clean_miou(config, adaptive, settings.batch_size, progress)
+    meta = save_model(
+        adaptive,
+        run.models,
+        name,
+        config.student.arch,
+        config.student.options,
+        key=key,
+        finetune=dataclasses.asdict(settings),
+        seed=seed,
+        device=str(device),
+        train_seconds=round(seconds, 1),
+        unlabeled_images=len(unlabeled),
+        parameters=count_parameters(adaptive),
+        **{f"miou_{config.data.val_subset}": miou},
+    )
+    return meta, "trained"
+
+
+def check_network_names(names: tuple[str, ...]) -> None:
+    unknown = [n for n in names if n not in (*STATIC_NETS, "A")]
+    if unknown or not names:
+        raise ConfigError(f"unknown network {(unknown or [''])[0]!r}; choose from T, S, A")
+
+
+def train_networks(
+    config: RunConfig,
+    run: RunDir,
+    names: tuple[str, ...] = ("T", "S", "A"),
+    *,
+    device: torch.device,
+    retrain: bool = False,
+    progress: bool = True,
+) -> list[tuple[CheckpointMeta, str]]:
+    """The networks named, in the order T, S, A; "A" is the config's main adaptive student
+    (``finetune``) and needs T and S in the run. ``bench run`` adds the sweeps' students.
+
+    Returns (metadata, origin) per network.
+    """
+    check_network_names(names)
+    done = []
+    for name in STATIC_NETS:
+        if name in names:
+            done.append(
+                train_static(config, run, name, device=device, retrain=retrain, progress=progress)
+            )
+    if "A" in names:
+        done.append(
+            finetune_student(
+                config, run, config.finetune, device=device, retrain=retrain, progress=progress
+            )
+        )
+    return done
+
+
+def describe(config: RunConfig, meta: CheckpointMeta, origin: str) -> str:
+    """A few words about a network for the stage line: its clean mIoU and where it came from."""
+    miou = meta.info.get(f"miou_{config.data.val_subset}", math.nan)
+    how = f"trained {meta.info.get('train_seconds', 0):.0f} s" if origin == "trained" else origin
+    return f"{meta.name} {100 * miou:.1f}% ({how})"

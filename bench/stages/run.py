@@ -1,0 +1,165 @@
+"""``bench run``: the composition of the stages, and the library calls behind every command.
+
+Every command checks the whole config first (``bench.config`` and ``bench.stages.checks``), then
+holds the run directory's lock while it works. ``bench run`` publishes config, rows, tables,
+plots and report together at the very end (``RunDir.publish``), so a failed or refused run never
+touches a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from bench.config import CONFIG_FILE, RunConfig, adaptive_students, apply_values, save_run_config
+from bench.files import atomic_copy
+from bench.report import write_report
+from bench.stages.attacks import build_ae_sets
+from bench.stages.checks import check_run
+from bench.stages.data import prepare_data
+from bench.stages.evaluate import Evaluation, evaluate_run, qualitative_grid
+from bench.stages.networks import (
+    check_network_names,
+    describe,
+    finetune_student,
+    train_networks,
+    train_static,
+)
+from bench.store.aesets import STORE_FILE, AESet
+from bench.store.checkpoints import CheckpointMeta
+from bench.store.rundir import (
+    METRICS_FILE,
+    QUALITATIVE_FILE,
+    RECORDS_FILE,
+    REPORT_FILE,
+    RunDir,
+    write_table,
+)
+
+
+@contextlib.contextmanager
+def _stage(name: str, echo: Callable[[str], None]) -> Iterator[list[str]]:
+    """Collects a stage's summary and prints it as one line with the stage's time."""
+    start, summary = time.perf_counter(), []
+    yield summary
+    echo(f"[{name}] {'; '.join(summary)} ({time.perf_counter() - start:.1f} s)")
+
+
+def with_defenses(config: RunConfig, extra: Sequence[str]) -> RunConfig:
+    """The config with extra defenses appended (``--defense``), so config.toml records them."""
+    specs = list(dict.fromkeys((*config.evaluate.defenses, *extra)))
+    return apply_values(config, {"evaluate.defenses": specs}) if extra else config
+
+
+def run_benchmark(
+    config: RunConfig,
+    run_dir: str | Path,
+    *,
+    device: torch.device,
+    retrain: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> Path:
+    """The whole benchmark: data, T and S, the adaptive students, AE sets, evaluation, report.
+
+    Every stage reuses what is cached and still valid, so a finished run re-run only
+    regenerates the report. Prints one line per stage with its time. Returns ``report.md``.
+    """
+    check_run(config)
+    run = RunDir(run_dir)
+    with run.lock():
+        with _stage("data", echo) as summary:
+            prepare_data(config, progress=progress)
+            summary.append(f"{config.data.root}")
+        with _stage("networks", echo) as summary:
+            for name in ("T", "S"):
+                meta, origin = train_static(
+                    config, run, name, device=device, retrain=retrain, progress=progress
+                )
+                summary.append(describe(config, meta, origin))
+            for _, settings in adaptive_students(config).all():
+                meta, origin = finetune_student(
+                    config, run, settings, device=device, retrain=retrain, progress=progress
+                )
+                summary.append(describe(config, meta, origin))
+        with _stage("attacks", echo) as summary:
+            ae_sets = build_ae_sets(config, run, device=device, progress=progress)
+            summary.append(
+                f"{len(ae_sets)} AE sets ({config.attack.name}) in {run.path / STORE_FILE}"
+            )
+        with _stage("evaluate", echo) as summary:
+            evaluation = evaluate_run(config, run, ae_sets, device=device, progress=progress)
+            qualitative = qualitative_grid(config, run, ae_sets, device=device)
+            summary.append(
+                f"{evaluation.metrics['defense'].nunique()} defenses, "
+                f"{len(evaluation.metrics)} rows"
+            )
+        with _stage("report", echo) as summary:
+            report = publish_run(config, run, evaluation, qualitative)
+            summary.append(str(report))
+    return report
+
+
+def publish_run(
+    config: RunConfig, run: RunDir, evaluation: Evaluation, qualitative: Path | None
+) -> Path:
+    """Stage config, rows, grid and report in a sibling folder, then move them into the run."""
+    with run.staging() as staged:
+        save_run_config(config, staged)
+        write_table(evaluation.metrics, staged / METRICS_FILE)
+        write_table(evaluation.records, staged / RECORDS_FILE)
+        if qualitative is not None:
+            atomic_copy(qualitative, staged / QUALITATIVE_FILE)
+        write_report(staged)
+        run.publish(staged)
+    return run.path / REPORT_FILE
+
+
+def regenerate_report(run_dir: str | Path) -> Path:
+    """``bench report``: tables, plots and report.md anew from the run's published rows."""
+    run = RunDir(run_dir)
+    with run.lock(), run.staging() as staged:
+        for name in (CONFIG_FILE, METRICS_FILE, RECORDS_FILE, QUALITATIVE_FILE):
+            if (run.path / name).is_file():
+                atomic_copy(run.path / name, staged / name)
+        write_report(staged)
+        run.publish(staged)
+    return run.path / REPORT_FILE
+
+
+def train_command(
+    config: RunConfig,
+    run_dir: str | Path,
+    names: Sequence[str],
+    *,
+    device: torch.device,
+    retrain: bool = False,
+    progress: bool = True,
+) -> list[tuple[CheckpointMeta, str]]:
+    """``bench train``: the named networks. A new run directory gets this config as its
+    ``config.toml`` (``bench attack`` reads it); a finished run keeps the config it published."""
+    check_network_names(tuple(names))
+    check_run(config)
+    run = RunDir(run_dir)
+    with run.lock():
+        prepare_data(config, progress=progress)
+        done = train_networks(
+            config, run, tuple(names), device=device, retrain=retrain, progress=progress
+        )
+        if not (run.path / CONFIG_FILE).is_file():
+            save_run_config(config, run.path)
+    return done
+
+
+def attack_command(
+    config: RunConfig, run_dir: str | Path, *, device: torch.device, progress: bool = True
+) -> list[AESet]:
+    """``bench attack``: the config's AE sets in the run's store (its config.toml unchanged)."""
+    check_run(config)
+    run = RunDir(run_dir)
+    with run.lock():
+        return list(build_ae_sets(config, run, device=device, progress=progress).values())

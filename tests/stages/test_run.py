@@ -1,0 +1,196 @@
+"""``bench run`` end to end on the smoke preset: every stage, caching, report, plug-ins."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.config import load_run_config
+
+from smokerun import invoke, published, run_args
+
+
+def test_every_stage_reports_one_line(smoke_run):
+    _, output = smoke_run
+    for stage in ("data", "networks", "attacks", "evaluate", "report"):
+        assert f"[{stage}]" in output
+
+
+def test_metrics_cover_every_defense_and_variant(smoke_run):
+    run_dir, _ = smoke_run
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    defenses = {
+        "T",
+        "S",
+        "A",
+        "TS-vote",
+        "TA-vote",
+        "jpeg",
+        "spatial-smoothing",
+        "feature-squeezing",
+        "pixel-vote",
+        "A_all_a0.6_e1_bs4",
+    }
+    assert set(metrics["defense"]) == defenses
+    # clean + {T, S} x {1, 10} on mini_val and mini_test, one row each
+    assert len(metrics) == len(defenses) * 5 * 2
+    assert metrics[["defense", "subset", "source", "eps"]].duplicated().sum() == 0
+    clean = metrics[metrics.source == "clean"]
+    assert (clean["q"][clean["miou"] > 0] == 100).all()  # Q is NaN when clean mIoU is 0
+    t_adv = metrics[
+        (metrics.defense == "T") & (metrics.source == "T") & (metrics.subset == "mini_val")
+    ]
+    t_clean = clean[(clean.defense == "T") & (clean.subset == "mini_val")]["miou"].iloc[0]
+    assert t_adv["q"].tolist() == pytest.approx((100 * t_adv["miou"] / t_clean).tolist())
+    records = pd.read_csv(run_dir / "records.csv")
+    votes = records[records.defense == "TA-vote"]
+    assert len(votes) == 5 * (2 + 4) and votes["d_ae"].between(-1, 1).all()
+
+
+def test_config_records_what_ran_without_machine_paths(smoke_run):
+    run_dir, _ = smoke_run
+    text = (run_dir / "config.toml").read_text()
+    assert 'root = "../data"' in text and str(run_dir.parent) not in text
+    config = load_run_config(run_dir)
+    assert config.evaluate.defenses[-1].endswith("my_defense.py:PixelVote")  # --defense recorded
+    report = (run_dir / "report.md").read_text()
+    assert "toy city (seed 0) at 32x64" in report and str(run_dir.parent) not in report
+
+
+def test_report_tables_and_plots(smoke_run):
+    run_dir, _ = smoke_run
+    report = (run_dir / "report.md").read_text()
+    for table in ("Table 1", "Table 4", "Table 5", "Table 6", "Table 7", "Leaderboard"):
+        assert table in report
+    assert "Table 2" not in report  # no layer sweep in the smoke preset
+    for name in ("table1", "table7", "leaderboard_mini_test"):
+        for ext in ("csv", "md", "tex"):
+            assert (run_dir / "tables" / f"{name}.{ext}").stat().st_size > 0
+    for plot in ("miou_vs_eps_mini_test.png", "d_ae_mini_test.png", "qualitative.png"):
+        assert (run_dir / "plots" / plot).read_bytes()[:4] == b"\x89PNG"
+    table1 = pd.read_csv(run_dir / "tables" / "table1.csv", header=[0, 1], index_col=0)
+    assert table1.loc["T", ("clean", "paper")] == pytest.approx(75.43)
+    assert not list(run_dir.parent.glob(".*staging*"))  # the staging folder is gone
+
+
+def test_rerun_reuses_everything_and_report_needs_only_published_rows(smoke_copy, tmp_path):
+    output = invoke(*run_args(smoke_copy)).output
+    assert output.count("(cached)") == 4  # T, S, A, A_all
+    assert "trained" not in output and "0 AE sets" not in output
+    copy = tmp_path / "copy"
+    shutil.copytree(
+        smoke_copy,
+        copy,
+        ignore=shutil.ignore_patterns("models", "aes.h5", "cache", "tables", "plots", "report.md"),
+    )
+    invoke("report", "--out", copy)
+    assert (copy / "report.md").read_text() == (smoke_copy / "report.md").read_text()
+
+
+def test_results_the_config_no_longer_asks_for_never_reach_the_tables(smoke_copy):
+    invoke(*run_args(smoke_copy, "--set", "attack.eps=[1]", "--set", "detect.delta=0.2"))
+    metrics = pd.read_csv(smoke_copy / "metrics.csv")
+    assert set(metrics["eps"]) == {0.0, 1.0}
+    report = (smoke_copy / "report.md").read_text()
+    assert "eps=10" not in report and "delta 0.2" in report
+    board = pd.read_csv(smoke_copy / "tables" / "leaderboard_mini_test.csv", index_col=0)
+    assert not [c for c in board.columns if "eps=10" in c]
+    cached = pd.read_csv(smoke_copy / "cache" / "metrics.csv")
+    assert 10.0 in set(cached["eps"])  # kept in the cache, for when eps 10 comes back
+    output = invoke(*run_args(smoke_copy)).output  # eps 10 back: nothing is recomputed
+    assert "(cached)" in output
+    assert set(pd.read_csv(smoke_copy / "metrics.csv")["eps"]) == {0.0, 1.0, 10.0}
+
+
+def test_changed_data_is_noticed(smoke_copy):
+    data = smoke_copy.parent / "data-edited"
+    shutil.copytree(smoke_copy.parent / "data", data)
+    args = run_args(smoke_copy)
+    args[args.index(f"data.root={smoke_copy.parent / 'data'}")] = f"data.root={data}"
+    invoke(*args)  # another copy of the same toy city: the same data, nothing recomputed
+    before = pd.read_csv(smoke_copy / "metrics.csv").set_index(
+        ["defense", "subset", "source", "eps"]
+    )
+    image = next((data / "leftImg8bit" / "val" / "lindau").glob("*.png"))
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(image)).copy()
+    pixels[:, : pixels.shape[1] // 2] = 255 - pixels[:, : pixels.shape[1] // 2]
+    Image.fromarray(pixels).save(image)
+    output = invoke(*args).output
+    assert "(cached)" in output  # T and S learn from train: unchanged
+    after = pd.read_csv(smoke_copy / "metrics.csv").set_index(
+        ["defense", "subset", "source", "eps"]
+    )
+    assert (
+        before.loc[("T", "mini_test", "clean", 0.0), "key"]
+        == after.loc[("T", "mini_test", "clean", 0.0), "key"]
+    )
+    assert (
+        before.loc[("T", "mini_val", "clean", 0.0), "key"]
+        != after.loc[("T", "mini_val", "clean", 0.0), "key"]
+    )  # mini_val re-evaluated
+    assert (
+        before.loc[("T", "mini_val", "S", 10.0), "key"]
+        != after.loc[("T", "mini_val", "S", 10.0), "key"]
+    )  # its AE sets rebuilt
+
+
+def test_shipped_reference_checkpoints_are_used_when_the_recipe_matches(
+    smoke_run, tmp_path, monkeypatch
+):
+    import bench.stages.networks
+
+    run_dir, _ = smoke_run
+    reference = tmp_path / "reference" / "smoke"
+    reference.mkdir(parents=True)
+    for name in ("T.pt", "T.json", "S.pt", "S.json"):
+        shutil.copy(run_dir / "models" / name, reference / name)
+    monkeypatch.setattr(bench.stages.networks, "REFERENCE_DIR", tmp_path / "reference")
+    data = f"data.root={run_dir.parent / 'data'}"
+    output = invoke(
+        "train", "--preset", "smoke", "--out", tmp_path / "new", "--set", data, "--quiet"
+    ).output
+    assert output.count("shipped reference checkpoint") == 2
+    assert (tmp_path / "new/models/T.pt").read_bytes() == (run_dir / "models/T.pt").read_bytes()
+    assert (tmp_path / "new/config.toml").is_file()  # a new run directory gets train's config
+    # another recipe: the reference does not apply, S is trained
+    output = invoke(
+        "train",
+        "--preset",
+        "smoke",
+        "--out",
+        tmp_path / "other",
+        "--set",
+        data,
+        "--set",
+        "pretrain.lr=0.001",
+        "--net",
+        "S",
+        "--quiet",
+    ).output
+    assert "trained in" in output
+
+
+def test_train_keeps_a_finished_runs_config(smoke_copy):
+    before = published(smoke_copy)
+    data = f"data.root={smoke_copy.parent / 'data'}"
+    invoke(
+        "train",
+        "--preset",
+        "smoke",
+        "--out",
+        smoke_copy,
+        "--set",
+        data,
+        "--net",
+        "A",
+        "--alpha",
+        "0.5",
+        "--quiet",
+    )
+    assert (smoke_copy / "models" / "A_down2_a0.5_e1_bs4.pt").is_file()
+    assert published(smoke_copy) == before
