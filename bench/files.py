@@ -19,6 +19,10 @@ from pathlib import Path
 
 from bench.errors import RunDirError
 
+# Files are created with the permissions any other file would get (mkstemp makes them private).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` on a fresh temporary path beside ``path``, then rename it to ``path``.
@@ -34,6 +38,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     os.close(handle)
     tmp = Path(name)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
         write(tmp)
         os.replace(tmp, path)
     except OSError as err:
