@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from art.attacks.attack import EvasionAttack
 from art.attacks.evasion import BasicIterativeMethod, FastGradientMethod, MomentumIterativeMethod
 from art.attacks.evasion.projected_gradient_descent.projected_gradient_descent_numpy import (
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 
 from attacks.base import AttackBase, check_step, input_gradient, least_likely
 from attacks.llcm import LLCM
+from attacks.objectives import members_of
 from bench.devices import module_device
 from bench.errors import AttackError
 
@@ -58,14 +60,20 @@ class SegmentationEstimator(LossGradientsMixin, BaseEstimator):
         return torch.as_tensor(x, dtype=torch.float32, device=self._device)
 
     def predict(self, x: np.ndarray, batch_size: int = 8, **kwargs: Any) -> np.ndarray:
-        """Logits (N, C, H, W) as numpy."""
+        """Logits (N, C, H, W) as numpy (an ensemble's: its members' mean log-probabilities)."""
         with torch.no_grad():
             return np.concatenate(
                 [
-                    self._model(self._tensor(x[i : i + batch_size])).cpu().numpy()
+                    self._scores(self._tensor(x[i : i + batch_size])).cpu().numpy()
                     for i in range(0, len(x), batch_size)
                 ]
             )
+
+    def _scores(self, x: Tensor) -> Tensor:
+        outputs = members_of(self._model(x))
+        if len(outputs) == 1:
+            return outputs[0]
+        return torch.stack([F.log_softmax(out, 1) for out in outputs]).mean(0)
 
     def loss_gradient(self, x: np.ndarray, y: np.ndarray, **kwargs: Any) -> np.ndarray:
         """Gradient of the summed per-pixel cross-entropy w.r.t. ``x`` (N, 3, H, W)."""
@@ -139,7 +147,9 @@ class ARTAttack(AttackBase):
     ) -> EvasionAttack:
         """The configured ART attack."""
 
-    def _run(self, model: nn.Module, x: Tensor, eps: float, labels: Tensor | None) -> Tensor:
+    def _run(
+        self, model: nn.Module, x: Tensor, eps: float, labels: Tensor | None, index: Tensor
+    ) -> Tensor:
         y = least_likely(model, x) if self.target == "least_likely" else labels
         estimator = SegmentationEstimator(model, input_shape=tuple(x.shape[1:]))
         # One ART batch = our batch, so ART sees exactly the batches the native attack sees.
@@ -247,12 +257,14 @@ class PGD(_ARTIterative):
             **self._common(eps, batch_size),
         )
 
-    def _run(self, model: nn.Module, x: Tensor, eps: float, labels: Tensor | None) -> Tensor:
+    def _run(
+        self, model: nn.Module, x: Tensor, eps: float, labels: Tensor | None, index: Tensor
+    ) -> Tensor:
         # ART draws from numpy's global generator: seed it for reproducible AE sets, then restore.
         state = np.random.get_state()
         np.random.seed(self.seed)
         try:
-            return super()._run(model, x, eps, labels)
+            return super()._run(model, x, eps, labels, index)
         finally:
             np.random.set_state(state)
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attacks.objectives import least_likely_target, members_of
 from bench.data.labels import IGNORE_INDEX
 from bench.data.tensors import check_images
 from bench.devices import module_device
@@ -81,24 +82,26 @@ def check_step(step: float) -> float:
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Attack the network as it is deployed (BatchNorm statistics, no dropout), then restore the
-    mode it was in."""
-    was_training = model.training
+    mode every module was in (an ensemble's members are shared with the defenses)."""
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         yield model
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
 
 
 @torch.no_grad()
 def least_likely(model: nn.Module, x: Tensor) -> Tensor:
-    """The network's least-likely class per pixel.
+    """The least-likely class per pixel of a network (or of an ensemble, see
+    ``attacks.objectives.least_likely_target``).
 
     Shapes:
         x: (N, 3, H, W) float gray values on the model's device.
         returns: (N, H, W) int64 trainIds.
     """
-    return model(x).argmin(1)
+    return least_likely_target(model(x))
 
 
 def cross_entropy_sum(logits: Tensor, target: Tensor) -> Tensor:
@@ -113,7 +116,8 @@ def cross_entropy_sum(logits: Tensor, target: Tensor) -> Tensor:
 def input_gradient(
     model: nn.Module, x: Tensor, target: Tensor | None, loss=cross_entropy_sum
 ) -> tuple[Tensor, Tensor]:
-    """Gradient of ``loss(logits, target)`` w.r.t. the input; and the target.
+    """Gradient of ``loss(logits, target)`` w.r.t. the input (summed over the members of an
+    ensemble); and the target.
 
     ``target=None`` means the least-likely class of ``x`` itself, read off this very forward pass
     (so LLCM needs no extra forward pass for its target). Only the input gradient is computed
@@ -125,10 +129,10 @@ def input_gradient(
         returns: gradient (N, 3, H, W) float; the target used (N, H, W) int64.
     """
     x = x.detach().requires_grad_(True)
-    logits = model(x)
+    outputs = members_of(model(x))
     if target is None:
-        target = logits.detach().argmin(1)
-    (grad,) = torch.autograd.grad(loss(logits, target), x)
+        target = least_likely_target(outputs)
+    (grad,) = torch.autograd.grad(sum(loss(out, target) for out in outputs), x)
     return grad, target
 
 
@@ -164,13 +168,22 @@ class AttackBase(ABC):
 
     @final
     def __call__(
-        self, model: nn.Module, images: Tensor, *, eps: float, labels: Tensor | None = None
+        self,
+        model: nn.Module,
+        images: Tensor,
+        *,
+        eps: float,
+        labels: Tensor | None = None,
+        index: Tensor | None = None,
     ) -> Tensor:
-        """Attack ``model``; returns the adversarial images on the device of ``images``.
+        """Attack ``model`` (a network, or an ``attacks.objectives.Ensemble``); returns the
+        adversarial images on the device of ``images``.
 
         Shapes:
             images: (N, 3, H, W) uint8, gray values 0..255.
             labels: (N, H, W) int64 trainIds, 255 = ignore (only attacks that need labels).
+            index: (N,) int64, the images' positions in their data set (seeds per-image random
+                starts, so results do not depend on how images are batched); default 0..N-1.
             returns: (N, 3, H, W) uint8, ||returned - images||_inf <= eps.
         """
         check_images(images, "attacks", AttackError)
@@ -183,17 +196,21 @@ class AttackBase(ABC):
         x = images.to(device).float()
         if labels is not None:
             labels = labels.to(device)
+        index = torch.arange(len(images)) if index is None else index.cpu()
         with eval_mode(model):
-            adv = self._run(model, x, eps, labels)
+            adv = self._run(model, x, eps, labels, index)
         return to_uint8(adv, x, eps).to(images.device)
 
     @abstractmethod
-    def _run(self, model: nn.Module, x: Tensor, eps: float, labels: Tensor | None) -> Tensor:
+    def _run(
+        self, model: nn.Module, x: Tensor, eps: float, labels: Tensor | None, index: Tensor
+    ) -> Tensor:
         """The attack proper, on a model in eval mode.
 
         Shapes:
             x: (N, 3, H, W) float gray values on the model's device.
             labels: (N, H, W) int64 on the same device, or None.
+            index: (N,) int64 on the CPU, the images' positions in their data set.
             returns: (N, 3, H, W) float, within eps of ``x`` up to rounding.
         """
 
@@ -226,7 +243,9 @@ class IterativeAttack(AttackBase):
     def params(self) -> dict[str, Any]:
         return {"step": self.step}
 
-    def _run(self, model: nn.Module, x: Tensor, eps: float, labels: Tensor | None) -> Tensor:
+    def _run(
+        self, model: nn.Module, x: Tensor, eps: float, labels: Tensor | None, index: Tensor
+    ) -> Tensor:
         sign = -1.0 if self.targeted else 1.0  # targeted: descend the loss towards the target
         target = None if self.targeted else labels
         adv = x.clone()

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from attacks.apgd import APGD
 from attacks.base import Attack
 from attacks.llcm import LLCM
 from bench.errors import AttackError
 
 # ART takes seconds to import, so its attacks are imported only when one is built.
 ART_ATTACK_NAMES = ("fgsm", "bim", "pgd", "mifgsm")
-ATTACK_NAMES = (LLCM.name, *ART_ATTACK_NAMES)
+NATIVE: dict[str, type] = {LLCM.name: LLCM, APGD.name: APGD}
+ATTACK_NAMES = (*NATIVE, *ART_ATTACK_NAMES)
 
 
 def attack_class(name: str) -> type:
     """The class registered under ``name``; the error lists the valid names."""
-    if name == LLCM.name:
-        return LLCM
+    if name in NATIVE:
+        return NATIVE[name]
     if name in ART_ATTACK_NAMES:
         from attacks.art import ART_ATTACKS
 

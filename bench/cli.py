@@ -287,13 +287,24 @@ def report(run_dir: Path) -> None:
     help="Comma-separated eps in gray values, e.g. 1,10 [default: the run's].",
 )
 @click.option(
-    "--attack", "attack_name", help="llcm (paper), fgsm, bim, pgd, mifgsm [default: the run's]."
+    "--attack",
+    "attack_name",
+    help="An attack of the run's suite (its label or name), or llcm, apgd, fgsm, bim, pgd, "
+    "mifgsm [default: the attacks the run's suite runs under --threat].",
+)
+@click.option(
+    "--threat",
+    type=click.Choice(["transfer", "joint"]),
+    default="transfer",
+    show_default=True,
+    help="transfer: one set per source network; joint: one set on T and S at once. White-box "
+    "sets need the defenses: bench run builds them.",
 )
 @click.option("--subset", help="Comma-separated subsets, e.g. mini_val [default: the run's].")
 @click.option("--batch-size", type=int, help="Images per batch [default: the run's].")
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def attack(run_dir, source, eps, attack_name, subset, batch_size, device, quiet) -> None:
+def attack(run_dir, source, eps, attack_name, threat, subset, batch_size, device, quiet) -> None:
     """Build (or reuse, or finish) AE sets of a run in <run>/aes.h5."""
     from bench.config import load_run_config
     from bench.stages import attack_command, attack_settings
@@ -301,6 +312,7 @@ def attack(run_dir, source, eps, attack_name, subset, batch_size, device, quiet)
     config = attack_settings(
         load_run_config(run_dir),
         name=attack_name,
+        threat=threat,
         eps=eps,
         sources=_names(source),
         subsets=_names(subset),

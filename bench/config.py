@@ -50,6 +50,9 @@ SUBSETS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 #: Splits and subsets with real labels; Cityscapes' ``test`` labels are dummies.
 EVALUATION_SUBSETS = ("train", "val", *SUBSETS)
+#: What an attacker knows: one static network (the paper's protocol); T and S together; or
+#: everything the attacked defense uses at test time.
+THREAT_MODELS = ("transfer", "joint", "white-box")
 
 
 def cache_key(*parts: Any) -> str:
@@ -150,24 +153,72 @@ class FinetuneConfig:
 
 
 @dataclass(frozen=True)
-class AttackConfig:
-    """Which AE sets a run builds: every source x eps x subset."""
+class AttackSpec:
+    """One attack of a run's suite and the threat models it is run under.
+
+    ``transfer`` builds its AE sets on each of ``attack.sources`` alone (shared by all
+    defenses), ``joint`` on T and S together (shared by all defenses), ``white-box`` on each
+    defense's own attack surface. ``eps`` and ``subsets`` default to the attack section's;
+    ``label`` (default: the name, plus the loss for APGD) names the attack in sets and tables.
+    """
 
     name: str = "llcm"
+    options: dict[str, Any] = field(default_factory=dict)
+    threat_models: tuple[str, ...] = ("transfer",)
+    eps: tuple[float, ...] = ()
+    subsets: tuple[str, ...] = ()
+    label: str = ""
+
+    @property
+    def tag(self) -> str:
+        if self.label:
+            return self.label
+        loss = self.options.get("loss")
+        red = "-red" if self.options.get("red_eps") else ""
+        return f"{self.name}-{loss}{red}" if loss else f"{self.name}{red}"
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Which AE sets a run builds: every attack of the suite x threat model x eps x subset.
+
+    The paper's tables read the first LLCM attack run under ``transfer`` (``paper_attack``).
+    """
+
     eps: tuple[float, ...] = (1.0, 10.0)
     sources: tuple[str, ...] = ("T", "S")
     subsets: tuple[str, ...] = ("mini_val", "mini_test")
     batch_size: int = 8
-    options: dict[str, Any] = field(default_factory=dict)
+    suite: tuple[AttackSpec, ...] = (AttackSpec(),)
+    # gradient samples per step against a randomised defense (EOT)
+    eot_samples: int = 8
+
+    def eps_of(self, spec: AttackSpec) -> tuple[float, ...]:
+        return spec.eps or self.eps
+
+    def subsets_of(self, spec: AttackSpec) -> tuple[str, ...]:
+        return spec.subsets or self.subsets
+
+    @property
+    def paper_attack(self) -> str | None:
+        """The label of the attack the paper's tables read, or None when the suite has none."""
+        return next(
+            (s.tag for s in self.suite if s.name == "llcm" and "transfer" in s.threat_models), None
+        )
 
 
 @dataclass(frozen=True)
 class DetectConfig:
-    """Thresholds of the AE detection (eq. 4): one delta, or delta_t / delta_s when both set."""
+    """Thresholds of the AE detection (eq. 4): one delta, or delta_t / delta_s when both set;
+    ``tau`` of the disagreement vote (``TA-vote-disagree``): a number, or None to calibrate it on
+    the validation subset's clean images as the ``tau_quantile`` quantile of min(D(T,A), D(S,A))
+    (so that share of clean validation images is not flagged)."""
 
     delta: float = 0.1
     delta_t: float | None = None
     delta_s: float | None = None
+    tau: float | None = None
+    tau_quantile: float = 0.95
 
 
 @dataclass(frozen=True)
@@ -195,6 +246,7 @@ class EvaluateConfig:
         "A",
         "TS-vote",
         "TA-vote",
+        "TA-vote-disagree",
         "jpeg",
         "spatial-smoothing",
         "feature-squeezing",
@@ -272,6 +324,8 @@ def adaptive_students(config: RunConfig) -> AdaptiveStudents:
 
 def _type_name(hint: Any) -> str:
     origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return "a table"
     if origin is tuple:
         args = typing.get_args(hint)
         if len(args) == 2 and args[1] is Ellipsis:
@@ -299,6 +353,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise bad
         if len(args) == 2 and args[1] is Ellipsis:
+            if dataclasses.is_dataclass(args[0]):
+                return tuple(_build(args[0], v, f"{key}[{i}].") for i, v in enumerate(value))
             return tuple(_coerce(v, args[0], key) for v in value)
         if len(value) != len(args):
             raise bad
@@ -358,6 +414,20 @@ def _require(ok: bool, key: str, value: Any, fix: str) -> None:
 def _unique(values: Sequence[Any], key: str) -> None:
     repeated = sorted({str(v) for v in values if list(values).count(v) > 1})
     _require(not repeated, key, list(values), f"lists {', '.join(repeated)} twice; name each once")
+
+
+def _eps_list(values: Sequence[float], key: str, *, allow_empty: bool) -> None:
+    _require(
+        allow_empty or len(values) > 0, key, list(values), "name at least one eps, e.g. [1, 10]"
+    )
+    for eps in values:
+        _require(
+            0 < eps <= 255,
+            key,
+            list(values),
+            "every eps must lie in (0, 255] gray values, e.g. [1, 10]",
+        )
+    _unique(values, key)
 
 
 def _choices(values: Sequence[str], key: str, valid: Sequence[str], what: str) -> None:
@@ -427,18 +497,27 @@ def validate(config: RunConfig) -> RunConfig:
     _require(p.workers >= 0, "pretrain.workers", p.workers, "must be >= 0")
     _validate_finetune(c.finetune, "finetune")
     a = c.attack
-    _require(len(a.eps) > 0, "attack.eps", list(a.eps), "name at least one eps, e.g. [1, 10]")
-    for eps in a.eps:
-        _require(
-            0 < eps <= 255,
-            "attack.eps",
-            list(a.eps),
-            "every eps must lie in (0, 255] gray values, e.g. [1, 10]",
-        )
-    _unique(a.eps, "attack.eps")
+    _eps_list(a.eps, "attack.eps", allow_empty=False)
     _choices(a.sources, "attack.sources", STATIC_NETS, "source")
     _choices(a.subsets, "attack.subsets", EVALUATION_SUBSETS, "subset")
     _require(a.batch_size >= 1, "attack.batch_size", a.batch_size, "must be >= 1")
+    _require(a.eot_samples >= 1, "attack.eot_samples", a.eot_samples, "must be >= 1")
+    _require(
+        len(a.suite) > 0, "attack.suite", [], 'name at least one attack, e.g. [{name = "llcm"}]'
+    )
+    for i, spec in enumerate(a.suite):
+        where = f"attack.suite[{i}]"
+        _choices(spec.threat_models, f"{where}.threat_models", THREAT_MODELS, "threat model")
+        _eps_list(spec.eps, f"{where}.eps", allow_empty=True)
+        if spec.subsets:
+            _choices(spec.subsets, f"{where}.subsets", EVALUATION_SUBSETS, "subset")
+        _require(
+            bool(re.fullmatch(r"[A-Za-z0-9_.+-]+", spec.tag)),
+            f"{where}.label",
+            spec.tag,
+            "use letters, digits and _ . + - only (it names AE sets and table columns)",
+        )
+    _unique([spec.tag for spec in a.suite], "attack.suite labels")
     t = c.detect
     for key in ("delta", "delta_t", "delta_s"):
         value = getattr(t, key)
@@ -454,6 +533,13 @@ def validate(config: RunConfig) -> RunConfig:
         t.delta_t,
         "give both delta_t and delta_s, or neither (then delta is used)",
     )
+    _require(
+        t.tau is None or 0 <= t.tau <= 1,
+        "detect.tau",
+        t.tau,
+        "is a share of pixels in [0, 1]; leave it out to calibrate it on the validation subset",
+    )
+    _require(0 < t.tau_quantile < 1, "detect.tau_quantile", t.tau_quantile, "must lie in (0, 1)")
     if t.delta_t is not None and t.delta_s is not None:
         _require(
             t.delta_t >= t.delta_s,

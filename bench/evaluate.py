@@ -9,9 +9,17 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from bench.data.labels import NUM_CLASSES
 from bench.errors import DefenseError
-from bench.metrics import ConfusionMatrix
+from bench.metrics import ConfusionMatrix, image_counts
 from defenses.base import Defense, Prediction, Record, predict_labels
+
+#: the per-image count columns of a record: intersections, unions, correct and valid pixels
+COUNT_COLUMNS = (
+    [f"i{c}" for c in range(NUM_CLASSES)]
+    + [f"u{c}" for c in range(NUM_CLASSES)]
+    + ["correct", "valid"]
+)
 
 
 class ForwardMemo(nn.Module):
@@ -73,7 +81,9 @@ def evaluate_defenses(
     """Run every defense on every batch of one data variant.
 
     ``defenses`` maps a row name to a factory: each variant gets fresh instances, so a stateful
-    defense (the online vote) starts from the run's networks on every data variant.
+    defense (the online vote) starts from the run's networks on every data variant. Each image's
+    record gets its counts (``bench.metrics.image_counts``: ``i<c>``, ``u<c>``, ``correct``,
+    ``valid``), from which the worst case over attacks is computed.
 
     Shapes:
         batches: (images uint8 (N, 3, H, W), labels int64 (N, H, W) trainIds, 255 = ignore).
@@ -96,5 +106,8 @@ def evaluate_defenses(
                 )
             confusion, records = results[name]
             confusion.update(prediction.labels, labels)
-            records.extend(prediction.records)
+            counts = image_counts(prediction.labels, labels).tolist()
+            records.extend(
+                {**r, **dict(zip(COUNT_COLUMNS, c))} for r, c in zip(prediction.records, counts)
+            )
     return results

@@ -60,3 +60,76 @@ class ConfusionMatrix:
 def q_ratio(miou_adv: float, miou_clean: float) -> float:
     """The mIoU ratio Q = mIoU_adv / mIoU_clean (eq. 10); NaN when mIoU_clean is 0."""
     return miou_adv / miou_clean if miou_clean > 0 else math.nan
+
+
+def image_counts(
+    pred: Tensor, target: Tensor, num_classes: int = 19, ignore_index: int = 255
+) -> Tensor:
+    """Per image: intersection (C) and union (C) per class, correct and valid pixels.
+
+    Sums over images of these counts give the dataset's IoU exactly (TP, TP + FP + FN), which
+    is what the worst case over attacks needs (SEA picks an attack per image).
+
+    Shapes:
+        pred, target: (N, H, W) integer trainIds (target: ``ignore_index`` skipped).
+        returns: (N, 2 C + 2) int64: [I_0..I_C-1, U_0..U_C-1, correct, valid].
+    """
+    valid = target != ignore_index
+    classes = torch.arange(num_classes, device=pred.device).view(1, -1, 1)
+    p = pred.flatten(1)[:, None]
+    t = target.flatten(1)[:, None]
+    v = valid.flatten(1)[:, None]
+    in_pred, in_true = (p == classes) & v, (t == classes) & v
+    inter = (in_pred & in_true).sum(2)
+    union = (in_pred | in_true).sum(2)
+    correct = ((pred == target) & valid).flatten(1).sum(1, keepdim=True)
+    return torch.cat([inter, union, correct, valid.flatten(1).sum(1, keepdim=True)], 1).cpu()
+
+
+def _miou(inter: Tensor, union: Tensor) -> Tensor:
+    """mIoU of summed counts (..., C): classes with union 0 left out; NaN if none has one."""
+    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.full_like(inter, math.nan))
+    return iou.nanmean(-1)
+
+
+def worst_case_miou(inter: Tensor, union: Tensor) -> tuple[float, Tensor]:
+    """The worst-case mIoU over attacks by SEA's greedy per-image assignment.
+
+    Every image starts on the attack with the lowest mIoU over the data set; then, image by
+    image, it switches to another attack whenever that lowers the data set's mIoU; passes repeat
+    until none changes. Never above any single attack's mIoU.
+
+    Shapes:
+        inter, union: (A, N, C) per attack, image and class (``image_counts``).
+        returns: mIoU in [0, 1] (NaN if no class occurs); the attack chosen per image (N,).
+    """
+    inter, union = inter.double(), union.double()
+    n_images = inter.shape[1]
+    choice = torch.full((n_images,), int(_miou(inter.sum(1), union.sum(1)).nan_to_num(2).argmin()))
+    images = torch.arange(n_images)
+    total_i, total_u = inter[choice, images].sum(0), union[choice, images].sum(0)
+    current = float(_miou(total_i, total_u))
+    changed = True
+    while changed:
+        changed = False
+        for n in range(n_images):
+            old = int(choice[n])
+            tried_i = total_i - inter[old, n] + inter[:, n]  # (A, C): image n on each attack
+            tried_u = total_u - union[old, n] + union[:, n]
+            scores = _miou(tried_i, tried_u).nan_to_num(2)
+            best = int(scores.argmin())
+            if best != old and float(scores[best]) < current - 1e-12:
+                choice[n], current = best, float(scores[best])
+                total_i, total_u = tried_i[best], tried_u[best]
+                changed = True
+    return current, choice
+
+
+def worst_pixel_accuracy(correct: Tensor, valid: Tensor) -> Tensor:
+    """Per image, the lowest pixel accuracy over attacks.
+
+    Shapes:
+        correct: (A, N) correct pixels per attack and image; valid: (N,) labelled pixels.
+        returns: (N,) in [0, 1] (images without labelled pixels: NaN).
+    """
+    return correct.double().min(0).values / valid.double().where(valid > 0, torch.nan)

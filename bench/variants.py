@@ -1,7 +1,9 @@
-"""Data variants: the clean images of a subset, or one of its AE sets (source network x eps).
+"""Data variants: the clean images of a subset, or one of its AE sets.
 
-One order everywhere (the evaluation loop, the tables, the plots): clean first, then for each eps
-every source, the column order of the paper's tables.
+An AE set is named by its threat model (``transfer``, ``joint``, ``white-box``), its attack (the
+suite's label, e.g. ``llcm``, ``apgd-ce``), its source (the network or surface it was built on:
+``T``, ``S``, ``T+S``, ``jpeg(T)``, ...) and eps. One order everywhere (the evaluation loop, the
+tables, the plots): clean first, then per eps every source, as in the paper's tables.
 """
 
 from __future__ import annotations
@@ -10,25 +12,47 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 CLEAN = "clean"
+TRANSFER, JOINT, WHITE_BOX = "transfer", "joint", "white-box"
+#: the threat of the rows that hold a defense's worst case over every attack at one eps
+WORST_CASE = "worst-case"
+#: the source name of the joint threat model's sets
+JOINT_SOURCE = "T+S"
 
 
 @dataclass(frozen=True)
 class Variant:
-    """Clean images (``source == "clean"``, eps 0) or the AE set of ``source`` at ``eps``."""
+    """Clean images (``threat == "clean"``, eps 0) or an AE set."""
 
     source: str
     eps: float
+    threat: str = TRANSFER
+    attack: str = "llcm"
 
     @property
     def is_clean(self) -> bool:
-        return self.source == CLEAN
+        return self.threat == CLEAN
 
     @property
     def label(self) -> str:
-        """The column title of the tables: ``clean`` or ``eps=10 T-AE``."""
-        return CLEAN if self.is_clean else f"eps={self.eps:g} {self.source}-AE"
+        """The column title of the tables: ``clean``, ``eps=10 T-AE`` (the paper's transfer
+        attack), ``eps=10 apgd-ce S-AE``, ``eps=10 apgd-ce joint``, ``eps=10 apgd-ce white-box``."""
+        if self.is_clean:
+            return CLEAN
+        if self.threat == TRANSFER:
+            name = (
+                f"{self.source}-AE" if self.attack == "llcm" else f"{self.attack} {self.source}-AE"
+            )
+            return f"eps={self.eps:g} {name}"
+        return f"eps={self.eps:g} {self.attack} {self.threat}"
 
 
-def variants(eps_list: Sequence[float], sources: Sequence[str] = ("T", "S")) -> list[Variant]:
-    """Clean, then for each eps every source."""
-    return [Variant(CLEAN, 0.0)] + [Variant(s, float(e)) for e in eps_list for s in sources]
+CLEAN_VARIANT = Variant(CLEAN, 0.0, CLEAN, CLEAN)
+
+
+def variants(
+    eps_list: Sequence[float], sources: Sequence[str] = ("T", "S"), attack: str = "llcm"
+) -> list[Variant]:
+    """Clean, then for each eps every transfer source of ``attack``: the paper's columns."""
+    return [CLEAN_VARIANT] + [
+        Variant(s, float(e), TRANSFER, attack) for e in eps_list for s in sources
+    ]

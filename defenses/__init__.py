@@ -10,10 +10,12 @@ See ``defenses.base`` for the contract a plug-in fulfils and ``defenses.registry
 from bench.errors import DefenseError
 from defenses.adaptive import AdaptiveTrainer, finetune_adaptive
 from defenses.base import (
+    AttackSurface,
     Defense,
     Networks,
     Prediction,
     Record,
+    attack_surface,
     check_images,
     predict_labels,
     require_networks,
@@ -28,20 +30,23 @@ from defenses.registry import (
     load_defense,
 )
 from defenses.single import SingleNetwork
-from defenses.vote import Vote, d_ae, hamming
+from defenses.vote import DisagreementVote, Vote, d_ae, hamming
 
 __all__ = [
     "BUILTINS",
     "ENTRY_POINT_GROUP",
     "AdaptiveTrainer",
+    "AttackSurface",
     "Defense",
     "DefenseError",
+    "DisagreementVote",
     "InputTransform",
     "Networks",
     "Prediction",
     "Record",
     "SingleNetwork",
     "Vote",
+    "attack_surface",
     "available_defenses",
     "build_defense",
     "check_images",

@@ -9,12 +9,16 @@ in eval mode on the run's device, taking float gray values (N, 3, H, W) in [0, 2
 logits (N, 19, H, W). A defense must not modify them (copy a network it wants to train). Options
 are keyword arguments. The instance has a ``name`` (a short string used as the row key of the
 result tables) and a ``predict`` method.
+
+Optionally, ``attack_surface()`` returns an ``AttackSurface``: what an attacker who knows the
+defense (white-box) differentiates through. Without it a defense is attacked by transfer and
+joint attacks only and is marked "not adaptively evaluated".
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -55,6 +59,50 @@ class Prediction:
                 f"a defense must return one record per image: {self.labels.shape[0]} images, "
                 f"{len(self.records)} records"
             )
+
+
+@dataclass(frozen=True)
+class AttackSurface:
+    """What a white-box attacker of a defense differentiates through.
+
+    Args:
+        name: short and unique per kind of surface, e.g. ``T``, ``jpeg(T)``, ``T+S+A:TA-vote``;
+            it names the AE sets built on the surface.
+        networks: the networks the defense runs, by role ({"T": T} or {"T": T, "S": S, "A": A}).
+        transform: what the defense does to the images before its networks, as a function of
+            float pixels whose forward is exact and whose backward is differentiable (BPDA:
+            e.g. ``bpda(preprocessor)``), or None.
+        decide: how the defense turns its networks' label maps ({role: (N, H, W)}) into its
+            output (N, H, W); attacks that keep a best iterate judge success on it. None: the
+            single network's own map (or each network's, when there are several).
+        random: the defense is randomised; attacks average gradients over samples (EOT).
+        settings: whatever else changes the defense's output (thresholds, options), for keys.
+        after_batch: for a defense that learns from what it sees (the online vote): called with
+            each finished adversarial batch (uint8), in order, so the next batch is attacked
+            against the defense as it then is.
+    """
+
+    name: str
+    networks: Mapping[str, nn.Module]
+    transform: Callable[[Tensor], Tensor] | None = None
+    decide: Callable[[dict[str, Tensor]], Tensor] | None = None
+    random: bool = False
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    after_batch: Callable[[Tensor], None] | None = None
+
+
+def attack_surface(defense: object) -> AttackSurface | None:
+    """The defense's surface, or None when it exposes none (then it is not adaptively evaluated)."""
+    method = getattr(defense, "attack_surface", None)
+    if method is None:
+        return None
+    surface = method()
+    if not isinstance(surface, AttackSurface):
+        raise DefenseError(
+            f"defense {getattr(defense, 'name', defense)!r}: attack_surface() returned a "
+            f"{type(surface).__name__}; it must return defenses.AttackSurface"
+        )
+    return surface
 
 
 @runtime_checkable

@@ -2,8 +2,10 @@
 
 JPEG compression (Guo et al. [25] of the paper; default quality 75 as there), spatial smoothing
 (a median filter, Xu et al.; window 3) and feature squeezing (bit-depth reduction, Xu et al.;
-default 5 bits, since 8 bits would leave uint8 images unchanged). They run on the batch as given
-(no gradient surrogate), i.e. they are evaluated against transferred, non-adaptive AEs only.
+default 5 bits, since 8 bits would leave uint8 images unchanged). None of them is
+differentiable; a white-box attacker crosses them with BPDA (Athalye et al. 2018): the exact
+transformation forward, ART's gradient estimate of the pre-processor backward (the identity for
+all three).
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ import torch
 from torch import Tensor
 
 from bench.errors import DefenseError
-from defenses.base import Networks, Prediction, check_images, predict_labels, require_networks
+from defenses.base import (
+    AttackSurface,
+    Networks,
+    Prediction,
+    check_images,
+    predict_labels,
+    require_networks,
+)
 
 if TYPE_CHECKING:
     from art.defences.preprocessor.preprocessor import Preprocessor
@@ -46,6 +55,28 @@ def _squeezing(bit_depth: int = 5) -> Preprocessor:
 METHODS = {"jpeg": _jpeg, "spatial-smoothing": _smoothing, "feature-squeezing": _squeezing}
 
 
+class _BPDA(torch.autograd.Function):
+    """An ART pre-processor as a differentiable step: exact forward, ART's estimate backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, preprocessor: Preprocessor) -> Tensor:  # type: ignore[override]
+        ctx.preprocessor = preprocessor
+        ctx.save_for_backward(x)
+        out, _ = preprocessor(x.detach().cpu().numpy().astype(np.float32))
+        return torch.from_numpy(np.asarray(out, np.float32)).to(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        estimate = ctx.preprocessor.estimate_gradient(x.detach().cpu().numpy(), grad.cpu().numpy())
+        return torch.from_numpy(np.asarray(estimate, np.float32)).to(grad), None
+
+
+def bpda(preprocessor: Preprocessor):
+    """``preprocessor`` as a function of float pixels (N, 3, H, W) that autograd can cross."""
+    return lambda x: _BPDA.apply(x, preprocessor)
+
+
 class InputTransform:
     """Transform the images with an ART pre-processor, then take ``net``'s argmax.
 
@@ -68,6 +99,7 @@ class InputTransform:
         require_networks(networks, (net,), method)
         self.net = net
         self.model = networks[net]
+        self.params = params
         try:
             self.transform = METHODS[method](**params)
         except (TypeError, ValueError) as err:  # unknown keyword, or ART's own range checks
@@ -79,3 +111,12 @@ class InputTransform:
         transformed, _ = self.transform(images.cpu().numpy().astype(np.float32))
         labels = predict_labels(self.model, torch.from_numpy(np.asarray(transformed, np.float32)))
         return Prediction(labels, [{"chosen": self.net} for _ in range(len(labels))])
+
+    def attack_surface(self) -> AttackSurface:
+        """The network behind the pre-processor, crossed with BPDA."""
+        return AttackSurface(
+            f"{self.name}({self.net})",
+            {self.net: self.model},
+            transform=bpda(self.transform),
+            settings={"method": self.name, **self.params},
+        )

@@ -22,7 +22,7 @@ from bench.errors import DefenseError
 from defenses.base import Defense, Networks
 from defenses.preprocess import METHODS, InputTransform
 from defenses.single import SingleNetwork
-from defenses.vote import Vote
+from defenses.vote import DisagreementVote, Vote
 
 ENTRY_POINT_GROUP = "bench.defenses"
 
@@ -33,6 +33,7 @@ BUILTINS: dict[str, Callable[..., Defense]] = {
     "TS-vote": partial(Vote, fallback="S"),
     "TA-vote": partial(Vote, fallback="A"),
     "TA-vote-online": partial(Vote, fallback="A", online=True),
+    "TA-vote-disagree": DisagreementVote,
     **{method: partial(InputTransform, method=method) for method in METHODS},
 }
 

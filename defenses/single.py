@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from defenses.base import Networks, Prediction, check_images, predict_labels, require_networks
+from defenses.base import (
+    AttackSurface,
+    Networks,
+    Prediction,
+    check_images,
+    predict_labels,
+    require_networks,
+)
 
 
 class SingleNetwork:
@@ -23,3 +30,7 @@ class SingleNetwork:
         check_images(images)
         labels = predict_labels(self.model, images)
         return Prediction(labels, [{"chosen": self.name} for _ in range(len(labels))])
+
+    def attack_surface(self) -> AttackSurface:
+        """The network itself: a white-box attack on it is the attack on its own output."""
+        return AttackSurface(self.name, {self.name: self.model})

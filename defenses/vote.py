@@ -25,7 +25,14 @@ from bench.config import FinetuneConfig
 from bench.devices import module_device
 from bench.errors import DefenseError
 from defenses.adaptive import AdaptiveTrainer
-from defenses.base import Networks, Prediction, check_images, predict_labels, require_networks
+from defenses.base import (
+    AttackSurface,
+    Networks,
+    Prediction,
+    check_images,
+    predict_labels,
+    require_networks,
+)
 
 FALLBACKS = ("S", "A")
 
@@ -106,8 +113,9 @@ class Vote:
             optimiser; epochs and batch size are not used, each incoming batch is one step).
         online_steps: optimiser steps per incoming batch.
 
-    Records per image: ``d_ae``, ``d_ta`` = D(T, A), ``d_sa`` = D(S, A), ``suspect``,
-    ``flagged`` (suspect is not None) and ``chosen`` (the network whose map was output).
+    Records per image: ``d_ae``, ``d_ta`` = D(T, A), ``d_sa`` = D(S, A), ``suspect`` ("T", "S",
+    "T+S" or None), ``flagged`` (suspect is not None) and ``chosen`` (the network whose map was
+    output).
     """
 
     def __init__(
@@ -127,6 +135,7 @@ class Vote:
         self.name = f"T{fallback}-vote" + ("-online" if online else "")
         require_networks(networks, ("T", "S", "A"), self.name)
         self.delta_t, self.delta_s = thresholds(delta, delta_t, delta_s)
+        self.tau: float | None = None  # see DisagreementVote
         self.fallback = fallback
         self.nets = {k: networks[k] for k in ("T", "S", "A")}
         self._trainer = None
@@ -143,14 +152,17 @@ class Vote:
             )
         self.online_steps = online_steps
 
-    def predict(self, images: Tensor) -> Prediction:
-        """Shapes: images (N, 3, H, W) uint8 -> labels (N, H, W) int64."""
-        check_images(images)
-        maps = {k: predict_labels(net, images) for k, net in self.nets.items()}
+    def vote(self, maps: dict[str, Tensor]) -> tuple[Tensor, list[dict]]:
+        """The vote on the networks' label maps: (labels (N, H, W), one record per image)."""
         d_ta, d_sa, d = distances(maps["T"], maps["S"], maps["A"])
         suspect = suspects(d, self.delta_t, self.delta_s)
-        use_fallback = torch.tensor([s == "T" for s in suspect], dtype=torch.bool)
-        labels = torch.where(use_fallback[:, None, None], maps[self.fallback], maps["T"])
+        if self.tau is not None:
+            both = ((d_ta > self.tau) & (d_sa > self.tau)).tolist()
+            suspect = ["T+S" if b else s for b, s in zip(both, suspect)]
+        use_fallback = torch.tensor([s in ("T", "T+S") for s in suspect], dtype=torch.bool)
+        labels = torch.where(
+            use_fallback[:, None, None].to(maps["T"].device), maps[self.fallback], maps["T"]
+        )
         records = [
             {
                 "d_ae": d[i].item(),
@@ -162,7 +174,61 @@ class Vote:
             }
             for i in range(len(labels))
         ]
+        return labels, records
+
+    def predict(self, images: Tensor) -> Prediction:
+        """Shapes: images (N, 3, H, W) uint8 -> labels (N, H, W) int64."""
+        check_images(images)
+        labels, records = self.vote(
+            {k: predict_labels(net, images) for k, net in self.nets.items()}
+        )
+        self._learn(images)
+        return Prediction(labels, records)
+
+    def _learn(self, images: Tensor) -> None:
+        """The online mode's test step 1 on a batch it has just voted on."""
         if self._trainer is not None:
             for _ in range(self.online_steps):
                 self._trainer.step(images)
-        return Prediction(labels, records)
+
+    def attack_surface(self) -> AttackSurface:
+        """T, S and A (the online vote: A as it is at each batch), judged on the vote's output."""
+        return AttackSurface(
+            f"T+S+A:{self.name}",
+            dict(self.nets),
+            decide=lambda maps: self.vote(maps)[0],
+            settings={
+                "delta_t": self.delta_t,
+                "delta_s": self.delta_s,
+                "tau": self.tau,
+                "fallback": self.fallback,
+                "online_steps": self.online_steps,
+            },
+            after_batch=self._learn if self._trainer is not None else None,
+        )
+
+
+class DisagreementVote(Vote):
+    """The T/A vote with an answer to a joint attack on T and S (not in the paper).
+
+    A joint attack that fools T and S the same way leaves d_AE near 0, so eq. 4 keeps T. But
+    then A, whose weights the attacker does not know, disagrees with *both*: when D(T, A) > tau
+    and D(S, A) > tau, this vote suspects T and S together ("T+S") and outputs A; otherwise it
+    is the T/A vote. ``tau``: ``bench run`` calibrates it on the validation subset's clean images
+    (``detect.tau``), never on the test subset.
+    """
+
+    def __init__(
+        self,
+        networks: Networks,
+        *,
+        tau: float = 0.25,
+        delta: float = 0.1,
+        delta_t: float | None = None,
+        delta_s: float | None = None,
+    ) -> None:
+        if not 0 <= tau <= 1:
+            raise DefenseError(f"tau is a share of pixels and must lie in [0, 1], got {tau!r}")
+        super().__init__(networks, fallback="A", delta=delta, delta_t=delta_t, delta_s=delta_s)
+        self.name = "TA-vote-disagree"
+        self.tau = tau

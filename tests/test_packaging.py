@@ -26,10 +26,11 @@ REPORT_FROM_WHEEL = textwrap.dedent(
     assert bench.__file__.startswith(sys.argv[1]), bench.__file__  # the installed copy
     run = Path(sys.argv[2])
     save_run_config(load_config("smoke"), run)
-    rows = [{"defense": d, "subset": "mini_val", "source": "clean", "eps": 0.0, "miou": 50.0,
-             "q": 100.0} for d in ("T", "S")]
+    keys = ["defense", "subset", "threat", "attack", "source", "eps"]
+    rows = [dict(zip(keys, (d, "mini_val", "clean", "clean", "clean", 0.0)), miou=50.0, q=100.0)
+            for d in ("T", "S")]
     pd.DataFrame(rows).to_csv(run / "metrics.csv", index=False)
-    pd.DataFrame(columns=["defense", "subset", "source", "eps"]).to_csv(run / "records.csv")
+    pd.DataFrame(columns=keys).to_csv(run / "records.csv", index=False)
     write_report(run)
     table1 = pd.read_csv(run / "tables" / "table1.csv", header=[0, 1], index_col=0)
     print(table1.loc["T", ("clean", "paper")])

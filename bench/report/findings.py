@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from bench.config import RunConfig, adaptive_students
-from bench.variants import Variant, variants
+from bench.variants import JOINT, TRANSFER, WHITE_BOX, WORST_CASE, Variant, variants
 
 #: mIoU (or Q) differences of at most this many points are ties, never "holds".
 TIE_POINTS = 1.0
@@ -52,16 +52,23 @@ def compare(a: float, b: float, margin: float = TIE_POINTS) -> str:
 
 
 def findings(config: RunConfig, metrics: pd.DataFrame, detections: pd.DataFrame) -> list[str]:
-    """The paper's findings as sentences, each with its verdict and the numbers behind it."""
+    """The paper's findings as sentences, each with its verdict and the numbers behind it.
+
+    They read the paper's protocol: the transfer sets of the paper's attack (LLCM); the
+    detection rows are the T/A vote's records on those sets.
+    """
     val, test = config.data.val_subset, config.data.test_subset
     top = max(config.attack.eps)
     sources = config.attack.sources
-    columns = variants(config.attack.eps, sources)
+    paper = config.attack.paper_attack or ""
+    columns = variants(config.attack.eps, sources, paper)
 
     def m(defense: str, v: Variant = columns[0], subset: str = val, col: str = "miou") -> float:
         rows = metrics[
             (metrics.defense == defense)
             & (metrics.subset == subset)
+            & (metrics.threat == v.threat)
+            & (metrics.attack == v.attack)
             & (metrics.source == v.source)
             & (metrics.eps == v.eps)
         ]
@@ -76,15 +83,16 @@ def findings(config: RunConfig, metrics: pd.DataFrame, detections: pd.DataFrame)
     lines = [f"T beats S on clean data: {compare(t, s)} (mIoU T {t:.1f}%, S {s:.1f}%, {val})."]
     for net, other in (("T", "S"), ("S", "T")):
         if {net, other} <= set(sources):
-            own = m(net, Variant(net, top), col="q")
-            cross = m(net, Variant(other, top), col="q")
+            own = m(net, Variant(net, top, TRANSFER, paper), col="q")
+            cross = m(net, Variant(other, top, TRANSFER, paper), col="q")
             both = [compare(COLLAPSE_Q, own), compare(cross, COLLAPSE_Q), compare(cross, own)]
             lines.append(
                 f"{net} collapses on its own AEs and keeps most of its mIoU on {other}'s "
                 f"(eps {top:g}): {_all(both)} (Q own {own:.1f}%, Q cross {cross:.1f}%)."
             )
     if "S" in sources:
-        a_s, s_s = m("A", Variant("S", top)), m("S", Variant("S", top))
+        s_ae = Variant("S", top, TRANSFER, paper)
+        a_s, s_s = m("A", s_ae), m("S", s_ae)
         lines.append(
             f"A is more robust than S to S-AEs (eps {top:g}): {compare(a_s, s_s)} "
             f"(mIoU A {a_s:.1f}%, S {s_s:.1f}%)."
@@ -98,7 +106,11 @@ def findings(config: RunConfig, metrics: pd.DataFrame, detections: pd.DataFrame)
             f"baseline of [6] (mean over clean and AE sets, {test}): "
             f"{compare(ours, theirs)} ({ours:.1f}% vs {theirs:.1f}%)."
         )
-    det = detections[detections.subset == test]
+    det = detections[
+        (detections.subset == test)
+        & detections.threat.isin(["clean", TRANSFER])
+        & detections.attack.isin(["clean", paper])
+    ]
     if len(det):
         right = {"clean": "T", "T": "S", "S": "T"}
         picked = np.where(det["d_ae"] > config.detect.delta, "S", "T")
@@ -126,3 +138,84 @@ def _all(verdicts: list[str]) -> str:
 
 def _threshold(ok: bool) -> str:
     return "holds" if ok else "does not hold"
+
+
+PREPROCESSORS = ("jpeg", "spatial-smoothing", "feature-squeezing")
+VOTES = ("TS-vote", "TA-vote", "TA-vote-disagree")
+
+
+def adaptive_findings(
+    config: RunConfig, metrics: pd.DataFrame, records: pd.DataFrame, subset: str
+) -> list[str]:
+    """What attacks that see the defense change, stated plainly with the run's numbers."""
+    rows = metrics[metrics["subset"] == subset]
+    white = rows[rows["threat"] == WHITE_BOX]
+    joint = rows[rows["threat"] == JOINT]
+    if white.empty and joint.empty:
+        return []
+    top = max(set(white["eps"]) | set(joint["eps"]))
+    paper = config.attack.paper_attack
+
+    def miou(
+        defense: str,
+        threat: str,
+        source: str | None = None,
+        attack: str | None = None,
+        eps: float = top,
+    ) -> float:
+        sel = rows[(rows["defense"] == defense) & (rows["threat"] == threat) & (rows["eps"] == eps)]
+        if source is not None:
+            sel = sel[sel["source"] == source]
+        if attack is not None:
+            sel = sel[sel["attack"].astype(str).str.startswith(attack)]
+        return float(sel["miou"].min()) if len(sel) else math.nan
+
+    lines = []
+    for defense in PREPROCESSORS:
+        transfer, adaptive = miou(defense, TRANSFER, "T", paper), miou(defense, WHITE_BOX)
+        if not math.isnan(adaptive):
+            lines.append(
+                f"The white-box (BPDA) attack hurts {defense} more than the transfer attack from "
+                f"T (eps {top:g}, {subset}): {compare(transfer, adaptive)} (mIoU white-box "
+                f"{adaptive:.1f}%, transfer {transfer:.1f}%)."
+            )
+    for net in ("T", "S"):
+        apgd, llcm = miou(net, WHITE_BOX, attack="apgd"), miou(net, TRANSFER, net, paper)
+        if not math.isnan(apgd) and not math.isnan(llcm):
+            lines.append(
+                f"APGD is stronger than LLCM on {net}'s own output (eps {top:g}, {subset}): "
+                f"{compare(llcm, apgd)} (mIoU APGD {apgd:.1f}%, LLCM {llcm:.1f}%)."
+            )
+    for vote in VOTES:
+        for threat in (JOINT, WHITE_BOX):
+            value = miou(vote, threat)
+            if math.isnan(value):
+                continue
+            mine = records[
+                (records["defense"] == vote)
+                & (records["subset"] == subset)
+                & (records["threat"] == threat)
+                & (records["eps"] == top)
+            ]
+            left = 100 * float((mine["chosen"] != "T").mean()) if len(mine) else math.nan
+            median = float(mine["d_ae"].median()) if len(mine) else math.nan
+            lines.append(
+                f"{vote} under the {threat} attack (eps {top:g}, {subset}): mIoU {value:.1f}% "
+                f"(T alone {miou('T', threat):.1f}%); median d_AE {median:+.3f}, the vote left T "
+                f"on {left:.0f}% of the images."
+            )
+    worst = rows[rows["threat"] == WORST_CASE]
+    if len(worst):
+        robust = worst.groupby("defense")["miou"].mean().sort_values(ascending=False)
+        transfer_only = rows[rows["threat"] == TRANSFER].groupby("defense")["miou"].mean()
+        transfer_only = transfer_only.sort_values(ascending=False)
+        lines.append(
+            f"Robust ranking ({subset}, worst case over every attack, mean over eps): "
+            + " > ".join(f"{d} {v:.1f}" for d, v in robust.items())
+            + (
+                f"; the transfer-only ranking put {transfer_only.index[0]} first."
+                if len(transfer_only)
+                else "."
+            )
+        )
+    return lines

@@ -13,31 +13,39 @@ import numpy as np
 import pandas as pd
 
 from bench.data.labels import colorize
+from bench.variants import CLEAN, TRANSFER, WORST_CASE, Variant
 
 
-def plot_miou_vs_eps(metrics: pd.DataFrame, subset: str, attack: str, path: Path) -> bool:
-    """One panel per AE source: mIoU (%) over eps (0 = clean) for every defense; False (and no
-    file) when there is no AE set to plot."""
+def plot_miou_vs_eps(metrics: pd.DataFrame, subset: str, attack: str | None, path: Path) -> bool:
+    """mIoU (%) over eps (0 = clean) for every defense: one panel per transfer source of the
+    paper's attack, and the worst case over every attack and threat model beside them; False
+    (and no file) when there is no attacked row to plot."""
     rows = metrics[metrics["subset"] == subset]
-    sources = [s for s in ("T", "S") if s in set(rows["source"])]
-    if not sources:
+    transfer = rows[(rows["threat"] == TRANSFER) & (rows["attack"] == attack)]
+    panels = [
+        (f"{s}-AEs ({attack}, transfer)", transfer[transfer["source"] == s])
+        for s in dict.fromkeys(transfer["source"])
+    ]
+    worst = rows[rows["threat"] == WORST_CASE]
+    if len(worst):
+        panels.append(("worst case over all attacks", worst))
+    if not panels:
         return False
     fig, axes = plt.subplots(
-        1, len(sources), figsize=(5.5 * len(sources), 4), sharey=True, squeeze=False
+        1, len(panels), figsize=(5 * len(panels), 4), sharey=True, squeeze=False
     )
-    for ax, source in zip(axes[0], sources):
-        for defense, group in rows.groupby("defense", sort=False):
-            clean = group[group["source"] == "clean"]
-            adv = group[group["source"] == source].sort_values("eps")
-            eps = np.concatenate([[0.0], adv["eps"].to_numpy()])
-            miou = np.concatenate([clean["miou"].to_numpy()[:1], adv["miou"].to_numpy()])
-            if len(miou) == len(eps):
-                ax.plot(eps, miou, marker="o", label=defense)
-        ax.set_title(f"{source}-AEs ({attack}), {subset}")
+    clean = rows[rows["threat"] == CLEAN].set_index("defense")["miou"]
+    for ax, (title, panel) in zip(axes[0], panels):
+        for defense, group in panel.groupby("defense", sort=False):
+            group = group.sort_values("eps")
+            eps = np.concatenate([[0.0], group["eps"].to_numpy()])
+            miou = np.concatenate([[clean.get(defense, np.nan)], group["miou"].to_numpy()])
+            ax.plot(eps, miou, marker="o", label=defense)
+        ax.set_title(f"{title}, {subset}", fontsize=9)
         ax.set_xlabel("eps (gray values)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("mIoU (%)")
-    axes[0][-1].legend(fontsize=8, loc="best")
+    axes[0][-1].legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -50,18 +58,19 @@ def plot_d_ae_histograms(
     """Histograms of d_AE (eq. 4) per data variant, with the detection threshold(s) as lines;
     False (and no file) when there is nothing to plot."""
     rows = detections[detections["subset"] == subset]
-    groups = list(rows.groupby(["source", "eps"], sort=False))
+    labels = [Variant(r.source, r.eps, r.threat, r.attack).label for r in rows.itertuples()]
+    groups = list(rows.assign(variant=labels).groupby("variant", sort=False))
     if not groups:
         return False
     fig, axes = plt.subplots(
         1, len(groups), figsize=(3.2 * len(groups), 3), sharey=True, squeeze=False
     )
     bins = np.linspace(-1, 1, 41)
-    for ax, ((source, eps), group) in zip(axes[0], groups):
+    for ax, (label, group) in zip(axes[0], groups):
         ax.hist(group["d_ae"], bins=bins, color="tab:blue")
         for delta in deltas:
             ax.axvline(delta, color="tab:red", linestyle="--", linewidth=1)
-        ax.set_title("clean" if source == "clean" else f"{source}-AE, eps={eps:g}", fontsize=9)
+        ax.set_title(label, fontsize=8)
         ax.set_xlabel("d_AE")
     axes[0][0].set_ylabel("images")
     fig.suptitle(f"d_AE = D(T,A) - D(S,A) on {subset}; dashed: delta", fontsize=9)

@@ -11,14 +11,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from bench.config import RunConfig, adaptive_students, load_run_config
 from bench.report import plots
-from bench.report.findings import THRESHOLDS, findings
+from bench.report.findings import THRESHOLDS, adaptive_findings, findings
 from bench.report.tables import detection_table, leaderboard, metric_table, paper_numbers
 from bench.store.rundir import (
+    CHECKS_FILE,
     METRICS_FILE,
     QUALITATIVE_FILE,
     RECORDS_FILE,
@@ -26,7 +26,7 @@ from bench.store.rundir import (
     read_arrays,
     read_table,
 )
-from bench.variants import variants
+from bench.variants import WORST_CASE, variants
 
 # The detection tables (4, 6) and histograms read the per-image records of the T/A vote.
 DETECTION_DEFENSE = "TA-vote"
@@ -51,7 +51,8 @@ def _paper_tables(
     """The paper's tables that this run's config covers: {file name: (title, table)}."""
     paper = paper_numbers()
     eps = [e for e in config.attack.eps if e in PAPER_EPS] or list(config.attack.eps)
-    common = {"columns": variants(eps, config.attack.sources), "paper": paper}
+    paper_attack = config.attack.paper_attack or ""
+    common = {"columns": variants(eps, config.attack.sources, paper_attack), "paper": paper}
     val, test = config.data.val_subset, config.data.test_subset
     students = adaptive_students(config)
     alpha, main_layers = config.finetune.alpha, "+".join(config.finetune.layers)
@@ -132,12 +133,15 @@ def _paper_tables(
     return tables
 
 
+ROW_COLUMNS = ["defense", "subset", "threat", "attack", "source", "eps"]
+
+
 def _requested(config: RunConfig, frame: pd.DataFrame) -> pd.DataFrame:
-    """Only the rows of the config's subsets and data variants (the evaluation stage publishes
-    only its defenses' rows; this guards tables edited or copied by hand)."""
-    wanted = {(v.source, v.eps) for v in variants(config.attack.eps, config.attack.sources)}
-    pairs = np.array([(s, e) in wanted for s, e in zip(frame["source"], frame["eps"])], dtype=bool)
-    return frame[frame["subset"].isin(config.attack.subsets) & pairs]
+    """Only the rows of the config's subsets and attacks (the evaluation stage publishes only
+    the config's rows; this guards tables edited or copied by hand)."""
+    attacks = {spec.tag for spec in config.attack.suite} | {"clean"}
+    kept = frame["attack"].isin(attacks) | frame["threat"].isin([WORST_CASE])
+    return frame[frame["subset"].isin(config.attack.subsets) & kept]
 
 
 def describe_data(config: RunConfig, folder: Path) -> str:
@@ -153,12 +157,12 @@ def write_report(folder: str | Path) -> Path:
     """Write ``tables/``, ``plots/`` and ``report.md`` into ``folder`` from its stored rows."""
     folder = Path(folder)
     config = load_run_config(folder)
-    metrics = _requested(
-        config,
-        read_table(folder / METRICS_FILE, ["defense", "subset", "source", "eps", "miou", "q"]),
-    )
-    records = _requested(
-        config, read_table(folder / RECORDS_FILE, ["defense", "subset", "source", "eps"])
+    metrics = _requested(config, read_table(folder / METRICS_FILE, [*ROW_COLUMNS, "miou", "q"]))
+    records = _requested(config, read_table(folder / RECORDS_FILE, ROW_COLUMNS))
+    checks = (
+        read_table(folder / CHECKS_FILE, ["check", "subject", "message"])
+        if (folder / CHECKS_FILE).is_file()
+        else pd.DataFrame(columns=["check", "subject", "message"])
     )
     detections = records[records["defense"] == DETECTION_DEFENSE]
     if "d_ae" not in detections.columns:
@@ -167,14 +171,20 @@ def write_report(folder: str | Path) -> Path:
     tables_dir.mkdir(exist_ok=True)
     plots_dir.mkdir(exist_ok=True)
 
-    attack = config.attack.name
+    attack = config.attack.paper_attack
+    suite = "; ".join(
+        f"{spec.tag} ({', '.join(spec.threat_models)}; eps "
+        f"{', '.join(f'{e:g}' for e in config.attack.eps_of(spec))}; "
+        f"{', '.join(config.attack.subsets_of(spec))})"
+        for spec in config.attack.suite
+    )
     parts = [
         f"# Benchmark report: {config.name}",
         "",
         f"Data: {describe_data(config, folder)}; teacher {config.teacher.arch} "
-        f"{config.teacher.options}, student {config.student.arch} {config.student.options}; "
-        f"attack {attack}, eps {', '.join(f'{e:g}' for e in config.attack.eps)}. "
-        "All numbers in %; the paper's (Cityscapes) beside ours where it has one.",
+        f"{config.teacher.options}, student {config.student.arch} {config.student.options}. "
+        f"Attacks: {suite}. Scores: labels at the data size. All numbers in %; the paper's "
+        "(Cityscapes) beside ours where it has one.",
         "",
         "## The paper's findings on this run",
         "",
@@ -182,21 +192,35 @@ def write_report(folder: str | Path) -> Path:
         "",
     ]
     parts += [f"- {line}" for line in findings(config, metrics, detections)]
+    adaptive_subset = (
+        config.data.test_subset
+        if config.data.test_subset in config.attack.subsets
+        else config.attack.subsets[-1]
+    )
+    adaptive = adaptive_findings(config, metrics, records, adaptive_subset)
+    if adaptive:
+        parts += ["", "## Attacks that see the defense", ""]
+        parts += [f"- {line}" for line in adaptive]
+    parts += ["", "## Checks of the evaluation", ""]
+    parts += [f"- {m}" for m in checks["message"]] or [
+        "- None fired: no masked white-box gradient, no randomised defense without EOT, no "
+        "white-box attack weaker than a transfer attack."
+    ]
     for name, (title, frame) in _paper_tables(config, metrics, detections).items():
         parts += ["", f"## {title}", "", _write_table(frame, tables_dir, name)]
-    columns = variants(config.attack.eps, config.attack.sources)
     deltas = (
         [config.detect.delta_t, config.detect.delta_s]
         if config.detect.delta_t is not None
         else [config.detect.delta]
     )
     for subset in config.attack.subsets:
-        board = leaderboard(metrics, subset=subset, columns=columns)
+        board = leaderboard(metrics, subset=subset)
         if board.empty:
             continue
         parts += [
             "",
-            f"## Leaderboard, {subset} (mIoU %)",
+            f"## Leaderboard, {subset} (mIoU %, sorted by robust mIoU: the worst case over every "
+            "attack and threat model, mean over eps)",
             "",
             _write_table(board, tables_dir, f"leaderboard_{subset}"),
         ]

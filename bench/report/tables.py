@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.variants import Variant
+from bench.config import THREAT_MODELS
+from bench.variants import WHITE_BOX, WORST_CASE, Variant
 
 PAPER_TABLES = Path(__file__).parent / "paper" / "paper_tables.csv"
 PAPER_DELTAS = (0.0, 0.1, 0.2, 0.5)
@@ -46,6 +47,16 @@ def _paper_value(
     return _value(paper, "value", table=table, source=variant.source, eps=variant.eps, **where)
 
 
+def _of(variant: Variant) -> dict[str, object]:
+    """The columns that select a variant's rows."""
+    return {
+        "threat": variant.threat,
+        "attack": variant.attack,
+        "source": variant.source,
+        "eps": variant.eps,
+    }
+
+
 def metric_table(
     metrics: pd.DataFrame,
     rows: Sequence[tuple[str, str, dict[str, object]]],
@@ -69,12 +80,7 @@ def metric_table(
         for variant in columns:
             column = "miou" if (clean_as_miou and variant.source == "clean") else quantity
             row[(variant.label, "ours")] = _value(
-                metrics,
-                column,
-                defense=defense,
-                subset=subset,
-                source=variant.source,
-                eps=variant.eps,
+                metrics, column, defense=defense, subset=subset, **_of(variant)
             )
             if table is not None:
                 row[(variant.label, "paper")] = _paper_value(paper, table, variant, **paper_where)
@@ -104,9 +110,7 @@ def detection_table(
         for picks in ("T", "S"):
             row: dict[object, object] = {"delta": delta, "picks": picks}
             for variant in columns:
-                d = _select(detections, subset=subset, source=variant.source, eps=variant.eps)[
-                    "d_ae"
-                ]
+                d = _select(detections, subset=subset, **_of(variant))["d_ae"]
                 count = int((d > delta).sum()) if picks == "S" else int((d <= delta).sum())
                 row[(variant.label, "ours")] = count if len(d) else None
                 if table is not None:
@@ -119,20 +123,36 @@ def detection_table(
     return frame
 
 
-def leaderboard(metrics: pd.DataFrame, *, subset: str, columns: Sequence[Variant]) -> pd.DataFrame:
-    """Every defense over the data variants ``columns`` of ``subset``: mIoU per variant, mean
-    mIoU over the AE sets, and mean Q; sorted best first by the mean over all variants."""
-    labels = {(v.source, v.eps): v.label for v in columns}
+def threat_models(rows: pd.DataFrame) -> str:
+    """The threat models a defense was attacked under, as the leaderboard shows them."""
+    seen = [t for t in THREAT_MODELS if t in set(rows["threat"])]
+    text = " + ".join(seen) if seen else "none"
+    return text if WHITE_BOX in seen else f"{text} (not adaptively evaluated)"
+
+
+def leaderboard(metrics: pd.DataFrame, *, subset: str) -> pd.DataFrame:
+    """The robust leaderboard of ``subset``, one row per defense: the threat models it was
+    attacked under, its worst-case mIoU over every attack and threat model at each eps, their
+    mean (the headline "robust mIoU", by which the rows are sorted), its clean mIoU and its mIoU
+    on every attacked data variant."""
     rows = _select(metrics, subset=subset)
-    rows = rows[[(s, e) in labels for s, e in zip(rows["source"], rows["eps"])]]
     if rows.empty:
         return pd.DataFrame()
-    rows = rows.assign(variant=[labels[(s, e)] for s, e in zip(rows["source"], rows["eps"])])
-    table = rows.pivot_table(index="defense", columns="variant", values="miou", sort=False)
-    present = [label for label in labels.values() if label in table.columns]
-    table = table[present]
-    adversarial = rows[rows["source"] != "clean"].groupby("defense")
-    table["mean mIoU (AE sets)"] = adversarial["miou"].mean()
-    table["mean Q (AE sets)"] = adversarial["q"].mean()
-    table["mean mIoU (all)"] = table[present].mean(axis=1)
-    return table.sort_values("mean mIoU (all)", ascending=False)
+    order = list(dict.fromkeys(rows["defense"]))
+    table = pd.DataFrame(index=pd.Index(order, name="defense"))
+    table["threat models"] = [threat_models(rows[rows["defense"] == d]) for d in order]
+    worst = rows[rows["threat"] == WORST_CASE]
+    robust = []
+    for eps in sorted(set(worst["eps"])):
+        column = f"robust mIoU eps={eps:g}"
+        table[column] = worst[worst["eps"] == eps].set_index("defense")["miou"]
+        robust.append(column)
+    table["robust mIoU"] = table[robust].mean(axis=1) if robust else np.nan
+    attacked = rows[~rows["threat"].isin([WORST_CASE])]
+    labels = [Variant(r.source, r.eps, r.threat, r.attack).label for r in attacked.itertuples()]
+    values = attacked.assign(variant=labels).pivot_table(
+        index="defense", columns="variant", values="miou", sort=False
+    )
+    for label in dict.fromkeys(labels):
+        table[label] = values[label]
+    return table.sort_values("robust mIoU", ascending=False, na_position="last")

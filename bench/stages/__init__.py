@@ -1,8 +1,9 @@
 """The stages of a run (data, networks, attacks, evaluate, report) and their composition."""
 
-from bench.stages.attacks import attack_settings, build_ae_sets
+from bench.stages.attacks import attack_settings, build_ae_sets, plan_sets
 from bench.stages.checks import check_run
 from bench.stages.data import dataset, prepare_data
+from bench.stages.defenses import run_defenses
 from bench.stages.evaluate import evaluate_run, qualitative_grid
 from bench.stages.networks import finetune_student, train_networks, train_static
 from bench.stages.run import (
@@ -21,10 +22,12 @@ __all__ = [
     "dataset",
     "evaluate_run",
     "finetune_student",
+    "plan_sets",
     "prepare_data",
     "qualitative_grid",
     "regenerate_report",
     "run_benchmark",
+    "run_defenses",
     "train_command",
     "train_networks",
     "train_static",

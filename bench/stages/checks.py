@@ -37,6 +37,10 @@ def check_run(config: RunConfig) -> None:
         student.expand_taps(settings.layers)
     if config.data.toycity:
         SceneStyle.from_dict(config.data.toycity_style)
-    build_attack(config.attack.name, **config.attack.options)
+    for spec in config.attack.suite:
+        options = dict(spec.options)
+        if options.get("loss") == "balanced-masked-ce":
+            options.setdefault("class_weights", [1.0] * 19)  # computed from the data by the run
+        build_attack(spec.name, **options)
     for spec in config.evaluate.defenses:
         load_defense(spec)

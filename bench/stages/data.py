@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from torch.utils.data import DataLoader
+
 from bench.config import RunConfig
 from bench.data.cityscapes import CityscapesSegmentation
+from bench.data.labels import IGNORE_INDEX, NUM_CLASSES
 from bench.data.toycity import SceneStyle, generate_toycity
 
 
@@ -34,3 +38,20 @@ def dataset(config: RunConfig, split: str, *, with_labels: bool = True) -> Citys
     return CityscapesSegmentation(
         config.data.root, split, size=tuple(config.data.size), with_labels=with_labels
     )
+
+
+_counts: dict[str, list[int]] = {}
+
+
+def class_pixel_counts(config: RunConfig) -> list[int]:
+    """Pixels per class (trainIds 0..18) in the labelled training split at the run's size:
+    N_y of the balanced loss (remembered per data identity within a process)."""
+    train = dataset(config, config.data.train_split)
+    key = train.fingerprint()
+    if key not in _counts:
+        counts = torch.zeros(NUM_CLASSES, dtype=torch.int64)
+        for _, labels in DataLoader(train, batch_size=32):
+            valid = labels[labels != IGNORE_INDEX]
+            counts += torch.bincount(valid, minlength=NUM_CLASSES)
+        _counts[key] = counts.tolist()
+    return _counts[key]

@@ -1,37 +1,39 @@
-"""The evaluation stage: every defense on every data variant (clean + AE sets) of every subset.
+"""The evaluation stage: every defense on every data variant it is attacked with.
 
-Each (defense, data variant) result is cached in ``<run>/cache`` under a key made of the
-defense's fingerprint (its spec and options, the weights of the networks it uses, the source of a
-plug-in, the code version) and the data's identity (the subset's files, or the AE set's store
-attributes), so a re-run computes only what changed. The stage returns exactly the rows of the
-current config, which are the ones published.
+Variants per subset: the clean images, every transfer and joint set (all defenses; the sweeps'
+extra students only the transfer sets) and every white-box set (the defenses of its surface).
+Each (defense, variant) result is cached in ``<run>/cache`` under a key made of the defense's
+fingerprint (its spec and options, the weights of its networks, the source of a plug-in, the
+code version) and the data's identity (the subset's files, or the AE set's store attributes), so
+a re-run computes only what changed. The stage returns exactly the rows of the current config,
+which are the ones published, plus per defense and eps the worst case over every attack and
+threat model (SEA's greedy assignment for mIoU, the per-image minimum for pixel accuracy).
 """
 
 from __future__ import annotations
 
-import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 from bench import __version__
-from bench.config import STATIC_NETS, RunConfig, adaptive_students, cache_key
-from bench.data.labels import CLASS_NAMES
-from bench.errors import DefenseError, RunDirError
-from bench.evaluate import ForwardMemo, evaluate_defenses
-from bench.files import sha256_file
-from bench.metrics import ConfusionMatrix, q_ratio
-from bench.stages.attacks import AESets
+from bench.config import STATIC_NETS, RunConfig, cache_key
+from bench.data.labels import CLASS_NAMES, NUM_CLASSES
+from bench.errors import RunDirError
+from bench.evaluate import COUNT_COLUMNS, evaluate_defenses
+from bench.metrics import ConfusionMatrix, q_ratio, worst_case_miou, worst_pixel_accuracy
+from bench.report.findings import TIE_POINTS
+from bench.stages.attacks import PlannedSet
 from bench.stages.data import dataset
-from bench.store.checkpoints import load_meta, load_model
+from bench.stages.defenses import RunDefenses
+from bench.store.aesets import AESet
+from bench.store.checkpoints import load_meta
 from bench.store.rundir import (
     METRICS_FILE,
     QUALITATIVE_FILE,
@@ -42,80 +44,23 @@ from bench.store.rundir import (
     write_arrays,
     write_table,
 )
-from bench.variants import variants
-from defenses import BUILTINS, Defense, SingleNetwork, build_defense, load_defense, predict_labels
+from bench.variants import CLEAN_VARIANT, TRANSFER, WHITE_BOX, WORST_CASE, Variant
+from defenses import build_defense, predict_labels
 
-ROW_KEYS = ["defense", "subset", "source", "eps"]
+ROW_KEYS = ["defense", "subset", "threat", "attack", "source", "eps"]
 IOU_COLUMNS = [f"iou_{c.replace(' ', '_')}" for c in CLASS_NAMES]
-METRIC_COLUMNS = [*ROW_KEYS, "miou", "q", "n_pixels", *IOU_COLUMNS, "key"]
-
-
-@dataclass(frozen=True)
-class DefenseEntry:
-    """How to build a fresh instance of a defense, and what its results depend on."""
-
-    make: Callable[[], Defense]
-    fingerprint: str
-
-
-def load_networks(config: RunConfig, run: RunDir, device: torch.device) -> dict[str, nn.Module]:
-    """T, S and the main A of the run, each wrapped so defenses share forward passes."""
-    names = {"T": "T", "S": "S", "A": config.finetune.checkpoint_name}
-    return {key: ForwardMemo(load_model(run.models, name, device)) for key, name in names.items()}
-
-
-def defense_entries(
-    config: RunConfig, run: RunDir, networks: dict[str, nn.Module], device: torch.device
-) -> dict[str, DefenseEntry]:
-    """{row name: entry} for the config's defenses and the sweeps' extra adaptive students.
-
-    The run's thresholds and J_TS' settings are offered to every defense that takes them.
-    """
-    names = {"T": "T", "S": "S", "A": config.finetune.checkpoint_name}
-    weights = {k: load_meta(run.models, n).sha256 for k, n in names.items()}
-    offered = {
-        "delta": config.detect.delta,
-        "delta_t": config.detect.delta_t,
-        "delta_s": config.detect.delta_s,
-        "finetune": config.finetune,
-    }
-    entries: dict[str, DefenseEntry] = {}
-    for spec in config.evaluate.defenses:
-        factory = load_defense(spec)
-        accepted = inspect.signature(factory).parameters
-        options = {k: v for k, v in offered.items() if k in accepted}
-        name = build_defense(spec, networks, **options).name
-        if name in entries:
-            raise DefenseError(f"two defenses are named {name!r}; give one of them another name")
-        source = "" if spec in BUILTINS else _source_digest(factory)
-        entries[name] = DefenseEntry(
-            partial(build_defense, spec, networks, **options),
-            cache_key(spec, options, weights, source, __version__),
-        )
-    for row, settings in adaptive_students(config).all()[1:]:
-        sha256 = load_meta(run.models, settings.checkpoint_name).sha256
-        nets = {"A": ForwardMemo(load_model(run.models, settings.checkpoint_name, device))}
-        entries[row] = DefenseEntry(
-            partial(SingleNetwork, nets, net="A"), cache_key(row, sha256, __version__)
-        )
-    return entries
-
-
-def _source_digest(obj: object) -> str:
-    """The sha256 of the file that defines a plug-in: editing it re-evaluates the plug-in."""
-    try:
-        return sha256_file(Path(inspect.getfile(obj)))  # type: ignore[arg-type]
-    except (TypeError, OSError):
-        return ""
+METRIC_COLUMNS = [*ROW_KEYS, "miou", "q", "acc", "n_pixels", *IOU_COLUMNS, "key"]
 
 
 def _metric_row(row: dict[str, object], key: str, confusion: ConfusionMatrix) -> dict[str, object]:
     iou = confusion.iou()
+    matrix = confusion.matrix
     return {
         **row,
         "miou": 100 * confusion.miou(),
         "q": math.nan,
-        "n_pixels": int(confusion.matrix.sum()),
+        "acc": 100 * float(matrix.diag().sum() / matrix.sum().clamp(min=1)),
+        "n_pixels": int(matrix.sum()),
         **{c: 100 * float(v) for c, v in zip(IOU_COLUMNS, iou)},
         "key": key,
     }
@@ -123,25 +68,47 @@ def _metric_row(row: dict[str, object], key: str, confusion: ConfusionMatrix) ->
 
 def with_q(metrics: pd.DataFrame) -> pd.DataFrame:
     """Q = mIoU_adv / mIoU_clean of the same defense on the same subset (eq. 10), in %."""
-    clean = metrics[metrics["source"] == "clean"].set_index(["defense", "subset"])["miou"]
+    clean = metrics[metrics["threat"] == "clean"].set_index(["defense", "subset"])["miou"]
     reference = [clean.get((d, s), math.nan) for d, s in zip(metrics["defense"], metrics["subset"])]
     return metrics.assign(q=[100 * q_ratio(m, r) for m, r in zip(metrics["miou"], reference)])
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The rows of the current config: ``metrics`` per defense x variant, ``records`` per image."""
+    """The rows of the current config: ``metrics`` per defense x variant (worst case included),
+    ``records`` per image, and the warnings of the evaluation's own checks."""
 
     metrics: pd.DataFrame
     records: pd.DataFrame
+    checks: pd.DataFrame
+
+    def with_checks(self, warnings: Sequence[dict[str, object]]) -> Evaluation:
+        """The same evaluation with more warnings of its own checks."""
+        more = pd.DataFrame(list(warnings), columns=self.checks.columns)
+        return Evaluation(
+            self.metrics, self.records, pd.concat([more, self.checks], ignore_index=True)
+        )
+
+
+def _variants(
+    subset: str, sets: Sequence[tuple[PlannedSet, AESet]], rows: Sequence[str]
+) -> list[tuple[Variant, AESet | None, tuple[str, ...]]]:
+    """(variant, AE set or None for clean, the rows evaluated on it) of one subset."""
+    found: list[tuple[Variant, AESet | None, tuple[str, ...]]] = [
+        (CLEAN_VARIANT, None, tuple(rows))
+    ]
+    for plan, ae_set in sets:
+        if plan.spec.subset == subset:
+            found.append((plan.variant, ae_set, plan.target.rows or tuple(rows)))
+    return found
 
 
 def evaluate_run(
     config: RunConfig,
     run: RunDir,
-    ae_sets: AESets,
+    defenses: RunDefenses,
+    ae_sets: Sequence[tuple[PlannedSet, AESet]],
     *,
-    device: torch.device,
     progress: bool = True,
 ) -> Evaluation:
     """Evaluate every defense on every data variant, computing only what the cache lacks.
@@ -149,18 +116,16 @@ def evaluate_run(
     The cache (``<run>/cache/metrics.csv``, ``records.csv``) is rewritten atomically after each
     variant, so an interrupted stage resumes with the next variant.
     """
-    networks = load_networks(config, run, device)
-    entries = defense_entries(config, run, networks, device)
+    entries = defenses.entries
     metrics_path, records_path = run.cache / METRICS_FILE, run.cache / RECORDS_FILE
     metrics = read_cached_table(metrics_path, METRIC_COLUMNS)
-    records = read_cached_table(records_path, [*ROW_KEYS, "image", "key"])
+    records = read_cached_table(records_path, [*ROW_KEYS, "image", *COUNT_COLUMNS, "key"])
     wanted: list[str] = []
     for subset in config.attack.subsets:
         clean = dataset(config, subset)
-        for variant in variants(config.attack.eps, config.attack.sources):
-            ae_set = None if variant.is_clean else ae_sets[(subset, variant.source, variant.eps)]
+        for variant, ae_set, rows in _variants(subset, ae_sets, list(entries)):
             data_key = clean.fingerprint() if ae_set is None else cache_key(ae_set.attrs)
-            keys = {name: cache_key(e.fingerprint, data_key) for name, e in entries.items()}
+            keys = {name: cache_key(entries[name].fingerprint, data_key) for name in rows}
             wanted += keys.values()
             done = set(metrics["key"])
             todo = {n: entries[n].make for n, k in keys.items() if k not in done}
@@ -175,7 +140,13 @@ def evaluate_run(
             )
             desc = f"evaluate {subset} {variant.label}"
             results = evaluate_defenses(todo, zip(images, labels), progress=progress, desc=desc)
-            row = {"subset": subset, "source": variant.source, "eps": variant.eps}
+            row = {
+                "subset": subset,
+                "threat": variant.threat,
+                "attack": variant.attack,
+                "source": variant.source,
+                "eps": variant.eps,
+            }
             new_metrics, new_records = [], []
             for name, (confusion, image_records) in results.items():
                 new_metrics.append(_metric_row({"defense": name, **row}, keys[name], confusion))
@@ -188,23 +159,125 @@ def evaluate_run(
             write_table(metrics, metrics_path)
             write_table(records, records_path)
     selected = metrics[metrics["key"].isin(wanted)].drop_duplicates("key", keep="last")
-    chosen_records = records[records["key"].isin(wanted)]
-    return Evaluation(
-        with_q(selected.reset_index(drop=True)), chosen_records.reset_index(drop=True)
+    chosen = records[records["key"].isin(wanted)].drop_duplicates(["key", "image"], keep="last")
+    worst = worst_case_rows(chosen)
+    rows = with_q(pd.concat([selected, worst], ignore_index=True))
+    checks = pd.DataFrame(
+        random_checks(config, defenses) + weaker_checks(rows),
+        columns=["check", "subject", "message"],
     )
+    return Evaluation(rows.reset_index(drop=True), chosen.reset_index(drop=True), checks)
+
+
+def worst_case_rows(records: pd.DataFrame) -> pd.DataFrame:
+    """Per defense, subset and eps: the worst case over every attack and threat model the
+    defense was evaluated with (mIoU by SEA's greedy assignment, pixel accuracy per image)."""
+    attacked = records[records["threat"] != "clean"]
+    inter_cols = [f"i{c}" for c in range(NUM_CLASSES)]
+    union_cols = [f"u{c}" for c in range(NUM_CLASSES)]
+    rows = []
+    for (defense, subset, eps), group in attacked.groupby(["defense", "subset", "eps"], sort=False):
+        by_variant = [
+            g.sort_values("image")
+            for _, g in group.groupby(["threat", "attack", "source"], sort=False)
+        ]
+        counts = {
+            name: torch.tensor(np.stack([g[c].to_numpy(np.int64) for g in by_variant]))
+            for name, c in (("inter", inter_cols), ("union", union_cols), ("correct", "correct"))
+        }
+        inter, union, correct = counts["inter"], counts["union"], counts["correct"]
+        valid = torch.tensor(by_variant[0]["valid"].to_numpy(np.int64))
+        miou, _ = worst_case_miou(inter, union)
+        accuracy = worst_pixel_accuracy(correct, valid)
+        rows.append(
+            {
+                "defense": defense,
+                "subset": subset,
+                "threat": WORST_CASE,
+                "attack": f"{len(by_variant)} sets",
+                "source": "all",
+                "eps": eps,
+                "miou": 100 * miou,
+                "q": math.nan,
+                "acc": 100
+                * float((accuracy.nan_to_num(0) * valid).sum() / valid.sum().clamp(min=1)),
+                "n_pixels": int(valid.sum()),
+                "key": "",
+            }
+        )
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+
+
+@torch.no_grad()
+def random_checks(config: RunConfig, defenses: RunDefenses) -> list[dict[str, object]]:
+    """A defense that gives two fresh instances of itself the same batch and answers differently
+    is randomised: its numbers need EOT, and its surface must say ``random=True``."""
+    images, _ = next(
+        iter(
+            DataLoader(
+                dataset(config, config.data.val_subset), batch_size=config.evaluate.batch_size
+            )
+        )
+    )
+    warnings = []
+    for name, entry in defenses.entries.items():
+        first, second = entry.make().predict(images), entry.make().predict(images)
+        surface_random = entry.surface is not None and entry.surface.random
+        if not torch.equal(first.labels, second.labels) and not surface_random:
+            warnings.append(
+                {
+                    "check": "randomness",
+                    "subject": name,
+                    "message": f"{name} gives different outputs for the same input: it is "
+                    "randomised, but its attack surface does not say random=True, so "
+                    "white-box attacks on it ran without EOT",
+                }
+            )
+    return warnings
+
+
+def weaker_checks(metrics: pd.DataFrame) -> list[dict[str, object]]:
+    """An adaptive (white-box) attack that leaves a defense a higher mIoU than a transfer
+    attack at the same eps is too weak: the defense's white-box number is not its worst case."""
+    warnings = []
+    attacked = metrics[metrics["threat"].isin([TRANSFER, WHITE_BOX])]
+    for (defense, subset, eps), group in attacked.groupby(["defense", "subset", "eps"]):
+        adaptive = group[group["threat"] == WHITE_BOX]["miou"]
+        transfer = group[group["threat"] == TRANSFER]["miou"]
+        if len(adaptive) and len(transfer) and adaptive.min() > transfer.min() + TIE_POINTS:
+            warnings.append(
+                {
+                    "check": "adaptive weaker than transfer",
+                    "subject": defense,
+                    "message": f"{defense} on {subset} at eps {eps:g}: the white-box attack leaves "
+                    f"{adaptive.min():.1f}% mIoU, a transfer attack {transfer.min():.1f}%; "
+                    "the white-box attack needs more iterations or another loss",
+                }
+            )
+    return warnings
 
 
 def qualitative_grid(
-    config: RunConfig, run: RunDir, ae_sets: AESets, *, device: torch.device
+    config: RunConfig,
+    run: RunDir,
+    defenses: RunDefenses,
+    ae_sets: Sequence[tuple[PlannedSet, AESet]],
 ) -> Path:
-    """The first test image, clean and as every source's AE at the largest eps, with the maps
-    of T, S, A and the T/A vote: ``<run>/cache/qualitative.npz``, rebuilt when what it shows
-    changes (its key is stored inside) and written atomically."""
+    """The first test image, clean and as every transfer source's AE at the largest eps of the
+    paper's attack, with the maps of T, S, A and the T/A vote: ``<run>/cache/qualitative.npz``,
+    rebuilt when what it shows changes (its key is stored inside) and written atomically."""
     subset = config.data.test_subset
     if subset not in config.attack.subsets:
         subset = config.attack.subsets[0]
-    top = max(config.attack.eps)
-    shown = {source: ae_sets[(subset, source, top)] for source in config.attack.sources}
+    transfer = [
+        (p, s)
+        for p, s in ae_sets
+        if p.spec.subset == subset
+        and p.spec.threat == TRANSFER
+        and p.spec.attack == config.attack.paper_attack
+    ]
+    top = max((p.spec.eps for p, _ in transfer), default=0.0)
+    shown = {p.spec.source: s for p, s in transfer if p.spec.eps == top}
     weights = {
         n: load_meta(run.models, n).sha256 for n in (*STATIC_NETS, config.finetune.checkpoint_name)
     }
@@ -224,7 +297,7 @@ def qualitative_grid(
         except RunDirError:
             pass  # damaged (a kill mid-write with an old version): rebuilt below
     image, label = images[0]
-    networks = load_networks(config, run, device)
+    networks = defenses.networks
     vote = build_defense(
         "TA-vote",
         networks,

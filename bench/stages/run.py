@@ -18,9 +18,10 @@ import torch
 from bench.config import CONFIG_FILE, RunConfig, adaptive_students, apply_values, save_run_config
 from bench.files import atomic_copy
 from bench.report import write_report
-from bench.stages.attacks import build_ae_sets
+from bench.stages.attacks import build_ae_sets, gradient_checks
 from bench.stages.checks import check_run
 from bench.stages.data import prepare_data
+from bench.stages.defenses import run_defenses
 from bench.stages.evaluate import Evaluation, evaluate_run, qualitative_grid
 from bench.stages.networks import (
     check_network_names,
@@ -32,6 +33,7 @@ from bench.stages.networks import (
 from bench.store.aesets import STORE_FILE, AESet
 from bench.store.checkpoints import CheckpointMeta
 from bench.store.rundir import (
+    CHECKS_FILE,
     METRICS_FILE,
     QUALITATIVE_FILE,
     RECORDS_FILE,
@@ -87,20 +89,28 @@ def run_benchmark(
                 )
                 summary.append(describe(config, meta, origin))
         with _stage("attacks", echo) as summary:
-            ae_sets = build_ae_sets(config, run, device=device, progress=progress)
+            defenses = run_defenses(config, run, device)
+            ae_sets = build_ae_sets(
+                config, run, device=device, defenses=defenses, progress=progress
+            )
+            gradient_warnings = gradient_checks(config, [plan for plan, _ in ae_sets])
+            threats = sorted({plan.spec.threat for plan, _ in ae_sets})
             summary.append(
-                f"{len(ae_sets)} AE sets ({config.attack.name}) in {run.path / STORE_FILE}"
+                f"{len(ae_sets)} AE sets ({', '.join(threats)}) in {run.path / STORE_FILE}"
             )
         with _stage("evaluate", echo) as summary:
-            evaluation = evaluate_run(config, run, ae_sets, device=device, progress=progress)
-            qualitative = qualitative_grid(config, run, ae_sets, device=device)
+            evaluation = evaluate_run(config, run, defenses, ae_sets, progress=progress)
+            evaluation = evaluation.with_checks(gradient_warnings)
+            qualitative = qualitative_grid(config, run, defenses, ae_sets)
             summary.append(
                 f"{evaluation.metrics['defense'].nunique()} defenses, "
-                f"{len(evaluation.metrics)} rows"
+                f"{len(evaluation.metrics)} rows, tau {defenses.tau:.3f}"
             )
         with _stage("report", echo) as summary:
             report = publish_run(config, run, evaluation, qualitative)
             summary.append(str(report))
+        for message in evaluation.checks["message"]:
+            echo(f"warning: {message}")
     return report
 
 
@@ -112,6 +122,7 @@ def publish_run(
         save_run_config(config, staged)
         write_table(evaluation.metrics, staged / METRICS_FILE)
         write_table(evaluation.records, staged / RECORDS_FILE)
+        write_table(evaluation.checks, staged / CHECKS_FILE)
         if qualitative is not None:
             atomic_copy(qualitative, staged / QUALITATIVE_FILE)
         write_report(staged)
@@ -123,7 +134,7 @@ def regenerate_report(run_dir: str | Path) -> Path:
     """``bench report``: tables, plots and report.md anew from the run's published rows."""
     run = RunDir(run_dir)
     with run.lock(), run.staging() as staged:
-        for name in (CONFIG_FILE, METRICS_FILE, RECORDS_FILE, QUALITATIVE_FILE):
+        for name in (CONFIG_FILE, METRICS_FILE, RECORDS_FILE, CHECKS_FILE, QUALITATIVE_FILE):
             if (run.path / name).is_file():
                 atomic_copy(run.path / name, staged / name)
         write_report(staged)
@@ -158,8 +169,9 @@ def train_command(
 def attack_command(
     config: RunConfig, run_dir: str | Path, *, device: torch.device, progress: bool = True
 ) -> list[AESet]:
-    """``bench attack``: the config's AE sets in the run's store (its config.toml unchanged)."""
+    """``bench attack``: the config's transfer and joint AE sets in the run's store (its
+    config.toml unchanged); white-box sets need the defenses and are built by ``bench run``."""
     check_run(config)
     run = RunDir(run_dir)
     with run.lock():
-        return list(build_ae_sets(config, run, device=device, progress=progress).values())
+        return [s for _, s in build_ae_sets(config, run, device=device, progress=progress)]

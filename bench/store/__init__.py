@@ -1,13 +1,13 @@
 """What a run keeps: its directory (``rundir``), checkpoints and cached AE sets (``aesets``)."""
 
-from bench.store.aesets import STORE_FILE, AESet, attack_tag, build_ae_set, open_ae_set, set_name
+from bench.store.aesets import STORE_FILE, AESet, SetSpec, build_ae_set, open_ae_set, set_name
 from bench.store.checkpoints import CheckpointMeta, load_meta, load_model, save_model
 
 __all__ = [
     "STORE_FILE",
     "AESet",
     "CheckpointMeta",
-    "attack_tag",
+    "SetSpec",
     "build_ae_set",
     "load_meta",
     "load_model",

@@ -1,15 +1,15 @@
 """Cached adversarial-example (AE) sets: ``<run>/aes.h5`` (HDF5 through h5py).
 
-One group per AE set, named ``/<split>/<attack tag>/<source>/eps<eps>`` (e.g.
-``/mini_test/llcm/T/eps10``), holding
+One group per AE set, named ``/<subset>/<attack>/<threat model>/<source>/eps<eps>`` (e.g.
+``/mini_test/llcm/transfer/T/eps10``, ``/mini_test/apgd-ce/white-box/jpeg(T)/eps10``), holding
 
     images   uint8 (N, 3, H, W), chunked one image per chunk
     done     uint8 (N,), 1 where the image has been written
 
-and attributes: the key (attack name and parameters, eps, source network and its sha256, split
-and its fingerprint, image shape, code version), the generation settings (batch size, device)
-and provenance (torch version). The attack tag is the attack's name plus its non-default
-parameters (``llcm``, ``llcm_rounding=floor``), so variants live side by side.
+and attributes: the key (threat model, attack name, label and parameters, eps, the sha256 of
+every network the attack used, the attacked surface's settings, the subset and its fingerprint,
+image shape, code version), the generation settings (batch size, device) and provenance (torch
+version).
 
 A set is reused only when every key field matches; otherwise it is deleted and rebuilt, never
 mixed. Generation writes batch by batch: the images, a flush, then their ``done`` entries and a
@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,17 +48,36 @@ CODE_VERSION = f"attacks-{ATTACKS_VERSION}/store-1"
 log = logging.getLogger(__name__)
 
 
-def attack_tag(attack: Attack) -> str:
-    """The attack's name plus its non-default parameters, e.g. ``llcm_rounding=floor``."""
-    defaults = type(attack)().params()
-    changed = {k: v for k, v in attack.params().items() if defaults.get(k) != v}
-    return attack.name + "".join(f"_{k}={v}" for k, v in sorted(changed.items()))
+@dataclass(frozen=True)
+class SetSpec:
+    """What an AE set is, apart from its images.
+
+    Args:
+        subset: the split or subset its images come from (``mini_test``).
+        attack: the attack's label in the run's suite (``llcm``, ``apgd-ce``).
+        threat: ``transfer``, ``joint`` or ``white-box``.
+        source: what was attacked: a network (``T``) or a surface (``T+S``, ``jpeg(T)``).
+        eps: the L_inf radius in gray values.
+        networks: role -> sha256 of every network the attack differentiated through.
+        surface: a key of the attacked surface's settings (thresholds, transforms), or "".
+    """
+
+    subset: str
+    attack: str
+    threat: str
+    source: str
+    eps: float
+    networks: dict[str, str]
+    surface: str = ""
+
+    @property
+    def name(self) -> str:
+        return set_name(self.subset, self.attack, self.threat, self.source, self.eps)
 
 
-def set_name(split: str, attack: Attack | str, source: str, eps: float) -> str:
-    """The group of an AE set, e.g. ``/mini_test/llcm/T/eps10``."""
-    tag = attack if isinstance(attack, str) else attack_tag(attack)
-    return f"/{split}/{tag}/{source}/eps{check_eps(eps):g}"
+def set_name(subset: str, attack: str, threat: str, source: str, eps: float) -> str:
+    """The group of an AE set, e.g. ``/mini_test/llcm/transfer/T/eps10``."""
+    return f"/{subset}/{attack}/{threat}/{source}/eps{check_eps(eps):g}"
 
 
 @dataclass(frozen=True)
@@ -93,45 +112,46 @@ class AESet:
 
 def build_ae_set(
     store_path: str | Path,
+    spec: SetSpec,
     *,
-    split: str,
-    source: str,
-    source_sha256: str,
     model: nn.Module,
     dataset: Dataset,
     attack: Attack,
-    eps: float,
     batch_size: int = 8,
     progress: bool = True,
+    after_batch: Callable[[Tensor], None] | None = None,
     rebuild: bool = False,
 ) -> AESet:
-    """Return the AE set of ``attack`` on ``model`` at ``eps`` over ``dataset``, building or
+    """Return the AE set ``spec`` of ``attack`` on ``model`` over ``dataset``, building or
     finishing it in the store when needed.
 
     Args:
         store_path: the HDF5 file, normally ``<run>/aes.h5``.
-        split: the split or subset name of ``dataset`` (``mini_val``, ``mini_test``, ...).
-        source: the attacked network's name in the run (``T``, ``S``).
-        source_sha256: the sha256 of its weights (``bench.store.load_meta(...).sha256``).
-        model: the attacked network; the attack runs on its device.
+        spec: the set's identity (see ``SetSpec``).
+        model: the attacked network or ensemble; the attack runs on its device.
         dataset: items ``(image uint8 (3, H, W), label int64 (H, W))`` with a ``fingerprint()``
             method (``CityscapesSegmentation``); labels are read only when the attack needs them.
         batch_size: images per attack call and per write.
+        after_batch: called with every finished batch (uint8), in order: the attacked defense
+            learns from it. Such a set cannot resume halfway (the defense's state is gone), so an
+            unfinished one restarts.
         rebuild: discard a matching set and build it again.
     """
     if batch_size < 1:
         raise StoreError(f"batch_size must be >= 1, got {batch_size}")
-    eps = check_eps(eps)
+    eps = check_eps(spec.eps)
     store_path = Path(store_path)
-    name = set_name(split, attack, source, eps)
     first_image = dataset[0][0]
     key = {
+        "threat": spec.threat,
         "attack": attack.name,
+        "label": spec.attack,
         "params": attack.params(),
         "eps": eps,
-        "source": source,
-        "source_sha256": source_sha256,
-        "split": split,
+        "source": spec.source,
+        "networks": spec.networks,
+        "surface": spec.surface,
+        "split": spec.subset,
         "split_fingerprint": dataset.fingerprint(),
         "n_images": len(dataset),
         "image_shape": list(first_image.shape),
@@ -139,18 +159,18 @@ def build_ae_set(
     }
     generation = {"batch_size": batch_size, "device": str(module_device(model))}
     with _open_write(store_path) as store:
-        group = _prepare_group(store, name, key, generation, rebuild)
-        built = _generate(store, group, name, model, dataset, attack, eps, batch_size, progress)
+        restart = rebuild or (after_batch is not None and not _finished(store, spec.name))
+        group = _prepare_group(store, spec.name, key, generation, restart)
+        built = _generate(
+            store, group, spec.name, model, dataset, attack, eps, batch_size, progress, after_batch
+        )
         attrs = _read_attrs(group)
-    return AESet(store_path, name, len(dataset), attrs, built)
+    return AESet(store_path, spec.name, len(dataset), attrs, built)
 
 
-def open_ae_set(
-    store_path: str | Path, *, split: str, attack: Attack | str, source: str, eps: float
-) -> AESet:
-    """A complete set already in the store (built by ``build_ae_set`` / ``bench attack``)."""
+def open_ae_set(store_path: str | Path, name: str) -> AESet:
+    """A complete set already in the store, by its group name (``SetSpec.name``)."""
     store_path = Path(store_path)
-    name = set_name(split, attack, source, eps)
     with _open_read(store_path) as store:
         group = store.get(name)
         if not isinstance(group, h5py.Group) or "done" not in group or "images" not in group:
@@ -199,6 +219,11 @@ def _open_write(path: Path) -> h5py.File:
         return h5py.File(path, "a")
 
 
+def _finished(store: h5py.File, name: str) -> bool:
+    node = store.get(name)
+    return isinstance(node, h5py.Group) and "done" in node and bool(node["done"][()].all())
+
+
 def _read_attrs(group: h5py.Group) -> dict[str, Any]:
     return {k: json.loads(v) for k, v in group.attrs.items()}
 
@@ -209,7 +234,7 @@ def _prepare_group(
     """The set's group, reused when its key (and, for an unfinished set, its generation
     settings) match; otherwise deleted and created afresh."""
     if name in store:
-        reason = "--rebuild" if rebuild else _mismatch(store[name], key, generation)
+        reason = "restart" if rebuild else _mismatch(store[name], key, generation)
         if reason is None:
             return store[name]
         log.info("rebuilding AE set %s: %s", name, reason)
@@ -267,6 +292,7 @@ def _generate(
     eps: float,
     batch_size: int,
     progress: bool,
+    after_batch: Callable[[Tensor], None] | None,
 ) -> int:
     """Attack every batch whose images are not all done, in order; write and flush each.
     Returns the number of images attacked."""
@@ -287,7 +313,9 @@ def _generate(
                 raise StoreError(
                     f"attack {attack.name} needs labels but the {name.split('/')[1]} split has none"
                 )
-            adv = attack(model, clean, eps=eps, labels=labels)
+            adv = attack(model, clean, eps=eps, labels=labels, index=torch.arange(start, stop))
+            if after_batch is not None:
+                after_batch(adv)
             images[start:stop] = adv.cpu().numpy()
             store.flush()  # the images reach the file before they are marked done
             done_ds[start:stop] = 1

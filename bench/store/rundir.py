@@ -4,6 +4,7 @@
     <run>/metrics.csv        one row per defense x subset x variant     } only when a run (or
     <run>/records.csv        one row per defense x image                } ``bench report``)
     <run>/qualitative.npz    the qualitative grid's arrays              } has finished:
+    <run>/checks.csv         warnings of the evaluation's own checks    }
     <run>/tables/ plots/ report.md                                      } never stale, never torn
     <run>/models/            checkpoints (``checkpoints``)              } caches, reused while
     <run>/aes.h5             AE sets (``aesets``)                       } their keys match
@@ -33,6 +34,7 @@ from bench.errors import RunDirError
 from bench.files import atomic_write, exclusive_lock
 
 METRICS_FILE, RECORDS_FILE, QUALITATIVE_FILE = "metrics.csv", "records.csv", "qualitative.npz"
+CHECKS_FILE = "checks.csv"
 REPORT_FILE = "report.md"
 PUBLISHED_DIRS = ("tables", "plots")
 

@@ -20,6 +20,8 @@ def _metrics(values: dict[str, float]) -> pd.DataFrame:
                     {
                         "defense": defense,
                         "subset": subset,
+                        "threat": v.threat,
+                        "attack": v.attack,
                         "source": v.source,
                         "eps": v.eps,
                         "miou": miou,
@@ -30,7 +32,9 @@ def _metrics(values: dict[str, float]) -> pd.DataFrame:
 
 
 CONFIG = apply_overrides(load_config("smoke"), ["sweep.baseline=false"])
-NO_DETECTIONS = pd.DataFrame(columns=["defense", "subset", "source", "eps", "d_ae"])
+NO_DETECTIONS = pd.DataFrame(
+    columns=["defense", "subset", "threat", "attack", "source", "eps", "d_ae"]
+)
 
 
 @pytest.mark.parametrize(

@@ -37,8 +37,11 @@ class TupleDefense:
         (["--set", "attack.batch_size=2.5"], "attack.batch_size = 2.5 is not integer"),
         (["--set", "detect.delta=nan"], "detect.delta = nan is not a finite number"),
         (["--set", "attack.sources=['T', 'X']"], "unknown source 'X'; choose from T, S"),
-        (["--set", "attack.name=cw"], "unknown attack 'cw'; choose from llcm"),
-        (["--set", "attack.options={rounding='up'}"], "unknown LLCM rounding 'up'"),
+        (["--set", "attack.suite=[{name='cw'}]"], "unknown attack 'cw'; choose from llcm"),
+        (
+            ["--set", "attack.suite=[{name='llcm', options={rounding='up'}}]"],
+            "unknown LLCM rounding 'up'",
+        ),
         (["--set", "evaluate.defenses=['T', 'nope']"], "unknown defense 'nope'; choose from T"),
         (["--set", "finetune.layers=['down4']"], "unknown layer 'down4' for ERFNet"),
         (["--set", "teacher.options={depth=19}"], "teacher: bad options for deeplabv3plus"),

@@ -19,35 +19,48 @@ def test_every_stage_reports_one_line(smoke_run):
         assert f"[{stage}]" in output
 
 
-def test_metrics_cover_every_defense_and_variant(smoke_run):
+def test_metrics_cover_every_defense_variant_and_threat_model(smoke_run):
     run_dir, _ = smoke_run
     metrics = pd.read_csv(run_dir / "metrics.csv")
-    defenses = {
+    surfaces = {
         "T",
         "S",
         "A",
         "TS-vote",
         "TA-vote",
+        "TA-vote-disagree",
         "jpeg",
         "spatial-smoothing",
         "feature-squeezing",
-        "pixel-vote",
-        "A_all_a0.6_e1_bs4",
     }
+    defenses = surfaces | {"pixel-vote", "A_all_a0.6_e1_bs4"}
     assert set(metrics["defense"]) == defenses
-    # clean + {T, S} x {1, 10} on mini_val and mini_test, one row each
-    assert len(metrics) == len(defenses) * 5 * 2
-    assert metrics[["defense", "subset", "source", "eps"]].duplicated().sum() == 0
-    clean = metrics[metrics.source == "clean"]
+    keys = ["defense", "subset", "threat", "attack", "source", "eps"]
+    assert metrics[keys].duplicated().sum() == 0
+    # clean + LLCM transfer from T and S at eps 1 and 10, on both subsets: every defense
+    paper = metrics[metrics.threat.isin(["clean", "transfer"])]
+    assert len(paper) == len(defenses) * 5 * 2
+    # APGD at eps 10 on mini_test: joint for all but the sweep's student, white-box for the
+    # defenses with an attack surface (the plug-in has none)
+    joint = metrics[metrics.threat == "joint"]
+    assert set(joint["defense"]) == defenses - {"A_all_a0.6_e1_bs4"}
+    assert set(joint["source"]) == {"T+S"} and set(joint["eps"]) == {10.0}
+    white = metrics[metrics.threat == "white-box"]
+    assert set(white["defense"]) == surfaces
+    assert white.set_index("defense").loc["jpeg", "source"] == "jpeg(T)"
+    # the worst case per defense, subset and eps is never above any attack's mIoU
+    worst = metrics[metrics.threat == "worst-case"]
+    assert len(worst) == len(defenses) * 4
+    attacked = metrics[~metrics.threat.isin(["clean", "worst-case"])]
+    lowest = attacked.groupby(["defense", "subset", "eps"])["miou"].min()
+    worst_miou = worst.set_index(["defense", "subset", "eps"])["miou"]
+    assert (worst_miou <= lowest.reindex(worst_miou.index) + 1e-9).all()
+    clean = metrics[metrics.threat == "clean"]
     assert (clean["q"][clean["miou"] > 0] == 100).all()  # Q is NaN when clean mIoU is 0
-    t_adv = metrics[
-        (metrics.defense == "T") & (metrics.source == "T") & (metrics.subset == "mini_val")
-    ]
-    t_clean = clean[(clean.defense == "T") & (clean.subset == "mini_val")]["miou"].iloc[0]
-    assert t_adv["q"].tolist() == pytest.approx((100 * t_adv["miou"] / t_clean).tolist())
     records = pd.read_csv(run_dir / "records.csv")
-    votes = records[records.defense == "TA-vote"]
+    votes = records[(records.defense == "TA-vote") & records.threat.isin(["clean", "transfer"])]
     assert len(votes) == 5 * (2 + 4) and votes["d_ae"].between(-1, 1).all()
+    assert (records["correct"] <= records["valid"]).all()
 
 
 def test_config_records_what_ran_without_machine_paths(smoke_run):
@@ -93,16 +106,18 @@ def test_rerun_reuses_everything_and_report_needs_only_published_rows(smoke_copy
 def test_results_the_config_no_longer_asks_for_never_reach_the_tables(smoke_copy):
     invoke(*run_args(smoke_copy, "--set", "attack.eps=[1]", "--set", "detect.delta=0.2"))
     metrics = pd.read_csv(smoke_copy / "metrics.csv")
-    assert set(metrics["eps"]) == {0.0, 1.0}
+    transfer = metrics[metrics.threat == "transfer"]
+    assert set(transfer["eps"]) == {1.0}  # LLCM at eps 10 dropped; APGD keeps its own eps 10
     report = (smoke_copy / "report.md").read_text()
-    assert "eps=10" not in report and "delta 0.2" in report
+    assert "eps=10 T-AE" not in report and "delta 0.2" in report
     board = pd.read_csv(smoke_copy / "tables" / "leaderboard_mini_test.csv", index_col=0)
-    assert not [c for c in board.columns if "eps=10" in c]
+    assert not [c for c in board.columns if "eps=10 T-AE" in c]
     cached = pd.read_csv(smoke_copy / "cache" / "metrics.csv")
-    assert 10.0 in set(cached["eps"])  # kept in the cache, for when eps 10 comes back
+    assert 10.0 in set(cached[cached.threat == "transfer"]["eps"])  # kept for when it is back
     output = invoke(*run_args(smoke_copy)).output  # eps 10 back: nothing is recomputed
     assert "(cached)" in output
-    assert set(pd.read_csv(smoke_copy / "metrics.csv")["eps"]) == {0.0, 1.0, 10.0}
+    metrics = pd.read_csv(smoke_copy / "metrics.csv")
+    assert set(metrics[metrics.threat == "transfer"]["eps"]) == {1.0, 10.0}
 
 
 def test_changed_data_is_noticed(smoke_copy):

@@ -19,27 +19,33 @@ import torch
 from attacks import LLCM
 from bench.data.cityscapes import CityscapesSegmentation
 from bench.errors import StoreError
-from bench.store import build_ae_set, open_ae_set, set_name
+from bench.store import SetSpec, build_ae_set, open_ae_set, set_name
 
 from testdata import load_split
 
 SHA = "0" * 64
 
 
-def _build(path, model, dataset, attack=None, **kw):
-    options = {
-        "split": "mini_test",
-        "source": "S",
-        "source_sha256": SHA,
-        "eps": 10,
-        "batch_size": 1,
-        "progress": False,
-    }
-    options.update(kw)
-    return build_ae_set(path, model=model, dataset=dataset, attack=attack or LLCM(), **options)
+def _spec(subset="mini_test", label="llcm", sha=SHA, eps=10.0):
+    return SetSpec(subset, label, "transfer", "S", eps, {"S": sha})
 
 
-def _content(path, name="/mini_test/llcm/S/eps10"):
+def _build(path, model, dataset, attack=None, sha=SHA, label="llcm", subset="mini_test", **kw):
+    options = {"batch_size": 1, "progress": False, **kw}
+    return build_ae_set(
+        path,
+        _spec(subset, label, sha),
+        model=model,
+        dataset=dataset,
+        attack=attack or LLCM(),
+        **options,
+    )
+
+
+NAME = "/mini_test/llcm/transfer/S/eps10"
+
+
+def _content(path, name=NAME):
     with h5py.File(path, "r") as f:
         group = f[name]
         attrs = {k: v for k, v in group.attrs.items() if k != "torch_version"}
@@ -62,15 +68,16 @@ class Interrupting(LLCM):
 
 def test_round_trip_is_bit_identical_and_reused(tmp_path, source, mini_test):
     built = _build(tmp_path / "aes.h5", source, mini_test, batch_size=2)
-    assert built.name == "/mini_test/llcm/S/eps10" and len(built) == 4 and built.built == 4
+    assert built.name == NAME and len(built) == 4 and built.built == 4
     images, _ = load_split(mini_test)
     expected = torch.cat([LLCM()(source, images[i : i + 2], eps=10) for i in (0, 2)])
     assert torch.equal(built.read(), expected)
-    stored = open_ae_set(tmp_path / "aes.h5", split="mini_test", attack="llcm", source="S", eps=10)
+    stored = open_ae_set(tmp_path / "aes.h5", NAME)
     assert [b.shape[0] for b in stored.batches(3)] == [3, 1]
     attrs = built.attrs
     assert attrs["params"] == {"rounding": "ceil", "target": "fixed", "step": 1.0}
-    assert (attrs["source_sha256"], attrs["split_fingerprint"]) == (SHA, mini_test.fingerprint())
+    assert (attrs["networks"], attrs["split_fingerprint"]) == ({"S": SHA}, mini_test.fingerprint())
+    assert (attrs["threat"], attrs["label"], attrs["source"]) == ("transfer", "llcm", "S")
     assert attrs["batch_size"] == 2 and attrs["device"] == "cpu" and "code_version" in attrs
     with h5py.File(tmp_path / "aes.h5", "r") as f:
         assert f[built.name]["images"].chunks == (1, 3, 32, 64)  # one chunk per image
@@ -84,15 +91,18 @@ def test_any_key_change_rebuilds_never_mixes(tmp_path, source, make_source, mini
     assert list(_content(path)[1]) == [1, 1, 0, 0]
     # Half a set with the weights of S, then other weights: all four images are redone.
     other = make_source(1)
-    assert _build(path, other, mini_test, source_sha256="1" * 64).built == 4
+    assert _build(path, other, mini_test, sha="1" * 64).built == 4
     assert np.array_equal(_content(path)[0], _content(_fresh(tmp_path, other, mini_test))[0])
     # Another split under the same name (other fingerprint): rebuilt.
     mini_val = CityscapesSegmentation(toy_root, "mini_val", size=(32, 64))
-    assert _build(path, other, mini_val, source_sha256="1" * 64).built == len(mini_val)
-    # Other parameters are another set, side by side.
-    floor = _build(path, other, mini_val, attack=LLCM(rounding="floor"), source_sha256="1" * 64)
-    assert floor.name == "/mini_test/llcm_rounding=floor/S/eps10" and floor.built == len(mini_val)
-    assert _build(path, other, mini_val, source_sha256="1" * 64).built == 0
+    assert _build(path, other, mini_val, sha="1" * 64).built == len(mini_val)
+    # Other parameters under the same name: rebuilt; under their own label: side by side.
+    assert _build(path, other, mini_val, attack=LLCM(rounding="floor"), sha="1" * 64).built == 2
+    floor = _build(
+        path, other, mini_val, attack=LLCM(rounding="floor"), sha="1" * 64, label="llcm-floor"
+    )
+    assert floor.name == "/mini_test/llcm-floor/transfer/S/eps10" and floor.built == len(mini_val)
+    assert _build(path, other, mini_val, attack=LLCM(rounding="floor"), sha="1" * 64).built == 0
 
 
 def _fresh(tmp_path, model, dataset, name="fresh.h5", **kw):
@@ -106,7 +116,7 @@ def test_unfinished_set_restarts_with_another_batch_size(tmp_path, source, mini_
     with pytest.raises(KeyboardInterrupt):
         _build(path, source, mini_test, attack=Interrupting())
     with pytest.raises(StoreError, match="incomplete"):
-        open_ae_set(path, split="mini_test", attack="llcm", source="S", eps=10)
+        open_ae_set(path, NAME)
     assert _build(path, source, mini_test, batch_size=4).built == 4
     _, done, attrs = _content(path)
     assert done.all() and attrs["batch_size"] == "4"
@@ -119,7 +129,7 @@ _CHILD = textwrap.dedent(
     from attacks import LLCM
     from bench.data.cityscapes import CityscapesSegmentation
     from bench.models import ERFNet
-    from bench.store import build_ae_set
+    from bench.store import SetSpec, build_ae_set
 
     store, root, weights, stall_at = sys.argv[1:]
     torch.set_num_threads(1)
@@ -136,9 +146,9 @@ _CHILD = textwrap.dedent(
             return super().__call__(*args, **kwargs)
 
     print("generating", flush=True)
-    build_ae_set(store, split="mini_test", source="S", source_sha256="0" * 64, model=model,
-                 dataset=CityscapesSegmentation(root, "mini_test", size=(32, 64)),
-                 attack=Stalling(), eps=10, batch_size=1, progress=False)
+    build_ae_set(store, SetSpec("mini_test", "llcm", "transfer", "S", 10.0, {"S": "0" * 64}),
+                 model=model, dataset=CityscapesSegmentation(root, "mini_test", size=(32, 64)),
+                 attack=Stalling(), batch_size=1, progress=False)
     """
 )
 
@@ -212,9 +222,11 @@ def test_corrupt_file_is_reported_and_rebuilt(tmp_path, source, mini_test, caplo
 
 def test_missing_store_and_set_have_clear_errors(tmp_path, source, mini_test):
     with pytest.raises(StoreError, match="no AE store"):
-        open_ae_set(tmp_path / "aes.h5", split="mini_test", attack="llcm", source="S", eps=10)
+        open_ae_set(tmp_path / "aes.h5", NAME)
     _fresh(tmp_path, source, mini_test, name="aes.h5")
-    with pytest.raises(StoreError, match="no AE set /mini_test/llcm/T/eps10"):
-        open_ae_set(tmp_path / "aes.h5", split="mini_test", attack="llcm", source="T", eps=10)
-    name = set_name("mini_val", LLCM(target="per_step"), "T", 1.0)
-    assert name == "/mini_val/llcm_target=per_step/T/eps1"
+    other = set_name("mini_test", "llcm", "transfer", "T", 10)
+    with pytest.raises(StoreError, match="no AE set /mini_test/llcm/transfer/T/eps10"):
+        open_ae_set(tmp_path / "aes.h5", other)
+    assert set_name("mini_val", "apgd-ce", "white-box", "jpeg(T)", 1.0) == (
+        "/mini_val/apgd-ce/white-box/jpeg(T)/eps1"
+    )

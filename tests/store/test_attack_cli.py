@@ -46,13 +46,13 @@ def test_attack_builds_then_reuses(run_dir, toy_root):
     ]
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
-    assert "/mini_val/llcm/T/eps1: 2 images, built 2 images" in first.output
-    assert "/mini_val/llcm/T/eps2: 2 images, built 2 images" in first.output
+    assert "/mini_val/llcm/transfer/T/eps1: 2 images, built 2 images" in first.output
+    assert "/mini_val/llcm/transfer/T/eps2: 2 images, built 2 images" in first.output
     second = CliRunner().invoke(main, args)
     assert second.output.count("reused") == 2
     images, _ = load_split(CityscapesSegmentation(toy_root, "mini_val", size=(32, 64)))
     model = load_model(run_dir / "models", "T")
-    stored = open_ae_set(run_dir / "aes.h5", split="mini_val", attack="llcm", source="T", eps=2)
+    stored = open_ae_set(run_dir / "aes.h5", "/mini_val/llcm/transfer/T/eps2")
     assert torch.equal(stored.read(), LLCM()(model, images, eps=2))  # same batch (run's batch size)
 
 
@@ -63,7 +63,7 @@ def test_attack_errors_are_one_line(run_dir):
     assert not (run_dir / "aes.h5").exists()
     bad_name = CliRunner().invoke(main, ["attack", "--run", str(run_dir), "--attack", "cw"])
     assert bad_name.exit_code == 1
-    assert "unknown attack 'cw'; choose from llcm, fgsm, bim, pgd, mifgsm" in bad_name.output
+    assert "unknown attack 'cw'; choose from llcm, apgd, fgsm, bim, pgd, mifgsm" in bad_name.output
     assert "Traceback" not in bad_name.output
 
 
