@@ -209,33 +209,15 @@ def train(
     preset, run_dir, data_root, overrides, device, seed, quiet, nets, epochs, layers, alpha, retrain
 ) -> None:
     """Pretrain T and S on the labelled split; finetune A (--net A) on the unlabelled one."""
+    from bench.config import train_values
     from bench.stages import train_command
-    from bench.stages.networks import ORIGINS
 
-    values = {
-        "finetune.layers": list(_names(layers)) if layers else None,
-        "finetune.alpha": alpha,
-        "finetune.epochs": epochs,
-        "pretrain.epochs": epochs,
-    }
-    config, run_dir = _config(
-        preset,
-        run_dir,
-        data_root,
-        overrides,
-        seed,
-        {k: v for k, v in values.items() if v is not None},
-    )
-    for meta, origin in train_command(
+    values = train_values(epochs=epochs, layers=_names(layers), alpha=alpha)
+    config, run_dir = _config(preset, run_dir, data_root, overrides, seed, values)
+    for line in train_command(
         config, run_dir, _names(nets) or (), device=device, retrain=retrain, progress=not quiet
     ):
-        info = meta.info
-        miou = info[f"miou_{config.data.val_subset}"]
-        click.echo(
-            f"{meta.name}: {meta.arch}, {info['parameters'] / 1e6:.2f} M parameters, "
-            f"{ORIGINS[origin].format(seconds=info.get('train_seconds', 0))}; clean mIoU on "
-            f"{config.data.val_subset}: {100 * miou:.1f}%  -> {Path(run_dir) / 'models' / meta.name}.pt"
-        )
+        click.echo(line)
 
 
 @main.command()

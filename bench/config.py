@@ -312,7 +312,9 @@ def adaptive_students(config: RunConfig) -> AdaptiveStudents:
     base = AdaptiveStudents(config.finetune, ())
     alpha = config.finetune.alpha
     extra = [base.settings(["all"], alpha)] if config.sweep.baseline else []
-    extra += [base.settings(s.split(","), alpha) for s in config.sweep.layer_sets]
+    extra += [
+        base.settings([p.strip() for p in s.split(",")], alpha) for s in config.sweep.layer_sets
+    ]
     extra += [
         base.settings([lay], a) for lay in config.sweep.alpha_layers for a in config.sweep.alphas
     ]
@@ -342,7 +344,14 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     """``value`` as the type ``hint`` names (ints become floats where floats are wanted, lists
     become tuples); a ConfigError naming the key, the value and the expected type otherwise."""
     origin = typing.get_origin(hint)
-    bad = ConfigError(f"{key} = {value!r} is not {_type_name(hint)}; fix it in the preset or --set")
+    example = (
+        f", e.g. [{value!r}]"
+        if typing.get_origin(hint) is tuple and not isinstance(value, (list, tuple))
+        else ""
+    )
+    bad = ConfigError(
+        f"{key} = {value!r} is not {_type_name(hint)}{example}; fix it in the preset or --set"
+    )
     if origin in (typing.Union, types.UnionType):
         if value is None:
             return None
@@ -395,7 +404,7 @@ def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(names))
     if unknown:
-        raise ConfigError(f"unknown key {where}{unknown[0]!r}; valid keys: {', '.join(names)}")
+        raise ConfigError(f"unknown key {where}{unknown[0]}; valid keys: {', '.join(names)}")
     kwargs = {}
     for name, value in values.items():
         hint = hints[name]
@@ -549,12 +558,14 @@ def validate(config: RunConfig) -> RunConfig:
         )
     s = c.sweep
     for layer_set in s.layer_sets:
+        parts = [part.strip() for part in layer_set.split(",")]
         _require(
-            all(part.strip() for part in layer_set.split(",")),
+            all(parts),
             "sweep.layer_sets",
             list(s.layer_sets),
             "each entry is a comma-separated list of layers, e.g. 'down,up'",
         )
+        _unique(parts, "sweep.layer_sets")
     for alpha in s.alphas:
         _require(0 <= alpha < 1, "sweep.alphas", list(s.alphas), "every alpha must lie in [0, 1)")
     e = c.evaluate
@@ -573,6 +584,7 @@ def _validate_finetune(f: FinetuneConfig, where: str) -> None:
         list(f.layers),
         "name at least one IFM layer, e.g. ['down2']",
     )
+    _unique(f.layers, f"{where}.layers")
     _require(
         0 <= f.alpha < 1,
         f"{where}.alpha",
@@ -649,9 +661,15 @@ def _read_preset(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any
 def load_config(path: str | Path) -> RunConfig:
     """Read a preset by path, or by name from the shipped presets (``toy``, ``smoke``, ...).
 
-    A relative ``data.root`` is relative to the current directory.
+    A relative ``data.root`` is relative to the current directory. A preset file that names no
+    run (``name = ...``) is named after the file, not after its base: its runs never share the
+    base preset's run directory.
     """
-    return config_from_dict(_read_preset(path))
+    values = _read_preset(path)
+    preset = _preset_path(path)
+    if preset.parent != PRESET_DIR and "name" not in _read_toml(preset):
+        values["name"] = preset.stem
+    return config_from_dict(values)
 
 
 def parse_override(override: str) -> tuple[str, Any]:
@@ -716,9 +734,30 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
         raise ConfigError(
             f"no {CONFIG_FILE} in {run_dir}; run bench run (or bench train) there first"
         )
-    config = config_from_dict(_read_toml(path))
+    values = _read_toml(path)
+    missing = [k for k in ("name", "data", "attack", "evaluate") if k not in values]
+    if missing:
+        raise ConfigError(
+            f"{path} lacks {', '.join(missing)}; it was not written by bench (or is damaged): "
+            "rerun bench run there"
+        )
+    config = config_from_dict(values)
     root = (Path(run_dir) / config.data.root).resolve()
     return dataclasses.replace(config, data=dataclasses.replace(config.data, root=str(root)))
+
+
+def train_values(
+    *, epochs: int | None = None, layers: Sequence[str] | None = None, alpha: float | None = None
+) -> dict[str, Any]:
+    """``bench train``'s own options as config values (``--epochs`` sets both pretraining and
+    finetuning), so that the saved config records what was trained."""
+    values: dict[str, Any] = {
+        "pretrain.epochs": epochs,
+        "finetune.epochs": epochs,
+        "finetune.layers": list(layers) if layers else None,
+        "finetune.alpha": alpha,
+    }
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def resolve_config(

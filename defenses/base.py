@@ -24,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from bench.data.labels import NUM_CLASSES
 from bench.data.tensors import check_images as _check_images
 from bench.devices import module_device
 from bench.errors import DefenseError
@@ -58,6 +59,11 @@ class Prediction:
             raise DefenseError(
                 f"a defense must return one record per image: {self.labels.shape[0]} images, "
                 f"{len(self.records)} records"
+            )
+        if self.labels.numel() and (self.labels.min() < 0 or self.labels.max() >= NUM_CLASSES):
+            raise DefenseError(
+                f"a defense must return trainIds 0..{NUM_CLASSES - 1}, got values "
+                f"{int(self.labels.min())}..{int(self.labels.max())} (255 is for labels only)"
             )
 
 

@@ -31,3 +31,19 @@ def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("toycity") / "root"
     return generate_toycity(root, seed=0, size=TOY_SIZE, progress=False, **TOY_COUNTS)
+
+
+@pytest.fixture(scope="session")
+def reference(toy_root) -> tuple:
+    """The shipped reference T and S (trained on the toy city, so attacks have something to
+    break; untrained tiny networks barely react to any attack) and the toy city's 6 val images
+    with their labels."""
+    from bench.data.cityscapes import CityscapesSegmentation
+    from bench.stages.networks import REFERENCE_DIR
+    from bench.store.checkpoints import load_model
+
+    from testdata import load_split
+
+    images, labels = load_split(CityscapesSegmentation(toy_root, "val", size=(32, 64)))
+    nets = [load_model(REFERENCE_DIR / "toy", name) for name in ("T", "S")]
+    return nets[0], nets[1], images, labels

@@ -35,7 +35,7 @@ def test_shipped_presets_round_trip_through_a_run_directory(name, tmp_path):
 def test_unknown_keys_are_errors(tmp_path):
     path = tmp_path / "typo.toml"
     path.write_text("[pretrain]\nepochz = 3\n")
-    with pytest.raises(ConfigError, match=r"unknown key pretrain\.'epochz'; valid keys: epochs"):
+    with pytest.raises(ConfigError, match=r"unknown key pretrain\.epochz; valid keys: epochs"):
         load_config(path)
 
 
@@ -122,3 +122,11 @@ def test_adaptive_students_name_their_checkpoints():
     assert FinetuneConfig(layers=("all",), beta=0.25, optimizer="sgd").checkpoint_name == (
         "A_all_a0.6_e10_b0.25_sgd"
     )
+
+
+def test_a_preset_file_names_its_runs_after_itself(tmp_path):
+    (tmp_path / "mine.toml").write_text('base = "smoke"\n[attack]\neps = [2]\n')
+    assert load_config(tmp_path / "mine.toml").name == "mine"
+    (tmp_path / "named.toml").write_text('base = "smoke"\nname = "other"\n')
+    assert load_config(tmp_path / "named.toml").name == "other"
+    assert load_config("smoke").name == "smoke"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 
 import numpy as np
@@ -11,7 +12,13 @@ import torch
 from PIL import Image
 
 from bench.data.labels import CLASS_NAMES, TRAIN_TO_LABEL
-from bench.metrics import ConfusionMatrix, q_ratio
+from bench.metrics import (
+    ConfusionMatrix,
+    image_counts,
+    q_ratio,
+    worst_case_miou,
+    worst_pixel_accuracy,
+)
 
 
 def test_hand_computed_two_classes():
@@ -102,3 +109,46 @@ def test_matches_cityscapes_official_evaluation(tmp_path):
     official_mean = np.nanmean([official[n] for n in CLASS_NAMES])
     assert cm.miou() == pytest.approx(official_mean, abs=1e-9)
     assert math.isnan(ours[18]) and ours[16] == 0.0  # absent vs predicted-but-absent
+
+
+def test_greedy_worst_case_by_hand():
+    """One class, three images, two attacks: A leaves intersections (2, 8, 5), B (8, 2, 5), all
+    unions 10, so each alone has mIoU 15/30 = 0.5; the worst case takes A on image 1 and B on
+    image 2: (2 + 2 + 5) / 30 = 0.3."""
+    inter = torch.tensor([[[2], [8], [5]], [[8], [2], [5]]])
+    union = torch.full_like(inter, 10)
+    miou, choice = worst_case_miou(inter, union)
+    assert miou == pytest.approx(0.3) and choice.tolist() == [0, 1, 0]
+
+
+def test_worst_case_is_below_every_attack_and_matches_exhaustive_search():
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        union = torch.randint(1, 20, (3, 4, 3), generator=generator).double()
+        inter = (union * torch.rand(union.shape, generator=generator, dtype=torch.float64)).floor()
+        miou, choice = worst_case_miou(inter, union)
+        single = [float((inter[a].sum(0) / union[a].sum(0)).mean()) for a in range(3)]
+        assert miou <= min(single) + 1e-12
+        exhaustive = min(
+            float((inter[list(pick), range(4)].sum(0) / union[list(pick), range(4)].sum(0)).mean())
+            for pick in itertools.product(range(3), repeat=4)
+        )
+        assert exhaustive <= miou + 1e-12
+        chosen = (inter[choice, range(4)].sum(0) / union[choice, range(4)].sum(0)).mean()
+        assert float(chosen) == pytest.approx(miou)
+
+
+def test_image_counts_sum_to_the_confusion_matrix():
+    generator = torch.Generator().manual_seed(1)
+    pred = torch.randint(0, 19, (3, 8, 8), generator=generator)
+    target = torch.randint(0, 19, (3, 8, 8), generator=generator)
+    target[0, :3] = 255
+    counts = image_counts(pred, target)
+    cm = ConfusionMatrix()
+    cm.update(pred, target)
+    tp = cm.matrix.diag()
+    assert counts[:, :19].sum(0).tolist() == tp.tolist()
+    assert counts[:, 19:38].sum(0).tolist() == (cm.matrix.sum(0) + cm.matrix.sum(1) - tp).tolist()
+    assert counts[:, 38].sum() == tp.sum() and counts[:, 39].tolist() == [40, 64, 64]
+    correct = torch.tensor([[3, 5], [4, 1]])
+    assert worst_pixel_accuracy(correct, torch.tensor([10, 10])).tolist() == [0.3, 0.1]

@@ -35,7 +35,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from bench.data.cityscapes import image_path, label_kind, label_path
-from bench.data.identity import MANIFEST, file_sha256
+from bench.data.identity import MANIFEST, file_sha256, read_manifest
 from bench.data.labels import LABEL_ID
 from bench.errors import DataError
 from bench.files import atomic_write, atomic_write_text, exclusive_lock
@@ -753,9 +753,30 @@ def generate_toycity(
         "style": asdict(style),
     }
     settings["style"]["exposure"] = list(style.exposure)
+    if _finished(out, settings):
+        return out  # nothing to write: a read-only shared toy city is fine
     busy = f"another bench process is generating the toy city {out}; wait for it to finish"
     with exclusive_lock(out.with_name(f".{out.name}.lock"), busy):
         return _generate(out, settings, (h, w), style, progress)
+
+
+def _stored_settings(out: Path) -> dict | None:
+    """The settings in ``out``'s manifest (also of trees made before manifests held hashes);
+    None without one; ToyCityError for a damaged one."""
+    path = out / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        stored = None
+    if not isinstance(stored, dict):
+        raise ToyCityError(f"{path} is damaged; delete {out} and run again to regenerate it")
+    return stored.get("settings", stored)
+
+
+def _finished(out: Path, settings: dict) -> bool:
+    return out.is_dir() and _stored_settings(out) == settings and read_manifest(out) is not None
 
 
 def _generate(
@@ -764,15 +785,15 @@ def _generate(
     if out.exists():
         if not out.is_dir():
             raise ToyCityError(f"{out} is a file; choose a folder for the toy city")
-        if (out / MANIFEST).is_file():
-            stored = json.loads((out / MANIFEST).read_text())
-            if stored.get("settings", stored) == settings:
-                if "files" not in stored:  # made before trees carried file hashes
+        stored = _stored_settings(out)
+        if stored is not None:
+            if stored == settings:
+                if read_manifest(out) is None:  # made before trees carried file hashes
                     _write_manifest(out, settings)
                 return out
             raise ToyCityError(
-                f"{out} holds a toy city made with other settings; "
-                "delete it or choose another --out"
+                f"{out} holds a toy city made with other settings; delete it, or point the run "
+                "elsewhere (--data, or --set data.root=DIR)"
             )
         if any(out.iterdir()):
             raise ToyCityError(

@@ -155,6 +155,12 @@ class DeepLabV3Plus(TapMixin, nn.Module):
         aspp_rates: tuple[int, ...] = (6, 12, 18),
     ) -> None:
         super().__init__()
+        for name, value in (("width", width), ("aspp_channels", aspp_channels)):
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        rates = tuple(aspp_rates)
+        if not rates or not all(isinstance(r, int) and r >= 1 for r in rates):
+            raise ValueError(f"aspp_rates must be integers >= 1, got {aspp_rates!r}")
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
         self.backbone = ResNet(depth, width)

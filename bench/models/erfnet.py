@@ -152,8 +152,10 @@ class ERFNet(TapMixin, nn.Module):
 
     def __init__(self, num_classes: int = 19, *, width: int = 4) -> None:
         super().__init__()
-        if width < 1:
-            raise ValueError(f"ERFNet width must be >= 1 (4 = the real network), got {width}")
+        if not (isinstance(width, int) and not isinstance(width, bool) and width >= 1):
+            raise ValueError(
+                f"ERFNet width must be an integer >= 1 (4 = the real network), got {width!r}"
+            )
         self.encoder = Encoder(num_classes, width)
         self.decoder = Decoder(num_classes, width)
 

@@ -28,5 +28,5 @@ def build_model(arch: str, num_classes: int = 19, **options: Any) -> nn.Module:
     cls = architecture(arch)
     try:
         return cls(num_classes, **options)
-    except (TypeError, ValueError) as err:  # an unknown option, or a value the class refuses
+    except (TypeError, ValueError, RuntimeError) as err:  # unknown option, refused value
         raise ModelError(f"bad options for {arch} ({options}): {err}") from None

@@ -53,9 +53,12 @@ class TapMixin:
             elif name in cls.TAPS:
                 members = (name,)
             else:
+                named = [t for t in cls.TAPS if "." not in t]
+                blocks = [t for t in cls.TAPS if "." in t]
+                also = f" (or one block by its module path, e.g. {blocks[0]})" if blocks else ""
                 raise ModelError(
                     f"unknown layer {name!r} for {cls.__name__}; choose from "
-                    f"{', '.join(cls.tap_names())}"
+                    f"{', '.join(named)}, or the groups {', '.join(cls.TAP_GROUPS)}{also}"
                 )
             expanded.extend(m for m in members if m not in expanded)
         return expanded

@@ -75,6 +75,8 @@ def findings(config: RunConfig, metrics: pd.DataFrame, detections: pd.DataFrame)
         return float(rows[col].iloc[0]) if len(rows) else math.nan
 
     t, s = m("T"), m("S")
+    if math.isnan(t) or math.isnan(s):
+        return [f"Not judged: T or S was not evaluated on clean {val} images in this run."]
     if not (t >= UNTRAINED_MIOU and s >= UNTRAINED_MIOU):
         return [
             f"Not judged: the static networks have not learned (clean mIoU T {t:.1f}%, S {s:.1f}% "

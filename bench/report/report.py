@@ -1,9 +1,9 @@
 """The report of a run: the paper's tables, a leaderboard, plots and ``report.md``.
 
-``write_report(folder)`` reads only ``config.toml``, ``metrics.csv``, ``records.csv`` and
-``qualitative.npz`` in ``folder`` and the paper's numbers shipped with the package; it never runs
-a network, so ``bench report`` regenerates everything in seconds. It shows exactly the rows the
-config asks for (defenses, subsets, data variants), whatever else the tables hold.
+``write_report(folder)`` reads only ``config.toml``, ``metrics.csv``, ``records.csv``,
+``checks.csv`` and ``qualitative.npz`` in ``folder`` and the paper's numbers shipped with the
+package; it never runs a network, so ``bench report`` regenerates everything in seconds. It
+shows the rows of the config's subsets and attacks, whatever else the tables hold.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from bench.config import RunConfig, adaptive_students, load_run_config
-from bench.report import plots
+from bench.errors import RunDirError
 from bench.report.findings import THRESHOLDS, adaptive_findings, findings
+from bench.report.plots import plot_d_ae_histograms, plot_miou_vs_eps, plot_qualitative
 from bench.report.tables import detection_table, leaderboard, metric_table, paper_numbers
 from bench.store.rundir import (
     CHECKS_FILE,
@@ -153,9 +154,26 @@ def describe_data(config: RunConfig, folder: Path) -> str:
     return f"the Cityscapes-layout tree `{relative}` (relative to the run) at {h}x{w}"
 
 
-def write_report(folder: str | Path) -> Path:
-    """Write ``tables/``, ``plots/`` and ``report.md`` into ``folder`` from its stored rows."""
+def _grid(path: Path) -> dict[str, dict]:
+    """The qualitative grid: {row: {column: array}}; one line naming the file when damaged."""
+    grid: dict[str, dict] = {}
+    for key, value in read_arrays(path).items():
+        if "|" in key:
+            variant, column = key.split("|", 1)
+            grid.setdefault(variant, {})[column] = value
+    shapes = [(v.get("image"), [a for c, a in v.items() if c != "image"]) for v in grid.values()]
+    if not grid or any(
+        image is None or image.ndim != 3 or any(m.ndim != 2 for m in maps) for image, maps in shapes
+    ):
+        raise RunDirError(f"{path} does not hold a qualitative grid; rerun bench run there")
+    return grid
+
+
+def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``tables/``, ``plots/`` and ``report.md`` into ``out`` (default ``folder``) from
+    the stored rows in ``folder``."""
     folder = Path(folder)
+    target = Path(out) if out is not None else folder
     config = load_run_config(folder)
     metrics = _requested(config, read_table(folder / METRICS_FILE, [*ROW_COLUMNS, "miou", "q"]))
     records = _requested(config, read_table(folder / RECORDS_FILE, ROW_COLUMNS))
@@ -167,7 +185,7 @@ def write_report(folder: str | Path) -> Path:
     detections = records[records["defense"] == DETECTION_DEFENSE]
     if "d_ae" not in detections.columns:
         detections = detections.assign(d_ae=pd.Series(dtype=float))
-    tables_dir, plots_dir = folder / "tables", folder / "plots"
+    tables_dir, plots_dir = target / "tables", target / "plots"
     tables_dir.mkdir(exist_ok=True)
     plots_dir.mkdir(exist_ok=True)
 
@@ -224,18 +242,13 @@ def write_report(folder: str | Path) -> Path:
             "",
             _write_table(board, tables_dir, f"leaderboard_{subset}"),
         ]
-        if plots.plot_miou_vs_eps(metrics, subset, attack, plots_dir / f"miou_vs_eps_{subset}.png"):
+        if plot_miou_vs_eps(metrics, subset, attack, plots_dir / f"miou_vs_eps_{subset}.png"):
             parts += ["", f"![mIoU vs eps, {subset}](plots/miou_vs_eps_{subset}.png)"]
-        if plots.plot_d_ae_histograms(detections, subset, deltas, plots_dir / f"d_ae_{subset}.png"):
+        if plot_d_ae_histograms(detections, subset, deltas, plots_dir / f"d_ae_{subset}.png"):
             parts += ["", f"![d_AE histograms, {subset}](plots/d_ae_{subset}.png)"]
     if (folder / QUALITATIVE_FILE).is_file():
-        grid: dict[str, dict] = {}
-        for key, value in read_arrays(folder / QUALITATIVE_FILE).items():
-            if "|" in key:
-                variant, column = key.split("|")
-                grid.setdefault(variant, {})[column] = value
-        plots.plot_qualitative(grid, plots_dir / "qualitative.png")
+        plot_qualitative(_grid(folder / QUALITATIVE_FILE), plots_dir / "qualitative.png")
         parts += ["", "## Qualitative", "", "![qualitative grid](plots/qualitative.png)"]
-    report = folder / REPORT_FILE
+    report = target / REPORT_FILE
     report.write_text("\n".join(parts) + "\n")
     return report

@@ -38,6 +38,9 @@ from defenses import (
 )
 from defenses.vote import hamming
 
+#: the options a run offers every defense that takes them
+OFFERED = ("delta", "delta_t", "delta_s", "tau", "finetune")
+
 
 @dataclass(frozen=True)
 class DefenseEntry:
@@ -100,13 +103,10 @@ def run_defenses(config: RunConfig, run: RunDir, device: torch.device) -> RunDef
         role: load_meta(run.models, n).sha256 for role, n in checkpoint_names(config).items()
     }
     tau = calibrate_tau(config, networks)
-    offered = {
-        "delta": config.detect.delta,
-        "delta_t": config.detect.delta_t,
-        "delta_s": config.detect.delta_s,
-        "tau": tau,
-        "finetune": config.finetune,
-    }
+    detect = config.detect
+    offered = dict(
+        zip(OFFERED, (detect.delta, detect.delta_t, detect.delta_s, tau, config.finetune))
+    )
     entries: dict[str, DefenseEntry] = {}
     for spec in config.evaluate.defenses:
         factory = load_defense(spec)

@@ -127,7 +127,9 @@ def evaluate_run(
             data_key = clean.fingerprint() if ae_set is None else cache_key(ae_set.attrs)
             keys = {name: cache_key(entries[name].fingerprint, data_key) for name in rows}
             wanted += keys.values()
-            done = set(metrics["key"])
+            # done only when both tables hold it (a kill between the two writes, or a damaged
+            # cache of one, recomputes the variant)
+            done = set(metrics["key"]) & set(records["key"])
             todo = {n: entries[n].make for n, k in keys.items() if k not in done}
             if not todo:
                 continue
@@ -150,14 +152,22 @@ def evaluate_run(
             new_metrics, new_records = [], []
             for name, (confusion, image_records) in results.items():
                 new_metrics.append(_metric_row({"defense": name, **row}, keys[name], confusion))
+                # the row's identity last: a defense's record cannot overwrite it
                 new_records += [
-                    {"defense": name, **row, "image": i, **r, "key": keys[name]}
+                    {**r, "defense": name, **row, "image": i, "key": keys[name]}
                     for i, r in enumerate(image_records)
                 ]
-            metrics = pd.concat([metrics, pd.DataFrame(new_metrics)], ignore_index=True)
-            records = pd.concat([records, pd.DataFrame(new_records)], ignore_index=True)
+            fresh = {keys[name] for name in results}
+            metrics = pd.concat(
+                [metrics[~metrics["key"].isin(fresh)], pd.DataFrame(new_metrics)],
+                ignore_index=True,
+            )
+            records = pd.concat(
+                [records[~records["key"].isin(fresh)], pd.DataFrame(new_records)],
+                ignore_index=True,
+            )
+            write_table(records, records_path)  # records first: metrics mark the variant done
             write_table(metrics, metrics_path)
-            write_table(records, records_path)
     selected = metrics[metrics["key"].isin(wanted)].drop_duplicates("key", keep="last")
     chosen = records[records["key"].isin(wanted)].drop_duplicates(["key", "image"], keep="last")
     worst = worst_case_rows(chosen)

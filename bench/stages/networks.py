@@ -18,13 +18,13 @@ import torch
 from torch import nn
 
 from bench.config import STATIC_NETS, FinetuneConfig, RunConfig, cache_key
-from bench.errors import CheckpointError, ConfigError
+from bench.errors import CheckpointError, ConfigError, RunDirError
 from bench.evaluate import clean_confusion
-from bench.files import atomic_copy
+from bench.files import atomic_copy, sha256_file
 from bench.models import build_model, count_parameters
 from bench.stages.data import dataset
 from bench.store.checkpoints import CheckpointMeta, load_meta, load_model, save_model
-from bench.store.rundir import RunDir
+from bench.store.rundir import METRICS_FILE, RunDir
 from bench.train import pretrain
 from defenses.adaptive import finetune_adaptive
 
@@ -57,13 +57,34 @@ def adaptive_key(config: RunConfig, run: RunDir, settings: FinetuneConfig) -> st
 
 
 def _reusable(models_dir: Path, name: str, key: str) -> CheckpointMeta | None:
-    """The metadata of checkpoint ``name`` when it exists and was made with ``key``."""
+    """The metadata of checkpoint ``name`` when it exists, was made with ``key`` and its weights
+    are the ones the metadata names (a damaged file is trained anew, not reported cached)."""
     try:
         meta = load_meta(models_dir, name)
     except CheckpointError:
         return None
-    found = meta.info.get("key") == key and (models_dir / f"{name}.pt").is_file()
+    weights = models_dir / f"{name}.pt"
+    found = (
+        meta.info.get("key") == key and weights.is_file() and sha256_file(weights) == meta.sha256
+    )
     return meta if found else None
+
+
+def check_replacements(config: RunConfig, run: RunDir, names: tuple[str, ...]) -> None:
+    """Refuse to overwrite T or S of a finished run with networks of other settings: its
+    published results were computed with them (train into another folder instead)."""
+    if not (run.path / METRICS_FILE).is_file():
+        return
+    for name in (n for n in names if n in STATIC_NETS):
+        try:
+            stored = load_meta(run.models, name).info.get("key")
+        except CheckpointError:
+            continue
+        if stored != static_key(config, name):
+            raise RunDirError(
+                f"{run.path} holds a finished run whose results use its {name}; training {name} "
+                "with other settings would replace it: choose another --out DIR"
+            )
 
 
 def _install_reference(run: RunDir, name: str, key: str) -> CheckpointMeta | None:
@@ -216,6 +237,18 @@ def train_networks(
             )
         )
     return done
+
+
+def report_line(config: RunConfig, run: RunDir, meta: CheckpointMeta, origin: str) -> str:
+    """The line ``bench train`` prints for a network."""
+    info = meta.info
+    miou = info.get(f"miou_{config.data.val_subset}", math.nan)
+    how = ORIGINS[origin].format(seconds=info.get("train_seconds", 0))
+    return (
+        f"{meta.name}: {meta.arch}, {info.get('parameters', 0) / 1e6:.2f} M parameters, {how}; "
+        f"clean mIoU on {config.data.val_subset}: {100 * miou:.1f}%  -> "
+        f"{run.models / meta.name}.pt"
+    )
 
 
 def describe(config: RunConfig, meta: CheckpointMeta, origin: str) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from bench.config import CONFIG_FILE, RunConfig, adaptive_students, apply_values, save_run_config
+from bench.config import RunConfig, adaptive_students, apply_values, save_run_config
 from bench.files import atomic_copy
 from bench.report import write_report
 from bench.stages.attacks import build_ae_sets, gradient_checks
@@ -25,13 +25,14 @@ from bench.stages.defenses import run_defenses
 from bench.stages.evaluate import Evaluation, evaluate_run, qualitative_grid
 from bench.stages.networks import (
     check_network_names,
+    check_replacements,
     describe,
     finetune_student,
+    report_line,
     train_networks,
     train_static,
 )
 from bench.store.aesets import STORE_FILE, AESet
-from bench.store.checkpoints import CheckpointMeta
 from bench.store.rundir import (
     CHECKS_FILE,
     METRICS_FILE,
@@ -131,13 +132,12 @@ def publish_run(
 
 
 def regenerate_report(run_dir: str | Path) -> Path:
-    """``bench report``: tables, plots and report.md anew from the run's published rows."""
+    """``bench report``: tables, plots and report.md anew from the run's published rows (built
+    beside the run, then moved in; the rows themselves are left as they are)."""
     run = RunDir(run_dir)
+    run.require_published()
     with run.lock(), run.staging() as staged:
-        for name in (CONFIG_FILE, METRICS_FILE, RECORDS_FILE, CHECKS_FILE, QUALITATIVE_FILE):
-            if (run.path / name).is_file():
-                atomic_copy(run.path / name, staged / name)
-        write_report(staged)
+        write_report(run.path, out=staged)
         run.publish(staged)
     return run.path / REPORT_FILE
 
@@ -150,20 +150,25 @@ def train_command(
     device: torch.device,
     retrain: bool = False,
     progress: bool = True,
-) -> list[tuple[CheckpointMeta, str]]:
-    """``bench train``: the named networks. A new run directory gets this config as its
-    ``config.toml`` (``bench attack`` reads it); a finished run keeps the config it published."""
+) -> list[str]:
+    """``bench train``: the named networks; returns one line per network.
+
+    A run directory without a finished run gets this config as its ``config.toml`` (what
+    ``bench attack`` reads); a finished run keeps the config it published, and its T and S are
+    never replaced by networks of other settings.
+    """
     check_network_names(tuple(names))
     check_run(config)
     run = RunDir(run_dir)
     with run.lock():
+        check_replacements(config, run, tuple(names))
         prepare_data(config, progress=progress)
         done = train_networks(
             config, run, tuple(names), device=device, retrain=retrain, progress=progress
         )
-        if not (run.path / CONFIG_FILE).is_file():
+        if not (run.path / METRICS_FILE).is_file():
             save_run_config(config, run.path)
-    return done
+    return [report_line(config, run, meta, origin) for meta, origin in done]
 
 
 def attack_command(

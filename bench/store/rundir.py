@@ -55,6 +55,14 @@ class RunDir:
     def cache(self) -> Path:
         return self.path / "cache"
 
+    def require_published(self) -> None:
+        """Stop with one line unless the folder holds a finished run (before locking it)."""
+        if not (self.path / "config.toml").is_file() or not (self.path / METRICS_FILE).is_file():
+            raise RunDirError(
+                f"{self.path} holds no finished run (no config.toml and metrics.csv); run "
+                "bench run --out there first"
+            )
+
     @contextlib.contextmanager
     def lock(self) -> Iterator[RunDir]:
         """Hold the run directory; a second ``bench`` command on it stops at once."""
@@ -89,22 +97,32 @@ class RunDir:
 
     def publish(self, staged: Path) -> None:
         """Move the staged files and folders into the run directory, replacing the old ones."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        for name in PUBLISHED_DIRS:
-            if (staged / name).is_dir():
-                if (self.path / name).exists():
-                    os.replace(self.path / name, staged / f"{name}.old")
-                os.replace(staged / name, self.path / name)
-        for item in sorted(staged.iterdir()):
-            if item.is_file():
-                os.replace(item, self.path / item.name)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            for name in PUBLISHED_DIRS:
+                if (staged / name).is_dir():
+                    if (self.path / name).exists():
+                        os.replace(self.path / name, staged / f"{name}.old")
+                    os.replace(staged / name, self.path / name)
+            for item in sorted(staged.iterdir()):
+                if item.is_file():
+                    os.replace(item, self.path / item.name)
+        except OSError as err:
+            raise RunDirError(
+                f"cannot publish into {self.path} ({err.strerror}); choose a writable --out DIR"
+            ) from None
 
 
 # --- tables on disk -----------------------------------------------------------------------------
 
 
+#: columns that must hold numbers wherever they appear
+NUMERIC = ("eps", "miou", "q", "acc", "n_pixels", "image", "d_ae", "d_ta", "d_sa")
+
+
 def read_table(path: Path, columns: Sequence[str]) -> pd.DataFrame:
-    """A published CSV table; one line naming the file when it is missing or not a table."""
+    """A published CSV table; one line naming the file when it is missing or not a table (a
+    required column missing, or text where numbers belong)."""
     if not path.is_file():
         raise RunDirError(f"no {path.name} in {path.parent}; run bench run there first")
     try:
@@ -119,6 +137,14 @@ def read_table(path: Path, columns: Sequence[str]) -> pd.DataFrame:
             f"{path} lacks the columns {', '.join(missing)}; it was not written by bench run "
             "(or is damaged): rerun bench run there"
         )
+    for column in (c for c in NUMERIC if c in frame.columns):
+        try:
+            frame[column] = pd.to_numeric(frame[column])
+        except (ValueError, TypeError):
+            raise RunDirError(
+                f"{path} holds text where its column {column!r} needs numbers; it is damaged: "
+                "rerun bench run there"
+            ) from None
     return frame
 
 

@@ -7,6 +7,7 @@ import os
 import tempfile
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bench.store.rundir import RunDir
@@ -14,6 +15,33 @@ from bench.store.rundir import RunDir
 from smokerun import invoke, published, run_args
 
 BROKEN_PLUGIN = "import torch\nraise RuntimeError('the plug-in is broken')\n"
+SHADOW_PLUGIN = """
+from defenses import Prediction, predict_labels
+
+class Shadow:
+    name = "shadow"
+
+    def __init__(self, networks):
+        self.net = networks["T"]
+
+    def predict(self, images):
+        labels = predict_labels(self.net, images)
+        return Prediction(labels, [{"defense": "T", "eps": "boom", "note": 1} for _ in labels])
+"""
+VOID_PLUGIN = """
+import torch
+from defenses import Prediction
+
+class Void:
+    name = "void"
+
+    def __init__(self, networks):
+        pass
+
+    def predict(self, images):
+        n, _, h, w = images.shape
+        return Prediction(torch.full((n, h, w), 255), [{} for _ in range(n)])
+"""
 TUPLE_PLUGIN = """
 from defenses import predict_labels
 
@@ -82,6 +110,7 @@ def test_bad_input_is_one_line_and_leaves_the_finished_run_untouched(
 ):
     (tmp_path / "broken.py").write_text(BROKEN_PLUGIN)
     (tmp_path / "tuple.py").write_text(TUPLE_PLUGIN)
+    (tmp_path / "void.py").write_text(VOID_PLUGIN)
     before = published(smoke_copy)
     args = [a.replace("{tmp}", str(tmp_path)) for a in extra]
     result = invoke(*run_args(smoke_copy, *args), ok=False)
@@ -137,6 +166,7 @@ def test_damaged_published_files_are_one_line_for_report(smoke_copy, name, conte
     before = published(smoke_copy)
     result = invoke("report", "--out", smoke_copy, ok=False)
     assert result.exit_code == 1 and message in result.output, result.output
+    assert str(smoke_copy / name) in result.output  # the user's file, not a staging copy
     assert "rerun bench run there" in result.output and "Traceback" not in result.output
     assert published(smoke_copy) == before
     invoke(*run_args(smoke_copy))  # a run republishes everything from its caches
@@ -145,12 +175,51 @@ def test_damaged_published_files_are_one_line_for_report(smoke_copy, name, conte
 
 @pytest.mark.parametrize("name", ["metrics.csv", "records.csv", "qualitative.npz"])
 def test_damaged_caches_are_rebuilt_with_a_warning(smoke_copy, name, caplog):
+    metrics, records = (pd.read_csv(smoke_copy / f) for f in ("metrics.csv", "records.csv"))
     (smoke_copy / "cache" / name).write_bytes(b"PK\x03\x04 torn by a kill")
     invoke(*run_args(smoke_copy))
-    assert (smoke_copy / "report.md").is_file()
     if name.endswith(".csv"):
         assert (smoke_copy / "cache" / f"{name}.corrupt").is_file()
         assert "recomputing" in caplog.text
+    # the same rows, once each: nothing lost, nothing doubled
+    assert len(pd.read_csv(smoke_copy / "records.csv")) == len(records)
+    assert len(pd.read_csv(smoke_copy / "metrics.csv")) == len(metrics)
+
+
+def test_a_defense_record_cannot_rename_its_row(smoke_copy, tmp_path):
+    (tmp_path / "shadow.py").write_text(SHADOW_PLUGIN)
+    invoke(*run_args(smoke_copy, "--defense", f"{tmp_path}/shadow.py:Shadow"))
+    records = pd.read_csv(smoke_copy / "records.csv")
+    shadow = records[records["note"] == 1]
+    assert set(shadow["defense"]) == {"shadow"} and shadow["eps"].dtype.kind == "f"
+
+
+def test_report_on_a_folder_without_a_finished_run_is_one_line(tmp_path):
+    result = invoke("report", "--out", tmp_path, ok=False)
+    assert result.exit_code == 1 and "holds no finished run" in result.output
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_train_never_replaces_the_networks_of_a_finished_run(smoke_copy):
+    before = published(smoke_copy)
+    weights = (smoke_copy / "models" / "T.pt").read_bytes()
+    data = f"data.root={smoke_copy.parent / 'data'}"
+    result = invoke(
+        "train",
+        "--preset",
+        "smoke",
+        "--out",
+        smoke_copy,
+        "--set",
+        data,
+        "--set",
+        "pretrain.lr=0.01",
+        "--quiet",
+        ok=False,
+    )
+    assert result.exit_code == 1 and "would replace it: choose another --out DIR" in result.output
+    assert (smoke_copy / "models" / "T.pt").read_bytes() == weights
+    assert published(smoke_copy) == before
 
 
 def test_a_kill_while_the_qualitative_grid_is_written_breaks_nothing(smoke_copy, monkeypatch):
