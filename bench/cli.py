@@ -328,7 +328,8 @@ def attack(run_dir, source, eps, attack_name, threat, subset, batch_size, device
     help="CPU threads for torch [default: torch's]; 1 is steadiest on a shared machine.",
 )
 def perf_attack_command(preset, run_dir, eps, batch_size, repeats, device, threads) -> None:
-    """LLCM vs its floor (n_iter x (forward + input backward) + 1 forward) and vs ART's BIM."""
+    """LLCM vs its floor (n_iter x (forward + input backward) + 1 forward) and vs ART's BIM;
+    APGD on T, S and the joint objective vs its floor ((N + 1) x (forward + input backward))."""
     from bench.config import load_config, load_run_config
     from bench.perf import run_perf_attack
 

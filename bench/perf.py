@@ -11,6 +11,10 @@ repeated (medians reported):
 Ratio (a) = native / reference (goal <= 1.03: the attack adds nothing to the network passes);
 ratio (b) = ART / native (goal >= 1.4). The batch-1 vs batch-N line counts the values that
 differ between attacking the images one by one and as one batch.
+
+Then APGD (``attacks.APGD``, loss ce) against its floor, (N + 1) x (forward + input backward),
+on T, on S and on the joint objective of T and S (``Ensemble``; its floor is the sum of the
+members' floors): ratio (c) = APGD / floor (goal <= 1.05).
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from attacks import LLCM, build_attack
+from attacks import APGD, LLCM, build_attack
 from attacks.base import eval_mode, input_gradient, least_likely
+from attacks.objectives import Ensemble
 from bench.config import RunConfig
 from bench.devices import module_device
 from bench.errors import ConfigError, DataError
@@ -87,6 +92,23 @@ def perf_images(config: RunConfig, batch_size: int) -> Tensor:
     except DataError:
         generator = torch.Generator().manual_seed(config.seed)
         return torch.randint(0, 256, (batch_size, 3, *size), generator=generator, dtype=torch.uint8)
+
+
+def perf_labels(config: RunConfig, batch_size: int) -> Tensor:
+    """The labels of ``perf_images``' images, or seeded random trainIds without data.
+
+    Shapes:
+        returns: (batch_size, H, W) int64.
+    """
+    from bench.data.cityscapes import CityscapesSegmentation
+
+    size = tuple(config.data.size)
+    try:
+        dataset = CityscapesSegmentation(config.data.root, config.data.val_subset, size=size)
+        return torch.stack([dataset[i % len(dataset)][1] for i in range(batch_size)])
+    except DataError:
+        generator = torch.Generator().manual_seed(config.seed)
+        return torch.randint(0, 19, (batch_size, *size), generator=generator)
 
 
 def _reference(model: nn.Module, x: Tensor, n_iter: int) -> None:
@@ -155,6 +177,69 @@ def perf_attack(
     return rows
 
 
+@dataclass(frozen=True)
+class APGDTiming:
+    """Median seconds of APGD on one batch and of its floor."""
+
+    target: str
+    n_iter: int
+    images: int
+    floor_s: float
+    apgd_s: float
+
+    @property
+    def ratio_c(self) -> float:
+        return self.apgd_s / self.floor_s
+
+
+def _floor(models: list[nn.Module], x: Tensor, labels: Tensor, n_iter: int) -> None:
+    """(n_iter + 1) input gradients of the cross-entropy per member: the floor of APGD."""
+    for model in models:
+        with eval_mode(model):
+            for _ in range(n_iter + 1):
+                input_gradient(model, x, labels)
+
+
+def perf_apgd(
+    networks: dict[str, nn.Module],
+    images: Tensor,
+    labels: Tensor,
+    *,
+    eps: float = 10.0,
+    n_iter: int = 10,
+    repeats: int = 3,
+    echo: Callable[[str], object] | None = None,
+) -> list[APGDTiming]:
+    """Time APGD-CE and its floor on T, S and the joint objective of T and S.
+
+    Shapes:
+        images: (N, 3, H, W) uint8; labels: (N, H, W) int64 trainIds.
+    """
+    apgd = APGD(loss="ce", n_iter=n_iter)
+    targets = {name: (net, [net]) for name, net in networks.items()}
+    targets["joint T+S"] = (Ensemble(networks), list(networks.values()))
+    rows = []
+    for name, (model, members) in targets.items():
+        device = module_device(members[0])
+        x, y = images.to(device), labels.to(device)
+        apgd(model, x, eps=eps, labels=y)  # warm-up
+        runs: dict[str, list[float]] = {"floor": [], "apgd": []}
+        for _ in range(repeats):  # interleaved, as above
+            runs["floor"].append(_seconds(partial(_floor, members, x.float(), y, n_iter), device))
+            runs["apgd"].append(_seconds(partial(apgd, model, x, eps=eps, labels=y), device))
+        row = APGDTiming(
+            name, n_iter, len(x), *(statistics.median(runs[k]) for k in ("floor", "apgd"))
+        )
+        rows.append(row)
+        if echo is not None:
+            echo(
+                f"APGD-CE on {name} ({n_iter} iterations, {len(x)} images, eps {eps:g}): floor "
+                f"{row.floor_s:.3f} s, APGD {row.apgd_s:.3f} s | (c) APGD/floor = "
+                f"{row.ratio_c:.3f} (goal <= 1.05)"
+            )
+    return rows
+
+
 def run_perf_attack(
     config: RunConfig,
     *,
@@ -175,7 +260,10 @@ def run_perf_attack(
         f"{torch.get_num_threads()} threads, {repeats} interleaved repeats, medians"
     )
     networks = toy_networks(config, device, run_dir)
-    return perf_attack(networks, images, eps=eps, repeats=repeats, echo=echo)
+    rows = perf_attack(networks, images, eps=eps, repeats=repeats, echo=echo)
+    labels = perf_labels(config, len(images))
+    perf_apgd(networks, images, labels, eps=max(eps), repeats=repeats, echo=echo)
+    return rows
 
 
 def format_timing(row: AttackTiming) -> str:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from bench.config import RunConfig, adaptive_students
+from bench.report.tables import leaderboard
 from bench.variants import JOINT, TRANSFER, WHITE_BOX, WORST_CASE, Variant, variants
 
 #: mIoU (or Q) differences of at most this many points are ties, never "holds".
@@ -206,18 +207,30 @@ def adaptive_findings(
                 f"(T alone {miou('T', threat):.1f}%); median d_AE {median:+.3f}, the vote left T "
                 f"on {left:.0f}% of the images."
             )
+    if not math.isnan(miou("TA-vote-disagree", WHITE_BOX)):
+        cases = [("clean", "clean", None, 0.0)]
+        cases += [(f"transfer {src}-AE", TRANSFER, src, top) for src in config.attack.sources]
+        cases += [("joint", JOINT, None, top), ("white-box", WHITE_BOX, None, top)]
+        parts = []
+        for label, threat, source, eps in cases:
+            mine = miou("TA-vote-disagree", threat, source, eps=eps)
+            plain = miou("TA-vote", threat, source, eps=eps)
+            parts.append(f"{label} {mine:.1f}% vs {plain:.1f}%")
+        lines.append(
+            f"What the disagreement vote buys over the T/A vote (mIoU, eps {top:g}, {subset}; "
+            "the worst set where a threat model has several): " + ", ".join(parts) + "."
+        )
     worst = rows[rows["threat"] == WORST_CASE]
     if len(worst):
-        robust = worst.groupby("defense")["miou"].mean().sort_values(ascending=False)
+        board = leaderboard(metrics, subset=subset)
+        adaptive = board[~board["threat models"].str.contains("not adaptively", regex=False)]
+        others = board.index.difference(adaptive.index)
         transfer_only = rows[rows["threat"] == TRANSFER].groupby("defense")["miou"].mean()
-        transfer_only = transfer_only.sort_values(ascending=False)
         lines.append(
-            f"Robust ranking ({subset}, worst case over every attack, mean over eps): "
-            + " > ".join(f"{d} {v:.1f}" for d, v in robust.items())
-            + (
-                f"; the transfer-only ranking put {transfer_only.index[0]} first."
-                if len(transfer_only)
-                else "."
-            )
+            f"Robust ranking ({subset}; worst case over every attack and threat model, mean over "
+            "eps): "
+            + " > ".join(f"{d} {v:.1f}" for d, v in adaptive["robust mIoU"].items())
+            + (f"; not adaptively evaluated: {', '.join(others)}" if len(others) else "")
+            + f". Ranked by the transfer attacks alone, {transfer_only.idxmax()} came first."
         )
     return lines

@@ -133,8 +133,9 @@ def threat_models(rows: pd.DataFrame) -> str:
 def leaderboard(metrics: pd.DataFrame, *, subset: str) -> pd.DataFrame:
     """The robust leaderboard of ``subset``, one row per defense: the threat models it was
     attacked under, its worst-case mIoU over every attack and threat model at each eps, their
-    mean (the headline "robust mIoU", by which the rows are sorted), its clean mIoU and its mIoU
-    on every attacked data variant."""
+    mean (the headline "robust mIoU"), its clean mIoU and its mIoU on every attacked data
+    variant. Rows are sorted by robust mIoU, the defenses that were attacked white-box first:
+    one that only saw attacks built on other networks has not been evaluated."""
     rows = _select(metrics, subset=subset)
     if rows.empty:
         return pd.DataFrame()
@@ -155,4 +156,10 @@ def leaderboard(metrics: pd.DataFrame, *, subset: str) -> pd.DataFrame:
     )
     for label in dict.fromkeys(labels):
         table[label] = values[label]
-    return table.sort_values("robust mIoU", ascending=False, na_position="last")
+    # a defense never attacked by what sees it has not been evaluated: it ranks after all that were
+    adaptive = ~table["threat models"].str.contains("not adaptively evaluated", regex=False)
+    table = table.assign(_adaptive=adaptive)
+    table = table.sort_values(
+        ["_adaptive", "robust mIoU"], ascending=[False, False], na_position="last"
+    )
+    return table.drop(columns="_adaptive")

@@ -83,3 +83,13 @@ def test_white_box_bpda_hurts_jpeg_more_than_the_transfer_attack(reference):
         return float(right.sum() / (labels != 255).sum())
 
     assert accuracy(white) < accuracy(transfer) - 0.05 < accuracy(images)
+
+
+def test_the_online_vote_is_attacked_against_its_a_of_the_moment(tiny_networks, images):
+    online = Vote(tiny_networks, fallback="A", online=True)
+    surface = attack_surface(online)
+    assert surface.networks["A"] is online.nets["A"]  # the private copy that learns
+    before = [p.clone() for p in surface.networks["A"].parameters()]
+    surface.after_batch(images)  # what the AE builder calls after each adversarial batch
+    assert any(not torch.equal(b, p) for b, p in zip(before, surface.networks["A"].parameters()))
+    assert attack_surface(Vote(tiny_networks, fallback="A")).after_batch is None

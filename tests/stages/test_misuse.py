@@ -192,6 +192,10 @@ def test_a_defense_record_cannot_rename_its_row(smoke_copy, tmp_path):
     records = pd.read_csv(smoke_copy / "records.csv")
     shadow = records[records["note"] == 1]
     assert set(shadow["defense"]) == {"shadow"} and shadow["eps"].dtype.kind == "f"
+    # a plug-in without an attack surface: transfer and joint only, and marked so
+    board = pd.read_csv(smoke_copy / "tables" / "leaderboard_mini_test.csv", index_col=0)
+    assert board.loc["shadow", "threat models"] == "transfer + joint (not adaptively evaluated)"
+    assert board.loc["TA-vote", "threat models"] == "transfer + joint + white-box"
 
 
 def test_report_on_a_folder_without_a_finished_run_is_one_line(tmp_path):

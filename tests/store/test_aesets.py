@@ -230,3 +230,17 @@ def test_missing_store_and_set_have_clear_errors(tmp_path, source, mini_test):
     assert set_name("mini_val", "apgd-ce", "white-box", "jpeg(T)", 1.0) == (
         "/mini_val/apgd-ce/white-box/jpeg(T)/eps1"
     )
+
+
+def test_a_set_for_a_learning_defense_is_built_in_order_and_never_resumed(
+    tmp_path, source, mini_test
+):
+    seen = []
+    path = tmp_path / "aes.h5"
+    with pytest.raises(KeyboardInterrupt):
+        _build(path, source, mini_test, attack=Interrupting(), after_batch=seen.append)
+    assert len(seen) == 2  # two batches done, then the "kill"
+    seen.clear()
+    built = _build(path, source, mini_test, after_batch=seen.append)
+    assert built.built == 4 and len(seen) == 4  # restarted: the defense's state was lost
+    assert torch.equal(torch.cat(seen), built.read())

@@ -88,3 +88,4 @@ def test_perf_attack_prints_both_ratios():
     assert result.exit_code == 0, result.output
     assert "(a) native/reference" in result.output and "(b) ART/native" in result.output
     assert result.output.count("eps=1 (2 iterations, 2 images)") == 2  # T and S
+    assert result.output.count("(c) APGD/floor") == 3  # T, S and the joint objective

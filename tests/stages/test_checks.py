@@ -1,0 +1,67 @@
+"""The evaluation's own checks (AutoAttack-style): masked gradients, random defenses, and
+adaptive attacks weaker than transfer ones."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+import torch
+from torch import nn
+
+from attacks.objectives import Ensemble
+from bench.config import load_config
+from bench.stages.attacks import masked_gradient_share
+from bench.stages.defenses import DefenseEntry, RunDefenses
+from bench.stages.evaluate import random_checks, weaker_checks
+from defenses import Prediction
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 19, 1)
+
+    def forward(self, x):
+        return self.conv(x / 255)
+
+
+def test_a_gradient_that_a_transform_kills_is_flagged():
+    images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    labels = torch.randint(0, 19, (2, 8, 8))
+    assert masked_gradient_share(Ensemble({"T": Net()}), images, labels) < 0.1
+    rounding = Ensemble({"T": Net()}, transform=lambda x: (x / 32).round() * 32)
+    assert masked_gradient_share(rounding, images, labels) == 1.0
+
+
+class Coin:
+    """Answers at random: its two instances disagree on the same batch."""
+
+    name = "coin"
+
+    def predict(self, images):
+        n, _, h, w = images.shape
+        return Prediction(torch.randint(0, 19, (n, h, w)), [{} for _ in range(n)])
+
+
+def test_a_random_defense_without_eot_is_flagged(toy_root):
+    config = load_config("smoke")
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=str(toy_root)))
+    entries = {"coin": DefenseEntry(Coin, "", None, "")}
+    warnings = random_checks(config, RunDefenses({}, {}, entries, 0.0))
+    assert [w["subject"] for w in warnings] == ["coin"]
+    assert "randomised" in warnings[0]["message"]
+
+
+def test_a_white_box_attack_weaker_than_a_transfer_one_is_flagged():
+    rows = pd.DataFrame(
+        [
+            {"defense": "d", "subset": "s", "eps": 10.0, "threat": "transfer", "miou": 20.0},
+            {"defense": "d", "subset": "s", "eps": 10.0, "threat": "white-box", "miou": 30.0},
+            {"defense": "e", "subset": "s", "eps": 10.0, "threat": "transfer", "miou": 20.0},
+            {"defense": "e", "subset": "s", "eps": 10.0, "threat": "white-box", "miou": 20.5},
+        ]
+    )
+    warnings = weaker_checks(rows)
+    assert [w["subject"] for w in warnings] == ["d"]  # within the tie margin: no warning for e
+    assert "needs more iterations or another loss" in warnings[0]["message"]
