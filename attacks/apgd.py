@@ -178,15 +178,14 @@ class APGD(AttackBase):
             )
             loss, grad, accuracy = self._evaluate(model, adv, labels)
             lower = accuracy < best_accuracy
-            best_adv[lower], best_accuracy[lower] = adv[lower], accuracy[lower]
+            best_adv = torch.where(lower.view(shape), adv, best_adv)
+            best_accuracy = torch.minimum(accuracy, best_accuracy)
             rises += (loss > last_loss).float()
             last_loss = loss
-            higher = loss > best_loss
-            best_point[higher], best_grad[higher], best_loss[higher] = (
-                adv[higher],
-                grad[higher],
-                loss[higher],
-            )
+            higher = (loss > best_loss).view(shape)
+            best_point = torch.where(higher, adv, best_point)
+            best_grad = torch.where(higher, grad, best_grad)
+            best_loss = torch.maximum(loss, best_loss)
             if i + 1 in marks:
                 oscillating = rises <= self.rho * (i + 1 - last_checkpoint)
                 stalled = ~halved_last & (best_at_checkpoint >= best_loss)

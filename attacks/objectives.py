@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.data.labels import IGNORE_INDEX
+from bench.data.tensors import class_map, least_likely_map
 from bench.errors import AttackError
 
 PixelLoss = Callable[[Tensor, Tensor], Tensor]
@@ -43,7 +44,7 @@ def ce_loss(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 def masked_ce_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    still_right = (logits.detach().argmax(1) == labels).float()
+    still_right = (class_map(logits.detach()) == labels).float()
     return still_right * ce_loss(logits, labels)
 
 
@@ -145,7 +146,7 @@ class Ensemble(nn.Module):
         """The defense's labels (N, H, W) from one sample's member logits, or None."""
         if self._decide is None:
             return None
-        maps = {role: out.argmax(1) for role, out in zip(self.roles, outputs)}
+        maps = {role: class_map(out) for role, out in zip(self.roles, outputs)}
         return self._decide(maps)
 
 
@@ -163,14 +164,17 @@ def summed_loss(loss: PixelLoss, outputs: Tensor | Sequence[Tensor], target: Ten
 
 def pixel_accuracy(model: nn.Module, outputs: Tensor | Sequence[Tensor], labels: Tensor) -> Tensor:
     """Per image, the share of labelled pixels the attacked system still gets right: the
-    defense's output when the model can decide, else the mean over its members. (N,) in [0, 1]."""
-    valid = labels != IGNORE_INDEX
+    defense's output when the model can decide, else the mean over its members. (N,) in [0, 1].
+    """
+    valid, y = _valid(labels)
     count = valid.flatten(1).sum(1).clamp(min=1)
     members = members_of(outputs)
     decided = model.decide(members) if isinstance(model, Ensemble) else None
-    maps = [decided] if decided is not None else [out.argmax(1) for out in members]
-    right = sum(((m == labels) & valid).flatten(1).sum(1).float() for m in maps)
-    return right / (len(maps) * count)
+    if decided is not None:
+        rights = [(decided == labels) & valid]
+    else:  # a pixel is right when its label's score is the highest: no argmax needed
+        rights = [(out.gather(1, y[:, None])[:, 0] >= out.amax(1)) & valid for out in members]
+    return sum(r.flatten(1).sum(1).float() for r in rights) / (len(rights) * count)
 
 
 def least_likely_target(outputs: Tensor | Sequence[Tensor]) -> Tensor:
@@ -178,5 +182,5 @@ def least_likely_target(outputs: Tensor | Sequence[Tensor]) -> Tensor:
     log-probabilities (one target for all). (N, H, W)."""
     members = members_of(outputs)
     if len(members) == 1:
-        return members[0].detach().argmin(1)
-    return sum(F.log_softmax(out.detach(), 1) for out in members).argmin(1)
+        return least_likely_map(members[0].detach())
+    return least_likely_map(sum(F.log_softmax(out.detach(), 1) for out in members))

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from bench.data.labels import NUM_CLASSES
 from bench.data.tensors import check_images as _check_images
+from bench.data.tensors import class_map
 from bench.devices import module_device
 from bench.errors import DefenseError
 
@@ -144,4 +145,4 @@ def predict_labels(model: nn.Module, images: Tensor) -> Tensor:
         images: (N, 3, H, W) uint8 or float gray values 0..255.
         returns: (N, H, W) int64 trainIds.
     """
-    return model(images.to(module_device(model)).float()).argmax(1).cpu()
+    return class_map(model(images.to(module_device(model)).float())).cpu()
