@@ -95,10 +95,18 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class NetConfig:
-    """An architecture from ``bench.models.ARCHITECTURES`` and its constructor options."""
+    """A network: an architecture (a name of ``bench.models.ARCHITECTURES``, or the user's own
+    ``package.module:factory`` / ``file.py:factory``) and its constructor options.
+
+    ``weights``: a state_dict file of this architecture; the network is imported from it (its
+    sha256 recorded) instead of pretrained. ``backbone``: a torchvision-layout ResNet state_dict
+    that seeds a DeepLabv3+'s backbone before pretraining.
+    """
 
     arch: str = "erfnet"
     options: dict[str, Any] = field(default_factory=dict)
+    weights: str = ""
+    backbone: str = ""
 
 
 @dataclass(frozen=True)
@@ -238,7 +246,10 @@ class SweepConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    """Which defenses the run ranks (built-in names, ``pkg.module:Class`` or entry points)."""
+    """Which defenses the run ranks (built-in names, ``pkg.module:Class`` or entry points), and
+    at which resolution they are scored: ``full_resolution`` upsamples the logits (bilinear) to
+    the labels' own resolution before the argmax, as Cityscapes' official evaluation scores;
+    otherwise labels are resized (nearest) to ``data.size``."""
 
     defenses: tuple[str, ...] = (
         "T",
@@ -252,6 +263,7 @@ class EvaluateConfig:
         "feature-squeezing",
     )
     batch_size: int = 8
+    full_resolution: bool = False
 
 
 @dataclass(frozen=True)
@@ -718,17 +730,52 @@ def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
 def save_run_config(config: RunConfig, run_dir: str | Path) -> Path:
     """Write the resolved config as ``<run_dir>/config.toml``, atomically.
 
-    ``data.root`` is written relative to the run directory, so a run directory names no machine
-    path and keeps working when it moves together with its data.
+    Paths (``data.root``, networks' weights files) are written relative to the run directory, so
+    a run directory names no machine path and keeps working when it moves with its data.
     """
     run_dir = Path(run_dir)
     values = config.to_dict()
-    values["data"]["root"] = os.path.relpath(Path(config.data.root).resolve(), run_dir.resolve())
+    for section, key in PATH_KEYS:
+        if values[section][key]:
+            path = Path(values[section][key]).resolve()
+            values[section][key] = os.path.relpath(path, run_dir.resolve())
+    for section in ("teacher", "student"):
+        file, sep, name = values[section]["arch"].rpartition(":")
+        if sep and file.endswith(".py"):
+            values[section]["arch"] = (
+                f"{os.path.relpath(Path(file).resolve(), run_dir.resolve())}:{name}"
+            )
     return atomic_write_text(run_dir / CONFIG_FILE, tomli_w.dumps(_drop_none(values)))
 
 
+#: config values that are file or folder paths: absolute once resolved, relative to the run
+#: directory in its config.toml
+PATH_KEYS = (
+    ("data", "root"),
+    ("teacher", "weights"),
+    ("teacher", "backbone"),
+    ("student", "weights"),
+    ("student", "backbone"),
+)
+
+
+def _resolved_paths(config: RunConfig, base: Path) -> RunConfig:
+    """``config`` with its relative paths made absolute against ``base`` (the files of
+    ``file.py:factory`` architectures too)."""
+    values = {}
+    for section, key in PATH_KEYS:
+        value = getattr(getattr(config, section), key)
+        if value:
+            values[f"{section}.{key}"] = str((base / Path(value).expanduser()).resolve())
+    for section in ("teacher", "student"):
+        file, sep, name = getattr(config, section).arch.rpartition(":")
+        if sep and file.endswith(".py"):
+            values[f"{section}.arch"] = f"{(base / Path(file).expanduser()).resolve()}:{name}"
+    return apply_values(config, values) if values else config
+
+
 def load_run_config(run_dir: str | Path) -> RunConfig:
-    """The config a run directory was made with (``data.root`` resolved against the run)."""
+    """The config a run directory was made with (its paths resolved against the run)."""
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise ConfigError(
@@ -741,9 +788,7 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
             f"{path} lacks {', '.join(missing)}; it was not written by bench (or is damaged): "
             "rerun bench run there"
         )
-    config = config_from_dict(values)
-    root = (Path(run_dir) / config.data.root).resolve()
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, root=str(root)))
+    return _resolved_paths(config_from_dict(values), Path(run_dir))
 
 
 def train_values(
@@ -782,5 +827,4 @@ def resolve_config(
         extra["seed"] = seed
     if extra:
         config = apply_values(config, extra)
-    root = Path(config.data.root).expanduser().resolve()
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, root=str(root)))
+    return _resolved_paths(config, Path.cwd())

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -35,6 +37,9 @@ class ForwardMemo(nn.Module):
         super().__init__()
         self.net = net
         self._last: tuple[Tensor, tuple[int, ...], Tensor] | None = None
+        #: when set, logits are upsampled (bilinear) to this (H, W) after the network: scoring
+        #: at the labels' own resolution, as the official evaluation does
+        self.output_size: tuple[int, int] | None = None
 
     def __getattr__(self, name: str):
         try:
@@ -44,15 +49,34 @@ class ForwardMemo(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.training or torch.is_grad_enabled():
-            return self.net(x)
+            return self._resized(self.net(x))
         versions = tuple(p._version for p in self.net.parameters())
         if self._last is not None:
             last_x, last_versions, last_out = self._last
             if last_versions == versions and last_x.shape == x.shape and torch.equal(last_x, x):
-                return last_out
+                return self._resized(last_out)
         out = self.net(x)
         self._last = (x, versions, out)
-        return out
+        return self._resized(out)
+
+    def _resized(self, logits: Tensor) -> Tensor:
+        if self.output_size is None or tuple(logits.shape[-2:]) == tuple(self.output_size):
+            return logits
+        return F.interpolate(logits, size=self.output_size, mode="bilinear", align_corners=False)
+
+
+@contextlib.contextmanager
+def scored_at(networks: Mapping[str, nn.Module], size: tuple[int, int] | None) -> Iterator[None]:
+    """Within the block, the ``ForwardMemo`` networks return logits upsampled to ``size`` (None:
+    as they are), so every defense built on them outputs labels at that resolution."""
+    memos = [net for net in networks.values() if isinstance(net, ForwardMemo)]
+    for memo in memos:
+        memo.output_size = size
+    try:
+        yield
+    finally:
+        for memo in memos:
+            memo.output_size = None
 
 
 def clean_confusion(
@@ -77,13 +101,16 @@ def evaluate_defenses(
     *,
     progress: bool = True,
     desc: str = "evaluate",
+    upsample: bool = False,
 ) -> dict[str, tuple[ConfusionMatrix, list[Record]]]:
     """Run every defense on every batch of one data variant.
 
     ``defenses`` maps a row name to a factory: each variant gets fresh instances, so a stateful
     defense (the online vote) starts from the run's networks on every data variant. Each image's
     record gets its counts (``bench.metrics.image_counts``: ``i<c>``, ``u<c>``, ``correct``,
-    ``valid``), from which the worst case over attacks is computed.
+    ``valid``), from which the worst case over attacks is computed. With ``upsample``, label
+    maps smaller than the labels (a plug-in scoring at the data size while the run scores at full
+    resolution) are upsampled (nearest).
 
     Shapes:
         batches: (images uint8 (N, 3, H, W), labels int64 (N, H, W) trainIds, 255 = ignore).
@@ -99,6 +126,13 @@ def evaluate_defenses(
                     f"defense {name!r}: predict returned a {type(prediction).__name__}; it must "
                     "return defenses.Prediction(labels, records)"
                 )
+            if (
+                prediction.labels.shape[0] == labels.shape[0]
+                and upsample
+                and (prediction.labels.shape[1:] != labels.shape[1:])
+            ):  # a plug-in that does not use the run's networks: nearest, as a label map allows
+                resized = F.interpolate(prediction.labels[:, None].float(), size=labels.shape[1:])
+                prediction = Prediction(resized[:, 0].long(), prediction.records)
             if prediction.labels.shape != labels.shape:
                 raise DefenseError(
                     f"defense {name!r} returned labels {tuple(prediction.labels.shape)} for "

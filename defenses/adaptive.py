@@ -36,7 +36,8 @@ from tqdm import tqdm
 
 from bench.config import FinetuneConfig, validate_finetune
 from bench.data.loader import make_loader
-from bench.errors import ConfigError, ModelError
+from bench.errors import ConfigError
+from bench.models.taps import expand_taps, forward_taps
 from defenses.losses import ts_loss
 
 # One constructor per optimiser name the config accepts (``bench.config.OPTIMIZERS``).
@@ -52,7 +53,8 @@ class AdaptiveTrainer:
 
     Args:
         teacher, student: the static networks T and S; put in eval mode, never updated.
-        adaptive: A, trained in place (an ERFNet-like network with ``forward_taps``).
+        adaptive: A, trained in place (a copy of S; its IFM' layers are named taps, or module
+            paths of a user's own architecture).
         config: alpha, the IFM' layer set (tap or group names), p, beta, gamma, lr, optimiser.
         device: where all three networks run.
     """
@@ -67,12 +69,7 @@ class AdaptiveTrainer:
         device: str | torch.device = "cpu",
     ) -> None:
         validate_finetune(config)
-        if not hasattr(student, "forward_taps") or not hasattr(adaptive, "forward_taps"):
-            raise ModelError(
-                f"{type(student).__name__} has no named feature taps; the students must be "
-                "networks from bench.models (e.g. erfnet)"
-            )
-        self.layers = student.expand_taps(config.layers)
+        self.layers = expand_taps(student, config.layers)
         self.config = config
         self.device = torch.device(device)
         self.teacher = teacher.to(self.device).eval()
@@ -90,9 +87,9 @@ class AdaptiveTrainer:
         x = images.to(self.device).float()
         with torch.no_grad():
             logits_t = self.teacher(x)
-            _, feats_s = self.student.forward_taps(x, self.layers)
+            _, feats_s = forward_taps(self.student, x, self.layers)
         self.adaptive.eval()  # frozen BatchNorm statistics, no dropout: see the module docstring
-        logits_a, feats_a = self.adaptive.forward_taps(x, self.layers)
+        logits_a, feats_a = forward_taps(self.adaptive, x, self.layers)
         cfg = self.config
         loss = ts_loss(
             logits_t,

@@ -8,17 +8,14 @@ A defense is named by one of the built-in names below, by ``package.module:Class
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
-import importlib.util
 import inspect
-import sys
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from bench.errors import DefenseError
+from bench.plugins import is_spec, load_object
 from defenses.base import Defense, Networks
 from defenses.preprocess import METHODS, InputTransform
 from defenses.single import SingleNetwork
@@ -47,60 +44,14 @@ def available_defenses() -> list[str]:
     return list(BUILTINS) + sorted(set(_entry_points()) - set(BUILTINS))
 
 
-def _import_module(module_name: str, spec: str) -> Any:
-    """Import a plug-in's module; whatever goes wrong in the user's code becomes one line that
-    names the plug-in (the module is the user's, so any exception it raises is the user's to fix).
-    """
-    try:
-        if not module_name.endswith(".py"):
-            return importlib.import_module(module_name)
-        path = Path(module_name)
-        if not path.is_file():
-            raise DefenseError(f"defense {spec!r}: no file {path}")
-        name = f"bench_defense_plugin_{path.stem}"
-        module_spec = importlib.util.spec_from_file_location(name, path)
-        if module_spec is None or module_spec.loader is None:
-            raise DefenseError(f"defense {spec!r}: {path} is not a Python module")
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[name] = module  # dataclasses and pickling look their module up here
-        module_spec.loader.exec_module(module)
-        return module
-    except DefenseError:
-        raise
-    except ModuleNotFoundError as err:
-        raise DefenseError(
-            f"defense {spec!r}: cannot import {module_name} ({err}); install it, put its folder "
-            "on PYTHONPATH, or name the file: path/to/file.py:Class"
-        ) from None
-    except Exception as err:
-        raise DefenseError(
-            f"defense {spec!r}: importing {module_name} failed with "
-            f"{type(err).__name__}: {err}; fix the plug-in"
-        ) from None
-
-
-def _import_object(spec: str) -> Callable[..., Defense]:
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise DefenseError(f"defense {spec!r} is not of the form package.module:Class")
-    module = _import_module(module_name, spec)
-    try:
-        obj = getattr(module, attr)
-    except AttributeError:
-        raise DefenseError(f"defense {spec!r}: module {module_name} has no {attr!r}") from None
-    if not callable(obj):
-        raise DefenseError(f"defense {spec!r} is not a class or factory")
-    return obj
-
-
 def load_defense(spec: str) -> Callable[..., Defense]:
     """The class (or factory) a defense name stands for; nothing is built yet.
 
     ``spec``: a built-in name (``available_defenses()``), ``package.module:Class``,
     ``path/to/file.py:Class``, or an entry-point name of the group ``bench.defenses``.
     """
-    if ":" in spec:
-        return _import_object(spec)
+    if is_spec(spec):
+        return load_object(spec, "defense", DefenseError)
     if spec in BUILTINS:
         return BUILTINS[spec]
     entry_points = _entry_points()

@@ -15,7 +15,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("bench", "attacks", "defenses")
 FLOORS = [
-    ("bench", "bench.errors", "bench.files", "bench.config", "bench.devices", "bench.variants"),
+    (
+        "bench",
+        "bench.errors",
+        "bench.files",
+        "bench.config",
+        "bench.devices",
+        "bench.plugins",
+        "bench.variants",
+    ),
     ("bench.data", "bench.models", "bench.metrics"),
     ("bench.train", "bench.store", "attacks", "defenses"),
     ("bench.evaluate", "bench.report", "bench.perf"),

@@ -60,6 +60,8 @@ class CityscapesSegmentation(Dataset):
         cities: optional city filter (folder names), e.g. ``("lindau",)``.
         size: optional (H, W) to resize to: bilinear for images, nearest for labels.
         with_labels: read labels; ``False`` for the unlabelled finetuning split.
+        full_labels: keep labels at their own resolution (the official evaluation's), while
+            images are resized to ``size``.
 
     Items: ``(image, label)`` with image uint8 (3, H, W) and label int64 (H, W) trainIds, 255 =
     ignore; label is an empty tensor when ``with_labels`` is False.
@@ -73,6 +75,7 @@ class CityscapesSegmentation(Dataset):
         cities: tuple[str, ...] | None = None,
         size: tuple[int, int] | None = None,
         with_labels: bool = True,
+        full_labels: bool = False,
     ) -> None:
         self.root = Path(root)
         if split in SUBSETS:
@@ -87,6 +90,7 @@ class CityscapesSegmentation(Dataset):
         self.cities = cities
         self.size = size
         self.with_labels = with_labels
+        self.full_labels = full_labels
         self.samples = self._index()
 
     def _index(self) -> list[Sample]:
@@ -144,7 +148,7 @@ class CityscapesSegmentation(Dataset):
                 f"label {sample.label} is {label.size[1]}x{label.size[0]} but its image is "
                 f"{image.size[1]}x{image.size[0]}; every label must have its image's size"
             )
-        raw = np.asarray(_resize(label, self.size, Image.NEAREST))
+        raw = np.asarray(label if self.full_labels else _resize(label, self.size, Image.NEAREST))
         train_ids = (
             raw if sample.label.name.endswith("labelTrainIds.png") else label_ids_to_train_ids(raw)
         )
@@ -160,6 +164,8 @@ class CityscapesSegmentation(Dataset):
         """The key of what this dataset yields: its selection (split, cities, size, labels or
         not) and the identity of its files (``bench.data.identity``), so edited data is noticed."""
         selection = [self.split, list(self.cities or ()), self.size, self.with_labels]
+        if self.full_labels:
+            selection.append("full-resolution labels")
         return data_identity(self.root, self.files(), selection)
 
 

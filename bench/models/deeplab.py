@@ -115,15 +115,34 @@ class ResNet(nn.Module):
         return low, self.layer4(self.layer3(self.layer2(low)))
 
 
+POOL_NORMS = ("none", "group", "batch")
+
+
+def _pool_branch(cin: int, cout: int, norm: str) -> nn.Sequential:
+    """ASPP's image-pooling branch. Its 1x1 map has one value per channel and image, so a
+    BatchNorm there cannot train on batches of one image ("Expected more than 1 value per
+    channel"): ``none`` (a biased conv, as several public implementations) or ``group`` train
+    at any batch size; ``batch`` is the original DeepLabv3+ branch."""
+    if norm == "batch":
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), _conv_bn_relu(cin, cout, 1))
+    layers = [nn.Conv2d(cin, cout, 1, bias=norm == "none")]
+    if norm == "group":  # at most 32 groups of at least 2 channels: more than one value each
+        groups = next((g for g in range(min(32, cout // 2), 0, -1) if cout % g == 0), 1)
+        layers.append(nn.GroupNorm(groups, cout))
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Sequential(*layers, nn.ReLU(inplace=True)))
+
+
 class ASPP(nn.Module):
     """Atrous spatial pyramid pooling: 1x1, three dilated 3x3, and image pooling, fused by 1x1."""
 
-    def __init__(self, cin: int, cout: int, rates: tuple[int, ...]) -> None:
+    def __init__(
+        self, cin: int, cout: int, rates: tuple[int, ...], pool_norm: str = "none"
+    ) -> None:
         super().__init__()
         self.branches = nn.ModuleList(
             [_conv_bn_relu(cin, cout, 1)] + [_conv_bn_relu(cin, cout, 3, r) for r in rates]
         )
-        self.image_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), _conv_bn_relu(cin, cout, 1))
+        self.image_pool = _pool_branch(cin, cout, pool_norm)
         self.project = _conv_bn_relu(cout * (len(rates) + 2), cout, 1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -135,6 +154,8 @@ class DeepLabV3Plus(TapMixin, nn.Module):
     """DeepLabv3+ with a ResNet backbone (depth 18/34/50/101, width 64 = the standard nets).
 
     Takes float gray values in [0, 255] and normalises with ImageNet statistics inside.
+    ``pool_norm``: the normalisation of ASPP's image-pooling branch (``none``, ``group`` or
+    ``batch``; see ``_pool_branch``): ``none`` trains at batch size 1.
 
     Shapes:
         x: (N, 3, H, W) float in [0, 255], H and W divisible by 16.
@@ -153,6 +174,7 @@ class DeepLabV3Plus(TapMixin, nn.Module):
         width: int = 64,
         aspp_channels: int = 256,
         aspp_rates: tuple[int, ...] = (6, 12, 18),
+        pool_norm: str = "none",
     ) -> None:
         super().__init__()
         for name, value in (("width", width), ("aspp_channels", aspp_channels)):
@@ -164,7 +186,9 @@ class DeepLabV3Plus(TapMixin, nn.Module):
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
         self.backbone = ResNet(depth, width)
-        self.aspp = ASPP(self.backbone.out_channels, aspp_channels, tuple(aspp_rates))
+        if pool_norm not in POOL_NORMS:
+            raise ValueError(f"pool_norm must be one of {', '.join(POOL_NORMS)}, got {pool_norm!r}")
+        self.aspp = ASPP(self.backbone.out_channels, aspp_channels, tuple(aspp_rates), pool_norm)
         self.low_level = _conv_bn_relu(self.backbone.low_level_channels, 48, 1)
         self.decoder = nn.Sequential(
             _conv_bn_relu(aspp_channels + 48, aspp_channels, 3),

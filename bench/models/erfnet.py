@@ -2,12 +2,12 @@
 
 Module names follow the official erfnet_pytorch code (``encoder.initial_block``,
 ``encoder.layers.N``, ``decoder.layers.N``, ``decoder.output_conv``) so that published ERFNet
-state_dicts load with ``load_state_dict`` (see ``load_official_state_dict``).
+state_dicts load (``bench.models.weights``: the official 20-class checkpoints lose their void
+channel, DataParallel's ``module.`` prefix is dropped).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import ClassVar
 
 import torch
@@ -162,20 +162,3 @@ class ERFNet(TapMixin, nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         self.check_size(tuple(x.shape[-2:]))
         return self.decoder(self.encoder(x / 255.0))
-
-
-def load_official_state_dict(model: ERFNet, state_dict: Mapping[str, Tensor]) -> None:
-    """Load an erfnet_pytorch checkpoint: strips DataParallel's ``module.`` prefix and, for the
-    official 20-class checkpoints (19 classes + void as channel 19), drops the void channel."""
-    num_classes = model.decoder.output_conv.out_channels
-    cleaned: dict[str, Tensor] = {}
-    for key, value in state_dict.items():
-        key = key.removeprefix("module.")
-        if key.startswith("encoder.output_conv.") and value.shape[0] == num_classes + 1:
-            value = value[:num_classes]
-        elif key == "decoder.output_conv.weight" and value.shape[1] == num_classes + 1:
-            value = value[:, :num_classes]
-        elif key == "decoder.output_conv.bias" and value.shape[0] == num_classes + 1:
-            value = value[:num_classes]
-        cleaned[key] = value
-    model.load_state_dict(cleaned)

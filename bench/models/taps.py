@@ -73,21 +73,56 @@ class TapMixin:
         """
         assert isinstance(self, nn.Module)
         wanted = self.expand_taps(names)
-        modules = dict(self.named_modules())
-        feats: dict[str, Tensor] = {}
-        handles = []
-        for tap in wanted:
+        return _hooked_forward(self, x, {tap: self.TAPS[tap] for tap in wanted})
 
-            def hook(_module: nn.Module, _inputs: tuple, output: Tensor, tap: str = tap) -> None:
-                feats[tap] = output
 
-            handles.append(modules[self.TAPS[tap]].register_forward_hook(hook))
-        try:
-            logits = self(x)
-        finally:
-            for handle in handles:
-                handle.remove()
-        return logits, {tap: feats[tap] for tap in wanted}
+def _hooked_forward(
+    model: nn.Module, x: Tensor, paths: dict[str, str]
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """One ordinary forward pass that records the outputs of the modules at ``paths``."""
+    modules = dict(model.named_modules())
+    feats: dict[str, Tensor] = {}
+    handles = []
+    for tap, path in paths.items():
+
+        def hook(_module: nn.Module, _inputs: tuple, output: Tensor, tap: str = tap) -> None:
+            feats[tap] = output
+
+        handles.append(modules[path].register_forward_hook(hook))
+    try:
+        logits = model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return logits, {tap: feats[tap] for tap in paths}
+
+
+def expand_taps(model: nn.Module, names: Iterable[str]) -> list[str]:
+    """The feature taps ``names`` stand for in ``model``: its named taps and groups when it has
+    them (``TapMixin``), else module paths of a user's own architecture (``encoder.block3``).
+
+    Raises ``ModelError`` naming the valid choices for an unknown name.
+    """
+    if hasattr(model, "expand_taps"):
+        return model.expand_taps(names)
+    paths = [path for path, _ in model.named_modules() if path]
+    unknown = [n for n in names if n not in paths]
+    if unknown:
+        raise ModelError(
+            f"unknown layer {unknown[0]!r} for {type(model).__name__}; name modules of your "
+            f"architecture by their path, e.g. {', '.join(paths[:4])}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def forward_taps(
+    model: nn.Module, x: Tensor, names: Iterable[str]
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """``model.forward_taps`` for any network (see ``expand_taps``)."""
+    if hasattr(model, "forward_taps"):
+        return model.forward_taps(x, names)
+    wanted = expand_taps(model, names)
+    return _hooked_forward(model, x, {path: path for path in wanted})
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -196,12 +196,18 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
         f"{', '.join(config.attack.subsets_of(spec))})"
         for spec in config.attack.suite
     )
+    scoring = (
+        "at the labels' full resolution (logits upsampled bilinearly before the argmax, as the "
+        "official evaluation)"
+        if config.evaluate.full_resolution
+        else f"at {config.data.size[0]}x{config.data.size[1]} (labels resized, nearest)"
+    )
     parts = [
         f"# Benchmark report: {config.name}",
         "",
         f"Data: {describe_data(config, folder)}; teacher {config.teacher.arch} "
         f"{config.teacher.options}, student {config.student.arch} {config.student.options}. "
-        f"Attacks: {suite}. Scores: labels at the data size. All numbers in %; the paper's "
+        f"Attacks: {suite}. Scored {scoring}. All numbers in %; the paper's "
         "(Cityscapes) beside ours where it has one.",
         "",
         "## The paper's findings on this run",

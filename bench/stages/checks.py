@@ -8,42 +8,37 @@ preset's ResNet-50 teacher is checked in milliseconds.
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import torch
+from torch import nn
 
 from attacks import build_attack
 from bench.config import RunConfig
 from bench.data.toycity import SceneStyle
 from bench.errors import ConfigError, DefenseError, ModelError
-from bench.models import build_model
+from bench.models import build_model, check_output
+from bench.models.taps import expand_taps
+from bench.plugins import is_spec
 from bench.stages.defenses import OFFERED
 from defenses import load_defense
 
 
 def check_run(config: RunConfig) -> None:
     """Raise a one-line ``BenchError`` for the first setting no registry accepts."""
-    with torch.device("meta"):
-        for role in ("teacher", "student"):
-            net = getattr(config, role)
-            try:
-                model = build_model(net.arch, **net.options)
-            except ModelError as err:
-                raise ConfigError(f"{role}: {err}") from None
-            if hasattr(model, "check_size"):
-                model.check_size(tuple(config.data.size))
-    student = type(model)
-    if not hasattr(student, "expand_taps"):
-        raise ConfigError(
-            f"student.arch {config.student.arch!r} has no named feature taps; IFM' needs them"
-        )
+    for role in ("teacher", "student"):
+        model = _check_network(config, role)
     layer_lists = [("finetune.layers", config.finetune.layers)]
     layer_lists += [
         ("sweep.layer_sets", [p.strip() for p in ls.split(",")]) for ls in config.sweep.layer_sets
     ]
-    layer_lists += [("sweep.alpha_layers", [layer]) for layer in config.sweep.alpha_layers]
+    if config.sweep.alphas:
+        layer_lists += [("sweep.alpha_layers", [layer]) for layer in config.sweep.alpha_layers]
+    if config.sweep.baseline:
+        layer_lists.append(("sweep.baseline", ["all"]))
     for key, layers in layer_lists:
         try:
-            student.expand_taps(layers)
+            expand_taps(model, layers)
         except ModelError as err:
             raise ConfigError(f"{key}: {err}") from None
     if config.data.toycity:
@@ -55,6 +50,33 @@ def check_run(config: RunConfig) -> None:
         build_attack(spec.name, **options)
     for spec in config.evaluate.defenses:
         _check_defense(spec)
+
+
+def _check_network(config: RunConfig, role: str) -> nn.Module:
+    """The network builds (a registered architecture on the ``meta`` device, instantly; a user's
+    own on the CPU, and it must map gray values to 19-class logits of the input's size), and
+    its weights and backbone files exist."""
+    net = getattr(config, role)
+    for key in ("weights", "backbone"):
+        path = getattr(net, key)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{role}.{key} = {path!r}: no such file; give a state_dict file")
+    try:
+        if is_spec(net.arch):
+            model = build_model(net.arch, **net.options)
+            check_output(model, tuple(config.data.size), f"{role}.arch {net.arch}")
+        else:
+            with torch.device("meta"):
+                model = build_model(net.arch, **net.options)
+    except ModelError as err:
+        raise ConfigError(f"{role}: {err}") from None
+    if hasattr(model, "check_size"):
+        model.check_size(tuple(config.data.size))
+    if net.backbone and not hasattr(model, "backbone"):
+        raise ConfigError(
+            f"{role}.backbone: {net.arch} has no ResNet backbone to seed; use deeplabv3plus"
+        )
+    return model
 
 
 def _check_defense(spec: str) -> None:

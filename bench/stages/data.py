@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from bench.config import RunConfig
+from bench.data.check import require_tree
 from bench.data.cityscapes import CityscapesSegmentation
 from bench.data.labels import IGNORE_INDEX, NUM_CLASSES
 from bench.data.toycity import SceneStyle, generate_toycity
@@ -55,3 +56,35 @@ def class_pixel_counts(config: RunConfig) -> list[int]:
             counts += torch.bincount(valid, minlength=NUM_CLASSES)
         _counts[key] = counts.tolist()
     return _counts[key]
+
+
+def scoring_dataset(config: RunConfig, split: str) -> CityscapesSegmentation:
+    """A subset as the evaluation scores it: images at the run's size, labels at their own
+    resolution when ``evaluate.full_resolution`` (else at the run's size too)."""
+    return CityscapesSegmentation(
+        config.data.root,
+        split,
+        size=tuple(config.data.size),
+        full_labels=config.evaluate.full_resolution,
+    )
+
+
+def data_reads(
+    config: RunConfig, *, train: bool = True, finetune: bool = True, attack: bool = True
+) -> list[tuple[str, bool]]:
+    """(split or subset, with labels) of everything the run's stages read."""
+    reads = [(config.data.val_subset, True)]
+    if train and not (config.teacher.weights and config.student.weights):
+        reads.append((config.data.train_split, True))
+    if finetune:
+        reads.append((config.data.unlabeled_split, False))
+    if attack:
+        subsets = {s for spec in config.attack.suite for s in config.attack.subsets_of(spec)}
+        reads += [(s, True) for s in (*config.attack.subsets, *sorted(subsets))]
+    return reads
+
+
+def check_data(config: RunConfig, reads: list[tuple[str, bool]]) -> list[str]:
+    """Stop with one line per problem of the data tree before any work; the warnings (image
+    counts that differ from real Cityscapes', for a tree that is not a toy city)."""
+    return require_tree(config.data.root, reads, real=not config.data.toycity)

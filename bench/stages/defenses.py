@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -63,6 +63,8 @@ class RunDefenses:
     weights: dict[str, str]
     entries: dict[str, DefenseEntry]
     tau: float
+    #: the sweeps' extra students, by row name (each a ForwardMemo like ``networks``)
+    students: dict[str, nn.Module] = field(default_factory=dict)
 
 
 def checkpoint_names(config: RunConfig) -> dict[str, str]:
@@ -125,9 +127,11 @@ def run_defenses(config: RunConfig, run: RunDir, device: torch.device) -> RunDef
             surface,
             surface_key(surface, weights) if surface is not None else "",
         )
+    students = {}
     for row, settings in adaptive_students(config).all()[1:]:
         sha256 = load_meta(run.models, settings.checkpoint_name).sha256
-        nets = {"A": ForwardMemo(load_model(run.models, settings.checkpoint_name, device))}
+        students[row] = ForwardMemo(load_model(run.models, settings.checkpoint_name, device))
+        nets = {"A": students[row]}
         entries[row] = DefenseEntry(
             partial(SingleNetwork, nets, net="A"),
             cache_key(row, sha256, __version__),
@@ -135,7 +139,7 @@ def run_defenses(config: RunConfig, run: RunDir, device: torch.device) -> RunDef
             "",
             sweep=True,
         )
-    return RunDefenses(networks, weights, entries, tau)
+    return RunDefenses(networks, weights, entries, tau, students)
 
 
 def surface_networks(surface: AttackSurface, weights: dict[str, str]) -> dict[str, str]:

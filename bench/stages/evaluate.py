@@ -26,11 +26,11 @@ from bench import __version__
 from bench.config import STATIC_NETS, RunConfig, cache_key
 from bench.data.labels import CLASS_NAMES, NUM_CLASSES
 from bench.errors import RunDirError
-from bench.evaluate import COUNT_COLUMNS, evaluate_defenses
+from bench.evaluate import COUNT_COLUMNS, evaluate_defenses, scored_at
 from bench.metrics import ConfusionMatrix, q_ratio, worst_case_miou, worst_pixel_accuracy
 from bench.report.findings import TIE_POINTS
 from bench.stages.attacks import PlannedSet
-from bench.stages.data import dataset
+from bench.stages.data import dataset, scoring_dataset
 from bench.stages.defenses import RunDefenses
 from bench.store.aesets import AESet
 from bench.store.checkpoints import load_meta
@@ -121,8 +121,11 @@ def evaluate_run(
     metrics = read_cached_table(metrics_path, METRIC_COLUMNS)
     records = read_cached_table(records_path, [*ROW_KEYS, "image", *COUNT_COLUMNS, "key"])
     wanted: list[str] = []
+    memos = {**defenses.networks, **defenses.students}
+    full = config.evaluate.full_resolution
     for subset in config.attack.subsets:
-        clean = dataset(config, subset)
+        clean = scoring_dataset(config, subset)
+        label_size = tuple(clean[0][1].shape) if full else None
         for variant, ae_set, rows in _variants(subset, ae_sets, list(entries)):
             data_key = clean.fingerprint() if ae_set is None else cache_key(ae_set.attrs)
             keys = {name: cache_key(entries[name].fingerprint, data_key) for name in rows}
@@ -141,7 +144,10 @@ def evaluate_run(
                 else ae_set.batches(config.evaluate.batch_size)
             )
             desc = f"evaluate {subset} {variant.label}"
-            results = evaluate_defenses(todo, zip(images, labels), progress=progress, desc=desc)
+            with scored_at(memos, label_size):
+                results = evaluate_defenses(
+                    todo, zip(images, labels), progress=progress, desc=desc, upsample=full
+                )
             row = {
                 "subset": subset,
                 "threat": variant.threat,

@@ -21,7 +21,14 @@ from bench.config import STATIC_NETS, FinetuneConfig, RunConfig, cache_key
 from bench.errors import CheckpointError, ConfigError, RunDirError
 from bench.evaluate import clean_confusion
 from bench.files import atomic_copy, sha256_file
-from bench.models import build_model, count_parameters
+from bench.models import (
+    build_model,
+    check_output,
+    count_parameters,
+    load_weights,
+    read_state_dict,
+    seed_backbone,
+)
 from bench.stages.data import dataset
 from bench.store.checkpoints import CheckpointMeta, load_meta, load_model, save_model
 from bench.store.rundir import METRICS_FILE, RunDir
@@ -35,18 +42,26 @@ ORIGINS = {
     "trained": "trained in {seconds:.0f} s",
     "cached": "reused (valid checkpoint in the run)",
     "reference": "the shipped reference checkpoint (--retrain trains anew)",
+    "imported": "imported from its weights file",
 }
 
 
 def static_key(config: RunConfig, name: str) -> str:
+    """Imported: the architecture and the weights file's sha256. Pretrained: the architecture,
+    the pretraining settings, the seed, the seeding backbone's sha256 and the labelled data."""
+    net = config.net(name)
+    if net.weights:
+        return cache_key("imported", name, net.arch, net.options, sha256_file(net.weights))
     train_split = dataset(config, config.data.train_split)
+    backbone = sha256_file(net.backbone) if net.backbone else ""
     return cache_key(
         "static",
         name,
-        config.net(name),
+        {"arch": net.arch, "options": net.options},
         config.pretrain,
         config.seed_for(name),
         train_split.fingerprint(),
+        *([backbone] if backbone else []),
     )
 
 
@@ -126,6 +141,10 @@ def train_static(
     net, seed = config.net(name), config.seed_for(name)
     torch.manual_seed(seed)
     model = build_model(net.arch, **net.options)
+    if net.weights:
+        return import_network(config, run, name, model, key, device=device, progress=progress)
+    if net.backbone:
+        seed_backbone(model, net.backbone)
     train_set = dataset(config, config.data.train_split)
     stats = pretrain(
         model,
@@ -155,6 +174,40 @@ def train_static(
         **{f"miou_{config.data.val_subset}": miou},
     )
     return meta, "trained"
+
+
+def import_network(
+    config: RunConfig,
+    run: RunDir,
+    name: str,
+    model: nn.Module,
+    key: str,
+    *,
+    device: torch.device,
+    progress: bool = True,
+) -> tuple[CheckpointMeta, str]:
+    """T or S from the user's weights file (``teacher.weights`` / ``student.weights``): key
+    mappings applied, output checked, saved into the run with the file's sha256."""
+    net = config.net(name)
+    source = f"{'teacher' if name == 'T' else 'student'}.weights {net.weights}"
+    load_weights(model, read_state_dict(net.weights), source)
+    model.to(device)
+    check_output(model, tuple(config.data.size), source)
+    miou = _clean_miou(config, model, config.pretrain.batch_size, progress)
+    meta = save_model(
+        model,
+        run.models,
+        name,
+        net.arch,
+        net.options,
+        key=key,
+        imported_from=Path(net.weights).name,
+        source_sha256=sha256_file(net.weights),
+        parameters=count_parameters(model),
+        device=str(device),
+        **{f"miou_{config.data.val_subset}": miou},
+    )
+    return meta, "imported"
 
 
 def finetune_student(

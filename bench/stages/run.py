@@ -20,7 +20,7 @@ from bench.files import atomic_copy
 from bench.report import write_report
 from bench.stages.attacks import build_ae_sets, gradient_checks
 from bench.stages.checks import check_run
-from bench.stages.data import prepare_data
+from bench.stages.data import check_data, data_reads, prepare_data
 from bench.stages.defenses import run_defenses
 from bench.stages.evaluate import Evaluation, evaluate_run, qualitative_grid
 from bench.stages.networks import (
@@ -77,7 +77,10 @@ def run_benchmark(
     with run.lock():
         with _stage("data", echo) as summary:
             prepare_data(config, progress=progress)
-            summary.append(f"{config.data.root}")
+            data_warnings = check_data(config, data_reads(config))
+            summary.append(f"{config.data.root} checked")
+        for message in data_warnings:
+            echo(f"warning: {message}")
         with _stage("networks", echo) as summary:
             for name in ("T", "S"):
                 meta, origin = train_static(
@@ -101,7 +104,10 @@ def run_benchmark(
             )
         with _stage("evaluate", echo) as summary:
             evaluation = evaluate_run(config, run, defenses, ae_sets, progress=progress)
-            evaluation = evaluation.with_checks(gradient_warnings)
+            data_checks = [
+                {"check": "data", "subject": config.data.root, "message": m} for m in data_warnings
+            ]
+            evaluation = evaluation.with_checks(data_checks + gradient_warnings)
             qualitative = qualitative_grid(config, run, defenses, ae_sets)
             summary.append(
                 f"{evaluation.metrics['defense'].nunique()} defenses, "
@@ -110,7 +116,8 @@ def run_benchmark(
         with _stage("report", echo) as summary:
             report = publish_run(config, run, evaluation, qualitative)
             summary.append(str(report))
-        for message in evaluation.checks["message"]:
+        checks = evaluation.checks
+        for message in checks[checks["check"] != "data"]["message"]:  # data: said up front
             echo(f"warning: {message}")
     return report
 
@@ -163,6 +170,7 @@ def train_command(
     with run.lock():
         check_replacements(config, run, tuple(names))
         prepare_data(config, progress=progress)
+        check_data(config, data_reads(config, finetune="A" in names, attack=False))
         done = train_networks(
             config, run, tuple(names), device=device, retrain=retrain, progress=progress
         )
@@ -179,4 +187,5 @@ def attack_command(
     check_run(config)
     run = RunDir(run_dir)
     with run.lock():
+        check_data(config, data_reads(config, train=False, finetune=False))
         return [s for _, s in build_ae_sets(config, run, device=device, progress=progress)]

@@ -11,7 +11,7 @@ from bench.models import (
     ERFNet,
     build_model,
     count_parameters,
-    load_official_state_dict,
+    load_weights,
 )
 
 # Published facts about erfnet_pytorch (Romera et al.): module names and shapes of a few keys of
@@ -46,7 +46,7 @@ def test_official_20_class_checkpoint_layout_loads():
     for key, shape in OFFICIAL_KEYS.items():
         assert tuple(official[key].shape) == shape, key
     model = ERFNet(num_classes=19)
-    load_official_state_dict(model, official)
+    load_weights(model, official, "official")
     x = torch.rand(1, 3, 32, 64) * 255
     source.eval(), model.eval()
     assert torch.allclose(model(x), source(x)[:, :19], atol=1e-5)
@@ -92,3 +92,22 @@ def test_registry_errors_list_the_choices():
         build_model("unet")
     with pytest.raises(ModelError, match="bad options for erfnet"):
         build_model("erfnet", depth=3)
+
+
+@pytest.mark.parametrize("pool_norm", ["none", "group"])
+def test_deeplab_trains_a_step_at_batch_size_one(pool_norm):
+    model = DeepLabV3Plus(
+        depth=18, width=8, aspp_channels=16, aspp_rates=(1, 2), pool_norm=pool_norm
+    )
+    model.train()
+    loss = model(torch.rand(1, 3, 32, 64) * 255).logsumexp(1).mean()
+    loss.backward()
+    assert model.aspp.image_pool[1][0].weight.grad is not None
+
+
+def test_the_original_pooling_branch_cannot_train_on_one_image():
+    model = DeepLabV3Plus(depth=18, width=8, aspp_channels=16, aspp_rates=(1, 2), pool_norm="batch")
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        model.train()(torch.rand(1, 3, 32, 64) * 255)
+    with pytest.raises(ModelError, match="pool_norm must be one of none, group, batch"):
+        build_model("deeplabv3plus", pool_norm="layer")

@@ -1,0 +1,89 @@
+"""Bring your own networks: weights files with the official key layouts, and architectures of
+the user's own, through ``bench run`` on the smoke settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.models import ERFNet
+
+from smokerun import invoke, run_args
+
+PLUGIN = Path(__file__).with_name("plugin_nets.py")
+
+
+def test_an_official_20_class_erfnet_checkpoint_is_imported(smoke_copy, tmp_path):
+    torch.manual_seed(5)
+    official = ERFNet(num_classes=20, width=1)
+    path = tmp_path / "erfnet_pretrained.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in official.state_dict().items()}}, path)
+    output = invoke(*run_args(smoke_copy, "--set", f"student.weights='{path}'")).output
+    assert "S " in output and "(imported)" in output
+    meta = json.loads((smoke_copy / "models" / "S.json").read_text())
+    assert meta["info"]["imported_from"] == "erfnet_pretrained.pth"
+    weights = torch.load(smoke_copy / "models" / "S.pt", weights_only=True)
+    expected = official.state_dict()["decoder.output_conv.weight"][:, :19]
+    assert torch.equal(weights["decoder.output_conv.weight"], expected)  # void channel cut
+    config = (smoke_copy / "config.toml").read_text()
+    assert "erfnet_pretrained.pth" in config and str(tmp_path) not in config  # relative path
+    again = invoke(*run_args(smoke_copy, "--set", f"student.weights='{path}'")).output
+    assert "S " in again and "(cached)" in again
+
+
+def test_an_architecture_of_the_users_own_runs_the_benchmark(smoke_copy):
+    output = invoke(
+        *run_args(
+            smoke_copy,
+            "--set",
+            f"teacher.arch='{PLUGIN}:build'",
+            "--set",
+            "teacher.options={width=4}",
+            "--set",
+            f"student.arch='{PLUGIN}:build'",
+            "--set",
+            "student.options={width=4}",
+            "--set",
+            "finetune.layers=['body.2']",
+            "--set",
+            "sweep.baseline=false",
+        )
+    ).output
+    assert "T " in output and "trained" in output
+    meta = json.loads((smoke_copy / "models" / "A_body.2_a0.6_e1_bs4.json").read_text())
+    assert meta["arch"].endswith("plugin_nets.py:build")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (["student.weights='/no/such.pth'"], "student.weights = '/no/such.pth': no such file"),
+        (
+            [f"teacher.arch='{PLUGIN}:build_ten_classes'", "teacher.options={}"],
+            "returns 10 classes",
+        ),
+        (
+            [f"teacher.arch='{PLUGIN}:build_half_size'", "teacher.options={}"],
+            "returns logits of 16x32 for a 32x64 input",
+        ),
+        (["student.backbone='{tmp}/x.pth'"], "no such file"),
+        ([f"teacher.arch='{PLUGIN}:missing'"], "has no 'missing'"),
+    ],
+    ids=["no-file", "classes", "output-size", "backbone-file", "no-factory"],
+)
+def test_bad_networks_are_one_line_before_any_work(smoke_copy, tmp_path, values, message):
+    args = [a for v in values for a in ("--set", v.replace("{tmp}", str(tmp_path)))]
+    result = invoke(*run_args(smoke_copy, *args), ok=False)
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert "[data]" not in result.output and "Traceback" not in result.output
+
+
+def test_a_checkpoint_of_another_architecture_lists_the_keys(smoke_copy, tmp_path):
+    path = tmp_path / "wrong.pt"
+    torch.save(ERFNet(width=2).state_dict(), path)
+    result = invoke(*run_args(smoke_copy, "--set", f"student.weights='{path}'"), ok=False)
+    assert result.exit_code == 1 and "does not fit ERFNet: other shapes:" in result.output
+    assert "is it the architecture and options the preset names?" in result.output
