@@ -22,7 +22,9 @@ class _Group(click.Group):
         except BenchError as err:
             if os.environ.get("BENCH_DEBUG"):
                 raise
-            raise click.ClickException(str(err)) from None
+            rank = int(os.environ.get("RANK", "0"))  # set by torchrun: say which rank failed
+            prefix = f"rank {rank}: " if rank else ""
+            raise click.ClickException(prefix + str(err)) from None
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
@@ -246,7 +248,8 @@ def run(
         progress=not quiet,
         echo=click.echo,
     )
-    click.echo(f"report: {report}")
+    if report is not None:  # None on the ranks of a torchrun launch other than 0
+        click.echo(f"report: {report}")
 
 
 @main.command()

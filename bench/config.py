@@ -119,6 +119,9 @@ class PretrainConfig:
     weight_decay: float = 1e-4
     poly_power: float = 0.9
     workers: int = 0
+    # SyncBatchNorm across the processes of a torchrun launch (BatchNorm statistics over the
+    # global batch instead of each rank's share)
+    sync_bn: bool = False
 
 
 # Settings a checkpoint name spells out only when they differ from the paper's defaults.

@@ -15,9 +15,10 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from bench import dist
 from bench.config import PretrainConfig
 from bench.data.labels import IGNORE_INDEX
-from bench.data.loader import make_loader
+from bench.data.loader import training_loader
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,19 @@ def random_hflip(
     return images, labels
 
 
+def data_parallel(model: nn.Module, device: torch.device, *, sync_bn: bool = False) -> nn.Module:
+    """``model`` wrapped in DistributedDataParallel when several processes train it (gradients
+    averaged over the ranks in every backward pass), else ``model`` itself."""
+    if dist.size() == 1:
+        return model
+    if sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ids = [device.index] if device.type == "cuda" else None
+    # static graph: the same parameters take part in every step (ERFNet's encoder-only
+    # classifier never does, which a plain DDP would take for an error)
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, static_graph=True)
+
+
 def pretrain(
     model: nn.Module,
     dataset: Dataset,
@@ -55,23 +69,30 @@ def pretrain(
 ) -> TrainStats:
     """Train ``model`` in place with cross-entropy on ``dataset`` of (image uint8, label int64).
 
-    The model is left in eval mode on ``device``.
+    Launched by ``torchrun``, every rank trains the same model with DistributedDataParallel on
+    its share of each global batch (``config.batch_size``), with SyncBatchNorm when
+    ``config.sync_bn``; the weights end equal on every rank. The model is left in eval mode on
+    ``device`` (unwrapped: its state_dict has no ``module.`` prefix).
     """
     torch.manual_seed(seed)
     device = torch.device(device)
     model.to(device).train()
-    loader = make_loader(dataset, config.batch_size, seed=seed, workers=config.workers)
-    flips = torch.Generator().manual_seed(seed + 1)
+    loader, start_epoch = training_loader(
+        dataset, config.batch_size, seed=seed, workers=config.workers, key="pretrain.batch_size"
+    )
+    trained = data_parallel(model, device, sync_bn=config.sync_bn)
+    flips = torch.Generator().manual_seed(seed + 1 + dist.rank())
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     total = config.epochs * len(loader)
     step, loss_value, start = 0, float("nan"), time.perf_counter()
     with tqdm(total=total, desc=desc, unit="batch", disable=not progress, leave=False) as bar:
-        for _ in range(config.epochs):
+        for epoch in range(config.epochs):
+            start_epoch(epoch)
             for images, labels in loader:
                 images, labels = random_hflip(images, labels, flips)
                 for group in optimizer.param_groups:
                     group["lr"] = poly_lr(config.lr, step, total, config.poly_power)
-                logits = model(images.to(device).float())
+                logits = trained(images.to(device).float())
                 loss = F.cross_entropy(logits, labels.to(device), ignore_index=IGNORE_INDEX)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

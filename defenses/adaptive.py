@@ -34,10 +34,12 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from bench import dist
 from bench.config import FinetuneConfig, validate_finetune
-from bench.data.loader import make_loader
+from bench.data.loader import training_loader
 from bench.errors import ConfigError
-from bench.models.taps import expand_taps, forward_taps
+from bench.models.taps import hooked_forward, tap_paths
+from bench.train import data_parallel
 from defenses.losses import ts_loss
 
 # One constructor per optimiser name the config accepts (``bench.config.OPTIMIZERS``).
@@ -57,6 +59,8 @@ class AdaptiveTrainer:
             paths of a user's own architecture).
         config: alpha, the IFM' layer set (tap or group names), p, beta, gamma, lr, optimiser.
         device: where all three networks run.
+        parallel: A wrapped for training on several processes (``bench.train.data_parallel``:
+            DistributedDataParallel, gradients averaged over the ranks), or None (one process).
     """
 
     def __init__(
@@ -67,15 +71,21 @@ class AdaptiveTrainer:
         config: FinetuneConfig,
         *,
         device: str | torch.device = "cpu",
+        parallel: nn.Module | None = None,
     ) -> None:
         validate_finetune(config)
-        self.layers = expand_taps(student, config.layers)
+        self.paths = tap_paths(student, config.layers)
         self.config = config
         self.device = torch.device(device)
         self.teacher = teacher.to(self.device).eval()
         self.student = student.to(self.device).eval()
         self.adaptive = adaptive.to(self.device).eval()
         self.optimizer = OPTIMIZER_CLASSES[config.optimizer](adaptive.parameters(), lr=config.lr)
+        # A's forward runs through its DDP wrapper (so backward averages the gradients); the
+        # taps are the same modules, one "module." deeper
+        self.trained = parallel if parallel is not None else self.adaptive
+        prefix = "module." if parallel is not None else ""
+        self.trained_paths = {tap: prefix + path for tap, path in self.paths.items()}
 
     def step(self, images: Tensor) -> dict[str, float]:
         """One optimiser step of A on a batch of images (A stays in eval mode).
@@ -87,9 +97,9 @@ class AdaptiveTrainer:
         x = images.to(self.device).float()
         with torch.no_grad():
             logits_t = self.teacher(x)
-            _, feats_s = forward_taps(self.student, x, self.layers)
+            _, feats_s = hooked_forward(self.student, x, self.paths)
         self.adaptive.eval()  # frozen BatchNorm statistics, no dropout: see the module docstring
-        logits_a, feats_a = forward_taps(self.adaptive, x, self.layers)
+        logits_a, feats_a = hooked_forward(self.trained, x, self.trained_paths)
         cfg = self.config
         loss = ts_loss(
             logits_t,
@@ -116,6 +126,7 @@ def finetune_adaptive(
     device: str | torch.device = "cpu",
     seed: int = 0,
     progress: bool = True,
+    distributed: bool = True,
 ) -> nn.Module:
     """Build A as a copy of S and finetune it with J_TS' (eq. 8) for ``config.epochs`` epochs.
 
@@ -127,6 +138,10 @@ def finetune_adaptive(
             epochs, batch size, lr, optimiser, loader workers; the paper's defaults are the
             dataclass defaults.
         seed: fixes the batch order; same seed + same device = same A.
+        distributed: launched by torchrun, every rank trains this A with
+            DistributedDataParallel on its share of each global batch; False trains it in this
+            process alone (the whole batch, exactly as in a single process) while the other
+            ranks train other students.
 
     Shapes:
         unlabeled items: image (3, H, W) uint8 gray values 0..255.
@@ -138,9 +153,18 @@ def finetune_adaptive(
         raise ConfigError(
             "finetuning A reads no labels; open the unlabelled split with with_labels=False"
         )
-    adaptive = copy.deepcopy(student)
-    trainer = AdaptiveTrainer(teacher, student, adaptive, config, device=device)
-    loader = make_loader(unlabeled, config.batch_size, seed=seed, workers=config.workers)
+    adaptive = copy.deepcopy(student).to(device)
+    together = distributed and dist.size() > 1
+    parallel = data_parallel(adaptive, torch.device(device)) if together else None
+    trainer = AdaptiveTrainer(teacher, student, adaptive, config, device=device, parallel=parallel)
+    loader, start_epoch = training_loader(
+        unlabeled,
+        config.batch_size,
+        seed=seed,
+        workers=config.workers,
+        key="finetune.batch_size",
+        distributed=together,
+    )
     with tqdm(
         total=config.epochs * len(loader),
         desc="finetune A",
@@ -148,7 +172,8 @@ def finetune_adaptive(
         disable=not progress,
         leave=False,
     ) as bar:
-        for _ in range(config.epochs):
+        for epoch in range(config.epochs):
+            start_epoch(epoch)
             for batch in loader:
                 images = batch[0] if isinstance(batch, (list, tuple)) else batch
                 losses = trainer.step(images)

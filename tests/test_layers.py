@@ -21,6 +21,7 @@ FLOORS = [
         "bench.files",
         "bench.config",
         "bench.devices",
+        "bench.dist",
         "bench.plugins",
         "bench.variants",
     ),

@@ -73,10 +73,10 @@ class TapMixin:
         """
         assert isinstance(self, nn.Module)
         wanted = self.expand_taps(names)
-        return _hooked_forward(self, x, {tap: self.TAPS[tap] for tap in wanted})
+        return hooked_forward(self, x, {tap: self.TAPS[tap] for tap in wanted})
 
 
-def _hooked_forward(
+def hooked_forward(
     model: nn.Module, x: Tensor, paths: dict[str, str]
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """One ordinary forward pass that records the outputs of the modules at ``paths``."""
@@ -115,14 +115,17 @@ def expand_taps(model: nn.Module, names: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def tap_paths(model: nn.Module, names: Iterable[str]) -> dict[str, str]:
+    """{tap name: module path} of the taps ``names`` stand for (see ``expand_taps``)."""
+    taps = getattr(model, "TAPS", None)
+    return {tap: taps[tap] if taps else tap for tap in expand_taps(model, names)}
+
+
 def forward_taps(
     model: nn.Module, x: Tensor, names: Iterable[str]
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """``model.forward_taps`` for any network (see ``expand_taps``)."""
-    if hasattr(model, "forward_taps"):
-        return model.forward_taps(x, names)
-    wanted = expand_taps(model, names)
-    return _hooked_forward(model, x, {path: path for path in wanted})
+    return hooked_forward(model, x, tap_paths(model, names))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -5,7 +5,7 @@ from bench.stages.checks import check_run
 from bench.stages.data import dataset, prepare_data
 from bench.stages.defenses import run_defenses
 from bench.stages.evaluate import evaluate_run, qualitative_grid
-from bench.stages.networks import finetune_student, train_networks, train_static
+from bench.stages.networks import finetune_students, train_networks, train_static
 from bench.stages.run import (
     attack_command,
     regenerate_report,
@@ -21,7 +21,7 @@ __all__ = [
     "check_run",
     "dataset",
     "evaluate_run",
-    "finetune_student",
+    "finetune_students",
     "plan_sets",
     "prepare_data",
     "qualitative_grid",

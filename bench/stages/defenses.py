@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from bench import __version__
+from bench import __version__, dist
 from bench.config import RunConfig, adaptive_students, cache_key
 from bench.errors import DefenseError
 from bench.evaluate import ForwardMemo
@@ -53,6 +53,11 @@ class DefenseEntry:
     surface_key: str
     #: one of the sweeps' extra adaptive students (evaluated on the transfer sets only)
     sweep: bool = False
+
+    @property
+    def learns(self) -> bool:
+        """The defense learns from what it sees (the online vote): one ordered stream only."""
+        return self.surface is not None and self.surface.after_batch is not None
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ def run_defenses(config: RunConfig, run: RunDir, device: torch.device) -> RunDef
     weights = {
         role: load_meta(run.models, n).sha256 for role, n in checkpoint_names(config).items()
     }
-    tau = calibrate_tau(config, networks)
+    tau = dist.broadcast(calibrate_tau(config, networks) if dist.is_main() else None)
     detect = config.detect
     offered = dict(
         zip(OFFERED, (detect.delta, detect.delta_t, detect.delta_s, tau, config.finetune))

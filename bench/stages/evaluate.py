@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from bench import __version__
+from bench import __version__, dist
 from bench.config import STATIC_NETS, RunConfig, cache_key
 from bench.data.labels import CLASS_NAMES, NUM_CLASSES
 from bench.errors import RunDirError
@@ -103,6 +103,76 @@ def _variants(
     return found
 
 
+def _spans(n: int, batch_size: int, batch_ids: Sequence[int]) -> list[tuple[int, int]]:
+    return [(b * batch_size, min((b + 1) * batch_size, n)) for b in batch_ids]
+
+
+def _stream(clean: Dataset, ae_set: AESet | None, spans: Sequence[tuple[int, int]]):
+    """(images, labels) of the given spans: the clean images or the AE set's, the labels of the
+    clean subset."""
+    adversarial = ae_set.batches(spans=spans) if ae_set is not None else None
+    for start, stop in spans:
+        items = [clean[i] for i in range(start, stop)]
+        images = torch.stack([image for image, _ in items])
+        yield (
+            next(adversarial) if adversarial is not None else images,
+            torch.stack([label for _, label in items]),
+        )
+
+
+def _evaluate_variant(
+    config: RunConfig,
+    defenses: RunDefenses,
+    todo: Sequence[str],
+    clean: Dataset,
+    ae_set: AESet | None,
+    label_size: tuple[int, int] | None,
+    desc: str,
+    progress: bool,
+) -> dict[str, tuple[ConfusionMatrix, list[dict]]]:
+    """Every defense of ``todo`` on one data variant, the batches shared among the ranks (a
+    defense that learns from the stream sees all of it, on rank 0); the merged results on
+    rank 0 (confusion matrices summed, per-image records in image order), {} elsewhere."""
+    batch = config.evaluate.batch_size
+    n_batches = -(-len(clean) // batch)
+    learning = [n for n in todo if defenses.entries[n].learns]
+    shared = [n for n in todo if n not in learning]
+    runs = [(shared, list(dist.mine(n_batches)))]
+    if learning and dist.is_main():
+        runs.append((learning, list(range(n_batches))))
+    memos = {**defenses.networks, **defenses.students}
+    mine: dict[str, tuple[torch.Tensor, list[tuple[int, dict]]]] = {}
+    with scored_at(memos, label_size):
+        for names, batch_ids in runs:
+            if not names or not batch_ids:
+                continue
+            spans = _spans(len(clean), batch, batch_ids)
+            results = evaluate_defenses(
+                {n: defenses.entries[n].make for n in names},
+                _stream(clean, ae_set, spans),
+                progress=progress,
+                desc=desc,
+                upsample=label_size is not None,
+            )
+            indices = [i for start, stop in spans for i in range(start, stop)]
+            for name, (confusion, records) in results.items():
+                mine[name] = (confusion.matrix, list(zip(indices, records)))
+    merged: dict[str, tuple[ConfusionMatrix, list[dict]]] = {}
+    for part in dist.gather(mine):
+        for name, (matrix, records) in part.items():
+            confusion, rows = merged.setdefault(name, (ConfusionMatrix(), []))
+            confusion.matrix += matrix
+            rows.extend(records)
+    return (
+        {
+            n: (c, [r for _, r in sorted(rows, key=lambda x: x[0])])
+            for n, (c, rows) in merged.items()
+        }
+        if dist.is_main()
+        else {}
+    )
+
+
 def evaluate_run(
     config: RunConfig,
     run: RunDir,
@@ -110,18 +180,24 @@ def evaluate_run(
     ae_sets: Sequence[tuple[PlannedSet, AESet]],
     *,
     progress: bool = True,
-) -> Evaluation:
+) -> Evaluation | None:
     """Evaluate every defense on every data variant, computing only what the cache lacks.
 
     The cache (``<run>/cache/metrics.csv``, ``records.csv``) is rewritten atomically after each
-    variant, so an interrupted stage resumes with the next variant.
+    variant, so an interrupted stage resumes with the next variant. Under torchrun the batches
+    are shared among the ranks and rank 0 alone reads and writes the cache and returns the
+    evaluation (None elsewhere).
     """
     entries = defenses.entries
     metrics_path, records_path = run.cache / METRICS_FILE, run.cache / RECORDS_FILE
-    metrics = read_cached_table(metrics_path, METRIC_COLUMNS)
-    records = read_cached_table(records_path, [*ROW_KEYS, "image", *COUNT_COLUMNS, "key"])
+    main = dist.is_main()
+    metrics = read_cached_table(metrics_path, METRIC_COLUMNS) if main else None
+    records = (
+        read_cached_table(records_path, [*ROW_KEYS, "image", *COUNT_COLUMNS, "key"])
+        if main
+        else None
+    )
     wanted: list[str] = []
-    memos = {**defenses.networks, **defenses.students}
     full = config.evaluate.full_resolution
     for subset in config.attack.subsets:
         clean = scoring_dataset(config, subset)
@@ -130,24 +206,21 @@ def evaluate_run(
             data_key = clean.fingerprint() if ae_set is None else cache_key(ae_set.attrs)
             keys = {name: cache_key(entries[name].fingerprint, data_key) for name in rows}
             wanted += keys.values()
-            # done only when both tables hold it (a kill between the two writes, or a damaged
-            # cache of one, recomputes the variant)
-            done = set(metrics["key"]) & set(records["key"])
-            todo = {n: entries[n].make for n, k in keys.items() if k not in done}
+            todo = None
+            if main:
+                # done only when both tables hold it (a kill between the two writes, or a
+                # damaged cache of one, recomputes the variant)
+                done = set(metrics["key"]) & set(records["key"])
+                todo = [n for n, k in keys.items() if k not in done]
+            todo = dist.broadcast(todo)
             if not todo:
                 continue
-            loader = DataLoader(clean, batch_size=config.evaluate.batch_size)
-            labels = (lab for _, lab in loader)
-            images = (
-                (img for img, _ in loader)
-                if ae_set is None
-                else ae_set.batches(config.evaluate.batch_size)
-            )
             desc = f"evaluate {subset} {variant.label}"
-            with scored_at(memos, label_size):
-                results = evaluate_defenses(
-                    todo, zip(images, labels), progress=progress, desc=desc, upsample=full
-                )
+            results = _evaluate_variant(
+                config, defenses, todo, clean, ae_set, label_size, desc, progress and main
+            )
+            if not main:
+                continue
             row = {
                 "subset": subset,
                 "threat": variant.threat,
@@ -174,6 +247,8 @@ def evaluate_run(
             )
             write_table(records, records_path)  # records first: metrics mark the variant done
             write_table(metrics, metrics_path)
+    if not main:
+        return None
     selected = metrics[metrics["key"].isin(wanted)].drop_duplicates("key", keep="last")
     chosen = records[records["key"].isin(wanted)].drop_duplicates(["key", "image"], keep="last")
     worst = worst_case_rows(chosen)

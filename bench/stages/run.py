@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from bench import dist
 from bench.config import RunConfig, adaptive_students, apply_values, save_run_config
 from bench.files import atomic_copy
 from bench.report import write_report
@@ -27,7 +28,7 @@ from bench.stages.networks import (
     check_network_names,
     check_replacements,
     describe,
-    finetune_student,
+    finetune_students,
     report_line,
     train_networks,
     train_static,
@@ -66,17 +67,25 @@ def run_benchmark(
     retrain: bool = False,
     progress: bool = True,
     echo: Callable[[str], None] = print,
-) -> Path:
+) -> Path | None:
     """The whole benchmark: data, T and S, the adaptive students, AE sets, evaluation, report.
 
     Every stage reuses what is cached and still valid, so a finished run re-run only
-    regenerates the report. Prints one line per stage with its time. Returns ``report.md``.
+    regenerates the report. Prints one line per stage with its time. Returns ``report.md`` (None
+    on ranks other than 0).
+    Launched by torchrun, every rank runs this: training is data-parallel, AE sets and the
+    evaluation are shared by batch, and rank 0 alone holds the lock, writes and prints.
     """
+    device = dist.init(device)
     check_run(config)
+    main = dist.is_main()
+    progress, echo = progress and main, echo if main else _silent
     run = RunDir(run_dir)
-    with run.lock():
+    with run.lock() if main else contextlib.nullcontext():
         with _stage("data", echo) as summary:
-            prepare_data(config, progress=progress)
+            if main:
+                prepare_data(config, progress=progress)
+            dist.barrier()
             data_warnings = check_data(config, data_reads(config))
             summary.append(f"{config.data.root} checked")
         for message in data_warnings:
@@ -87,26 +96,28 @@ def run_benchmark(
                     config, run, name, device=device, retrain=retrain, progress=progress
                 )
                 summary.append(describe(config, meta, origin))
-            for _, settings in adaptive_students(config).all():
-                meta, origin = finetune_student(
-                    config, run, settings, device=device, retrain=retrain, progress=progress
-                )
+            students = [settings for _, settings in adaptive_students(config).all()]
+            for meta, origin in finetune_students(
+                config, run, students, device=device, retrain=retrain, progress=progress
+            ):
                 summary.append(describe(config, meta, origin))
         with _stage("attacks", echo) as summary:
             defenses = run_defenses(config, run, device)
             ae_sets = build_ae_sets(
                 config, run, device=device, defenses=defenses, progress=progress
             )
-            gradient_warnings = gradient_checks(config, [plan for plan, _ in ae_sets])
             threats = sorted({plan.spec.threat for plan, _ in ae_sets})
             summary.append(
                 f"{len(ae_sets)} AE sets ({', '.join(threats)}) in {run.path / STORE_FILE}"
             )
         with _stage("evaluate", echo) as summary:
             evaluation = evaluate_run(config, run, defenses, ae_sets, progress=progress)
+            if not main:
+                return None  # rank 0 writes the report
             data_checks = [
                 {"check": "data", "subject": config.data.root, "message": m} for m in data_warnings
             ]
+            gradient_warnings = gradient_checks(config, [plan for plan, _ in ae_sets])
             evaluation = evaluation.with_checks(data_checks + gradient_warnings)
             qualitative = qualitative_grid(config, run, defenses, ae_sets)
             summary.append(
@@ -120,6 +131,10 @@ def run_benchmark(
         for message in checks[checks["check"] != "data"]["message"]:  # data: said up front
             echo(f"warning: {message}")
     return report
+
+
+def _silent(_line: str) -> None:
+    """The echo of ranks other than 0: one process prints."""
 
 
 def publish_run(
@@ -164,19 +179,23 @@ def train_command(
     ``bench attack`` reads); a finished run keeps the config it published, and its T and S are
     never replaced by networks of other settings.
     """
+    device = dist.init(device)
     check_network_names(tuple(names))
     check_run(config)
+    main, progress = dist.is_main(), progress and dist.is_main()
     run = RunDir(run_dir)
-    with run.lock():
+    with run.lock() if main else contextlib.nullcontext():
         check_replacements(config, run, tuple(names))
-        prepare_data(config, progress=progress)
+        if main:
+            prepare_data(config, progress=progress)
+        dist.barrier()
         check_data(config, data_reads(config, finetune="A" in names, attack=False))
         done = train_networks(
             config, run, tuple(names), device=device, retrain=retrain, progress=progress
         )
-        if not (run.path / METRICS_FILE).is_file():
+        if main and not (run.path / METRICS_FILE).is_file():
             save_run_config(config, run.path)
-    return [report_line(config, run, meta, origin) for meta, origin in done]
+    return [report_line(config, run, meta, origin) for meta, origin in done] if main else []
 
 
 def attack_command(
@@ -184,8 +203,11 @@ def attack_command(
 ) -> list[AESet]:
     """``bench attack``: the config's transfer and joint AE sets in the run's store (its
     config.toml unchanged); white-box sets need the defenses and are built by ``bench run``."""
+    device = dist.init(device)
     check_run(config)
+    main, progress = dist.is_main(), progress and dist.is_main()
     run = RunDir(run_dir)
-    with run.lock():
+    with run.lock() if main else contextlib.nullcontext():
         check_data(config, data_reads(config, train=False, finetune=False))
-        return [s for _, s in build_ae_sets(config, run, device=device, progress=progress)]
+        sets = [s for _, s in build_ae_sets(config, run, device=device, progress=progress)]
+    return sets if main else []

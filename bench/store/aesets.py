@@ -23,10 +23,11 @@ images. A file that HDF5 cannot open (truncated, overwritten) is moved aside to
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from attacks.base import ATTACKS_VERSION, Attack, check_eps
+from bench import dist
 from bench.devices import module_device
 from bench.errors import StoreError
 
@@ -94,16 +96,23 @@ class AESet:
     def __len__(self) -> int:
         return self.length
 
-    def batches(self, batch_size: int = 8) -> Iterator[Tensor]:
-        """The images in order, ``batch_size`` at a time (memory bounded by one batch).
+    def batches(
+        self, batch_size: int = 8, spans: Sequence[tuple[int, int]] | None = None
+    ) -> Iterator[Tensor]:
+        """The images in order, ``batch_size`` at a time (memory bounded by one batch), or the
+        (start, stop) ``spans`` given.
 
         Shapes:
             yields: (B, 3, H, W) uint8, B = batch_size (the last batch may be smaller).
         """
+        if spans is None:
+            spans = [
+                (s, min(s + batch_size, self.length)) for s in range(0, self.length, batch_size)
+            ]
         with _open_read(self.path) as store:
             images = store[self.name]["images"]
-            for start in range(0, self.length, batch_size):
-                yield torch.from_numpy(images[start : start + batch_size])
+            for start, stop in spans:
+                yield torch.from_numpy(images[start:stop])
 
     def read(self) -> Tensor:
         """The whole set at once (small sets and tests)."""
@@ -158,14 +167,100 @@ def build_ae_set(
         "code_version": CODE_VERSION,
     }
     generation = {"batch_size": batch_size, "device": str(module_device(model))}
-    with _open_write(store_path) as store:
-        restart = rebuild or (after_batch is not None and not _finished(store, spec.name))
-        group = _prepare_group(store, spec.name, key, generation, restart)
-        built = _generate(
-            store, group, spec.name, model, dataset, attack, eps, batch_size, progress, after_batch
-        )
-        attrs = _read_attrs(group)
-    return AESet(store_path, spec.name, len(dataset), attrs, built)
+    job = _Job(spec.name, model, dataset, attack, eps, batch_size, progress, after_batch)
+    if dist.size() > 1 and after_batch is None:
+        return _build_sharded(store_path, job, key, generation, rebuild)
+    built = 0
+    if dist.is_main():  # a defense that learns sees one ordered stream: rank 0 alone builds
+        with _open_write(store_path) as store:
+            restart = rebuild or (after_batch is not None and not _finished(store, spec.name))
+            group = _prepare_group(store, spec.name, key, generation, restart)
+            built = _generate(store, group, job)
+    dist.barrier()
+    return dataclasses.replace(open_ae_set(store_path, spec.name), built=dist.broadcast(built))
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What to attack and how."""
+
+    name: str
+    model: nn.Module
+    dataset: Dataset
+    attack: Attack
+    eps: float
+    batch_size: int
+    progress: bool
+    after_batch: Callable[[Tensor], None] | None = None
+
+
+def shard_path(store_path: Path, rank: int) -> Path:
+    """The file rank ``rank`` writes its share of the sets into (``aes.rank1.h5``)."""
+    return store_path.with_name(f"{store_path.stem}.rank{rank}{store_path.suffix}")
+
+
+def _build_sharded(
+    store_path: Path, job: _Job, key: dict[str, Any], generation: dict[str, Any], rebuild: bool
+) -> AESet:
+    """Several processes build one set: batch b belongs to rank b % world size (the batches a
+    single process would attack, so the images come out the same); each rank writes its own
+    shard file, and rank 0 copies the shards into the store. A rank killed mid-set loses its
+    unfinished batch only: the next run first copies what every shard holds, then resumes."""
+    done = None
+    if dist.is_main():
+        with _open_write(store_path) as store:
+            group = _prepare_group(store, job.name, key, generation, rebuild)
+            _merge_shards(store, group, job.name, store_path)
+            done = group["done"][()].astype(bool)
+    done = dist.broadcast(done)
+    n_batches = -(-len(done) // job.batch_size)
+    spans = [
+        (b * job.batch_size, min((b + 1) * job.batch_size, len(done))) for b in range(n_batches)
+    ]
+    todo = [spans[b] for b in dist.mine(n_batches) if not done[slice(*spans[b])].all()]
+    built = 0
+    if todo:
+        with _open_write(shard_path(store_path, dist.rank())) as shard:
+            group = _prepare_group(shard, job.name, key, generation, False)
+            built = _generate(shard, group, job, spans=todo)
+    dist.barrier()
+    if dist.is_main():
+        with _open_write(store_path) as store:
+            _merge_shards(store, store[job.name], job.name, store_path)
+    dist.barrier()
+    return dataclasses.replace(open_ae_set(store_path, job.name), built=sum(dist.gather(built)))
+
+
+def _holds_sets(store: h5py.File) -> bool:
+    """Whether any dataset is left in the file (its emptied groups do not count)."""
+    found: list[str] = []
+    store.visititems(
+        lambda name, node: found.append(name) if isinstance(node, h5py.Dataset) else None
+    )
+    return bool(found)
+
+
+def _merge_shards(store: h5py.File, group: h5py.Group, name: str, store_path: Path) -> None:
+    """Copy every image the shard files hold for this set (under the same key) into it, then
+    drop the set from the shards."""
+    key = {
+        k: v for k, v in group.attrs.items() if k not in ("batch_size", "device", "torch_version")
+    }
+    for path in sorted(store_path.parent.glob(f"{store_path.stem}.rank*{store_path.suffix}")):
+        with _open_write(path) as shard:
+            part = shard.get(name)
+            if isinstance(part, h5py.Group) and all(part.attrs.get(k) == v for k, v in key.items()):
+                done = part["done"][()].astype(bool)
+                for index in np.flatnonzero(done & ~group["done"][()].astype(bool)):
+                    group["images"][index] = part["images"][index]
+                store.flush()  # the images reach the file before they are marked done
+                group["done"][done] = 1
+                store.flush()
+            if part is not None:
+                del shard[name]
+            empty = not _holds_sets(shard)
+        if empty:
+            path.unlink()  # every set it held is in the store now
 
 
 def open_ae_set(store_path: str | Path, name: str) -> AESet:
@@ -283,27 +378,23 @@ def _mismatch(node: Any, key: dict[str, Any], generation: dict[str, Any]) -> str
 
 
 def _generate(
-    store: h5py.File,
-    group: h5py.Group,
-    name: str,
-    model: nn.Module,
-    dataset: Dataset,
-    attack: Attack,
-    eps: float,
-    batch_size: int,
-    progress: bool,
-    after_batch: Callable[[Tensor], None] | None,
+    store: h5py.File, group: h5py.Group, job: _Job, spans: list[tuple[int, int]] | None = None
 ) -> int:
-    """Attack every batch whose images are not all done, in order; write and flush each.
-    Returns the number of images attacked."""
+    """Attack every batch (of ``spans``, default all) whose images are not all done, in order;
+    write and flush each. Returns the number of images attacked."""
     images, done_ds = group["images"], group["done"]
     done = done_ds[()].astype(bool)
     n, built = len(done), 0
+    name, model, dataset, attack, eps = job.name, job.model, job.dataset, job.attack, job.eps
+    batch_size, after_batch = job.batch_size, job.after_batch
+    if spans is None:
+        spans = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+    total = sum(stop - start for start, stop in spans)
+    initial = sum(int(done[start:stop].sum()) for start, stop in spans)
     with tqdm(
-        total=n, initial=int(done.sum()), desc=name, unit="img", disable=not progress, leave=False
+        total=total, initial=initial, desc=name, unit="img", disable=not job.progress, leave=False
     ) as bar:
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
+        for start, stop in spans:
             if done[start:stop].all():
                 continue
             items = [dataset[i] for i in range(start, stop)]

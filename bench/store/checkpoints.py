@@ -41,10 +41,17 @@ def save_model(
     models_dir.mkdir(parents=True, exist_ok=True)
     weights = models_dir / f"{name}.pt"
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_write(weights, lambda tmp: torch.save(state, tmp))
+    atomic_write(weights, lambda tmp: _save_state(state, tmp))
     meta = CheckpointMeta(name, arch, dict(options), sha256_file(weights), dict(info))
     _write_meta(models_dir, meta)
     return meta
+
+
+def _save_state(state: dict[str, torch.Tensor], path: Path) -> None:
+    # Saved through a handle, not a path: torch names the archive's inner folder after a path
+    # (here the temporary file's random name), so equal weights would give unequal files.
+    with open(path, "wb") as handle:
+        torch.save(state, handle)
 
 
 def _write_meta(models_dir: Path, meta: CheckpointMeta) -> None:
@@ -95,7 +102,7 @@ def export_half(models_dir: Path, name: str, dest_dir: Path) -> CheckpointMeta:
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     weights = dest_dir / f"{name}.pt"
-    atomic_write(weights, lambda tmp: torch.save(half, tmp))
+    atomic_write(weights, lambda tmp: _save_state(half, tmp))
     info = dict(meta.info, stored_dtype="float16", float32_sha256=meta.sha256)
     exported = CheckpointMeta(name, meta.arch, meta.options, sha256_file(weights), info)
     _write_meta(dest_dir, exported)

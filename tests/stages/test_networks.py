@@ -3,13 +3,18 @@ the user's own, through ``bench run`` on the smoke settings."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from bench.config import STATIC_NETS, load_config
 from bench.models import ERFNet
+from bench.stages.data import prepare_data
+from bench.stages.networks import REFERENCE_DIR, static_key
+from bench.store.checkpoints import load_meta
 
 from smokerun import invoke, run_args
 
@@ -87,3 +92,13 @@ def test_a_checkpoint_of_another_architecture_lists_the_keys(smoke_copy, tmp_pat
     result = invoke(*run_args(smoke_copy, "--set", f"student.weights='{path}'"), ok=False)
     assert result.exit_code == 1 and "does not fit ERFNet: other shapes:" in result.output
     assert "is it the architecture and options the preset names?" in result.output
+
+
+def test_the_toy_preset_uses_the_shipped_reference_networks(tmp_path):
+    """A new setting of the pretraining or of the networks must not silently change the keys of
+    the toy preset's T and S: every user would then train them anew (half an hour)."""
+    config = load_config("toy")
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=tmp_path))
+    prepare_data(config, progress=False)  # the toy city exactly as bench run draws it
+    for name in STATIC_NETS:
+        assert static_key(config, name) == load_meta(REFERENCE_DIR / "toy", name).info["key"]

@@ -26,6 +26,14 @@ def test_round_trip_restores_weights_and_eval_mode(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))  # written atomically, nothing left behind
 
 
+def test_equal_weights_give_byte_equal_files(tmp_path):
+    """A checkpoint's sha256 is part of the adaptive students' keys: training T twice alike must
+    give one file, not two that differ in a temporary name inside the archive."""
+    model = ERFNet(width=1)
+    metas = [save_model(model, tmp_path / d, "S", "erfnet", {"width": 1}) for d in ("a", "b")]
+    assert metas[0].sha256 == metas[1].sha256
+
+
 def test_replaced_weights_are_detected(tmp_path):
     save_model(ERFNet(width=1), tmp_path, "S", "erfnet", {"width": 1})
     torch.save(ERFNet(width=1).state_dict(), tmp_path / "S.pt")

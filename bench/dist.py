@@ -1,0 +1,103 @@
+"""Several processes, one code path: ``torchrun`` starts them, ``torch.distributed`` links them.
+
+A command run by ``torchrun --nproc-per-node N -m bench ...`` finds ``RANK``, ``WORLD_SIZE`` and
+``LOCAL_RANK`` in its environment and joins the process group (gloo on the CPU, nccl on CUDA, one
+GPU per local rank); a command run plainly is a world of one, where every function here is a
+no-op or the identity. Work is split by batch: batch ``b`` of a stream belongs to rank
+``b % world size``, so every batch holds the same images as in a single process (bit-identical
+results on the same device) and no image is done twice.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as torch_dist
+
+from bench.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def launched() -> bool:
+    """True in a process that ``torchrun`` started with more than one process in the world."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init(device: torch.device) -> torch.device:
+    """Join the process group when launched by torchrun; the device this process works on
+    (``cuda`` becomes ``cuda:<LOCAL_RANK>``)."""
+    if not launched() or torch_dist.is_initialized():
+        return device
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    torch_dist.init_process_group(backend, timeout=datetime.timedelta(hours=2))
+    return device
+
+
+def rank() -> int:
+    return torch_dist.get_rank() if torch_dist.is_initialized() else 0
+
+
+def size() -> int:
+    return torch_dist.get_world_size() if torch_dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    """Rank 0: the process that writes files and prints."""
+    return rank() == 0
+
+
+def mine(n_batches: int) -> range:
+    """The batch indices of a stream of ``n_batches`` that this rank works on."""
+    return range(rank(), n_batches, size())
+
+
+def barrier() -> None:
+    if size() > 1:
+        torch_dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum over ranks (in place; CPU tensors are summed on the CPU)."""
+    if size() > 1:
+        torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.SUM)
+    return tensor
+
+
+def gather(obj: T) -> list[T]:
+    """Every rank's ``obj``, in rank order (on every rank)."""
+    if size() == 1:
+        return [obj]
+    gathered: list[Any] = [None] * size()
+    torch_dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast(obj: T) -> T:
+    """Rank 0's ``obj`` on every rank."""
+    if size() == 1:
+        return obj
+    box = [obj]
+    torch_dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def per_rank_batch(global_batch: int, key: str) -> int:
+    """The batch each rank trains on: the config's batch size is the global batch."""
+    if global_batch % size():
+        raise ConfigError(
+            f"{key} = {global_batch} does not divide among {size()} processes; make it a "
+            f"multiple of {size()} (it is the global batch size)"
+        )
+    return global_batch // size()
+
+
+def shutdown() -> None:
+    if torch_dist.is_initialized():
+        torch_dist.destroy_process_group()

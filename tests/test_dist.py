@@ -1,0 +1,255 @@
+"""``torchrun``: two processes (or two "nodes" on localhost) give the single process's results
+bit for bit, a rank killed mid-attack loses nothing, and data-parallel finetuning keeps every
+rank's A equal. CPU, gloo, on two cores; each launch takes seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bench.cli import main
+
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _run_args(out: Path, data: Path) -> list[str]:
+    """The documented command line (``--out``, never ``--run``: torchrun would take that one)."""
+    return [
+        "-m",
+        "bench",
+        "run",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--set",
+        f"data.root={data}",
+        "--set",
+        "attack.batch_size=1",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> Path:
+    """A single-process run of the smoke preset with attack batch size 1."""
+    base = tmp_path_factory.mktemp("dist")
+    result = CliRunner().invoke(main, _run_args(base / "single", base / "data")[2:])
+    assert result.exit_code == 0, result.output
+    return base / "single"
+
+
+def _fresh(single: Path, name: str, networks: str = "*") -> Path:
+    """A run directory holding only the single run's networks (so only the sharded stages run),
+    or those of them that match ``networks``."""
+    out = single.parent / name
+    (out / "models").mkdir(parents=True)
+    for path in (single / "models").glob(f"{networks}.*"):
+        shutil.copy2(path, out / "models" / path.name)
+    return out
+
+
+def _sets(path: Path) -> dict[str, np.ndarray]:
+    found = {}
+
+    def visit(name: str, node: object) -> None:  # returning a value would stop the walk
+        if isinstance(node, h5py.Group) and "done" in node:
+            found[name] = node["images"][()]
+
+    with h5py.File(path, "r") as store:
+        store.visititems(visit)
+    return found
+
+
+def _assert_same(single: Path, other: Path) -> None:
+    ours, theirs = _sets(single / "aes.h5"), _sets(other / "aes.h5")
+    assert ours.keys() == theirs.keys() and len(ours) == 18
+    assert all(np.array_equal(ours[k], theirs[k]) for k in ours)
+    for table in ("metrics.csv", "records.csv"):
+        assert pd.read_csv(single / table).equals(pd.read_csv(other / table)), table
+    assert not list(other.glob("aes.rank*.h5"))  # shards stitched into the store and removed
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_give_the_single_process_results_bit_for_bit(single):
+    out = _fresh(single, "two", networks="[TS]")  # the two students are spread, one per rank
+    command = [str(TORCHRUN), "--nproc-per-node", "2", *_run_args(out, single.parent / "data")]
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("report:") == 1 and result.stdout.count("[attacks]") == 1
+    students = sorted(p.name for p in (single / "models").glob("A_*.json"))
+    assert len(students) == 2
+    for name in students:
+        ours, theirs = (json.loads((d / "models" / name).read_text()) for d in (single, out))
+        assert ours["sha256"] == theirs["sha256"] and theirs["info"]["processes"] == 1
+    _assert_same(single, out)
+
+
+def test_two_nodes_on_localhost_work_the_same(single):
+    out, port = _fresh(single, "nodes"), _free_port()
+    nodes = [
+        subprocess.Popen(
+            [
+                str(TORCHRUN),
+                "--nnodes",
+                "2",
+                "--node-rank",
+                str(rank),
+                "--nproc-per-node",
+                "1",
+                "--rdzv-backend",
+                "c10d",
+                "--rdzv-endpoint",
+                f"127.0.0.1:{port}",
+                *_run_args(out, single.parent / "data"),
+            ],
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    for node in nodes:
+        _, err = node.communicate(timeout=600)
+        assert node.returncode == 0, err[-3000:]
+    _assert_same(single, out)
+
+
+def _worker_pid(rank: int) -> int | None:
+    """The pid of the torchrun worker with this RANK (read from /proc)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if (
+            f"RANK={rank}".encode() in environ
+            and b"bench" in cmdline
+            and b"torchrun" not in cmdline
+        ):
+            return int(proc.name)
+    return None
+
+
+def test_a_rank_killed_during_the_attacks_loses_nothing(single):
+    out = _fresh(single, "killed")
+    command = [str(TORCHRUN), "--nproc-per-node", "2", *_run_args(out, single.parent / "data")]
+    launch = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not (out / "aes.rank1.h5").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # rank 1 has started its share of the AE sets
+    pid = _worker_pid(1)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    launch.communicate(timeout=300)
+    assert launch.returncode != 0
+    assert not (out / "report.md").exists()
+    again = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    _assert_same(single, out)
+
+
+FINETUNE = textwrap.dedent(
+    """
+    import hashlib, json, sys
+    import torch
+    from bench import dist
+    from bench.config import FinetuneConfig
+    from bench.data.cityscapes import CityscapesSegmentation
+    from bench.models import ERFNet
+    from defenses.adaptive import AdaptiveTrainer, finetune_adaptive
+    import defenses.adaptive as adaptive
+
+    dist.init(torch.device("cpu"))
+    torch.manual_seed(0)
+    t, s = ERFNet(width=1).eval(), ERFNet(width=1).eval()
+    losses = []
+    step = AdaptiveTrainer.step
+    AdaptiveTrainer.step = lambda self, images: losses.append(step(self, images)["loss"]) or {}
+    data = CityscapesSegmentation(sys.argv[1], "train_extra", size=(32, 64), with_labels=False)
+    a = finetune_adaptive(t, s, data, FinetuneConfig(epochs=12, batch_size=2, lr=1e-2),
+                          progress=False)
+    digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in a.state_dict().values()))
+    with open(f"{sys.argv[2]}/rank{dist.rank()}.json", "w") as handle:
+        json.dump({"losses": losses, "weights": digest.hexdigest()}, handle)
+    """
+)
+
+
+def test_data_parallel_finetuning_lowers_the_loss_and_keeps_a_equal(toy_root, tmp_path):
+    command = [
+        str(TORCHRUN),
+        "--nproc-per-node",
+        "2",
+        "--no-python",
+        sys.executable,
+        "-c",
+        FINETUNE,
+        str(toy_root),
+        str(tmp_path),
+    ]
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["weights"] == ranks[1]["weights"]  # one A, however many processes
+    losses = ranks[0]["losses"]
+    assert len(losses) == 12 * 3  # 6 images, 3 a rank: 3 steps of one image per epoch
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+def test_bench_train_under_torchrun_writes_one_plain_checkpoint(single):
+    out = _fresh(single, "train")
+    data = single.parent / "data"
+    command = [str(TORCHRUN), "--nproc-per-node", "2", "-m", "bench", "train", "--net", "A"]
+    command += ["--preset", "smoke", "--out", str(out), "--set", f"data.root={data}"]
+    result = subprocess.run(
+        [*command, "--retrain", "--quiet"], env=ENV, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    name = "A_down2_a0.6_e1_bs4"  # the smoke preset's main student
+    assert result.stdout.count(f"{name}: erfnet") == 1  # rank 0 alone reports
+    meta = json.loads((out / "models" / f"{name}.json").read_text())
+    assert meta["info"]["processes"] == 2  # trained by both, with DistributedDataParallel
+    weights = torch.load(out / "models" / f"{name}.pt", weights_only=True)
+    assert weights.keys() == torch.load(single / "models" / "S.pt", weights_only=True).keys()
+    assert sorted(p.name for p in (out / "models").iterdir()) == sorted(
+        p.name for p in (single / "models").iterdir()
+    )  # no temporary file left behind
+
+
+def test_an_error_on_a_rank_stops_all_with_its_one_line_message(tmp_path, single):
+    data = single.parent / "data"
+    command = [str(TORCHRUN), "--nproc-per-node", "2", "-m", "bench", "train", "--net", "S"]
+    command += ["--preset", "smoke", "--out", str(tmp_path), "--set", f"data.root={data}"]
+    command += ["--set", "pretrain.batch_size=3", "--quiet"]
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    message = "pretrain.batch_size = 3 does not divide among 2 processes; make it a multiple of 2"
+    assert f"Error: rank 1: {message}" in result.stderr
+    assert "bench/" not in result.stderr  # no traceback of ours (torchrun's summary follows)
+    assert not (tmp_path / "models").exists()
