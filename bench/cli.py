@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -25,6 +26,16 @@ class _Group(click.Group):
             rank = int(os.environ.get("RANK", "0"))  # set by torchrun: say which rank failed
             prefix = f"rank {rank}: " if rank else ""
             raise click.ClickException(prefix + str(err)) from None
+        finally:
+            _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """The processes of a torchrun launch leave their group before exiting (NCCL warns of a
+    group never destroyed otherwise)."""
+    dist = sys.modules.get("bench.dist")  # loaded only by the commands that can run in one
+    if dist is not None:
+        dist.shutdown()
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:

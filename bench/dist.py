@@ -29,14 +29,23 @@ def launched() -> bool:
 
 def init(device: torch.device) -> torch.device:
     """Join the process group when launched by torchrun; the device this process works on
-    (``cuda`` becomes ``cuda:<LOCAL_RANK>``)."""
-    if not launched() or torch_dist.is_initialized():
+    (``cuda`` becomes ``cuda:<LOCAL_RANK>``: one GPU per process)."""
+    if not launched():
         return device
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if device.index is not None and device.index != local:
+            raise ConfigError(
+                f"--device {device} under torchrun: each process takes the GPU of its local "
+                f"rank ({local} here); pass --device cuda (choose GPUs with CUDA_VISIBLE_DEVICES)"
+            )
+        device = torch.device("cuda", local)
         torch.cuda.set_device(device)
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    torch_dist.init_process_group(backend, timeout=datetime.timedelta(hours=2))
+    if not torch_dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        # torchrun stops every process when one fails, so the timeout only catches hangs; it is
+        # long because the online vote's sets are built by rank 0 alone while the others wait
+        torch_dist.init_process_group(backend, timeout=datetime.timedelta(hours=48))
     return device
 
 
@@ -61,13 +70,6 @@ def mine(n_batches: int) -> range:
 def barrier() -> None:
     if size() > 1:
         torch_dist.barrier()
-
-
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """The element-wise sum over ranks (in place; CPU tensors are summed on the CPU)."""
-    if size() > 1:
-        torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.SUM)
-    return tensor
 
 
 def gather(obj: T) -> list[T]:

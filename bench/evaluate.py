@@ -41,6 +41,11 @@ class ForwardMemo(nn.Module):
         #: at the labels' own resolution, as the official evaluation does
         self.output_size: tuple[int, int] | None = None
 
+    @property
+    def wrapped_network(self) -> nn.Module:
+        """The network itself (``bench.models.taps.unwrapped``)."""
+        return self.net
+
     def __getattr__(self, name: str):
         try:
             return super().__getattr__(name)

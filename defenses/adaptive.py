@@ -99,18 +99,19 @@ class AdaptiveTrainer:
             logits_t = self.teacher(x)
             _, feats_s = hooked_forward(self.student, x, self.paths)
         self.adaptive.eval()  # frozen BatchNorm statistics, no dropout: see the module docstring
-        logits_a, feats_a = hooked_forward(self.trained, x, self.trained_paths)
         cfg = self.config
-        loss = ts_loss(
-            logits_t,
-            logits_a,
-            feats_a,
-            feats_s,
-            alpha=cfg.alpha,
-            p=cfg.p,
-            beta=cfg.beta,
-            gamma=cfg.gamma,
-        )
+        with torch.enable_grad():  # the online vote also learns when called under no_grad
+            logits_a, feats_a = hooked_forward(self.trained, x, self.trained_paths)
+            loss = ts_loss(
+                logits_t,
+                logits_a,
+                feats_a,
+                feats_s,
+                alpha=cfg.alpha,
+                p=cfg.p,
+                beta=cfg.beta,
+                gamma=cfg.gamma,
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
         self.optimizer.step()
@@ -126,7 +127,7 @@ def finetune_adaptive(
     device: str | torch.device = "cpu",
     seed: int = 0,
     progress: bool = True,
-    distributed: bool = True,
+    distributed: bool = False,
 ) -> nn.Module:
     """Build A as a copy of S and finetune it with J_TS' (eq. 8) for ``config.epochs`` epochs.
 
@@ -138,10 +139,10 @@ def finetune_adaptive(
             epochs, batch size, lr, optimiser, loader workers; the paper's defaults are the
             dataclass defaults.
         seed: fixes the batch order; same seed + same device = same A.
-        distributed: launched by torchrun, every rank trains this A with
-            DistributedDataParallel on its share of each global batch; False trains it in this
-            process alone (the whole batch, exactly as in a single process) while the other
-            ranks train other students.
+        distributed: True when every rank of a torchrun launch calls this for the same A: they
+            train it together with DistributedDataParallel, each on its share of each global
+            batch. False (the default) trains it in this process alone, on the whole batch,
+            exactly as in a single process (other ranks may train other students meanwhile).
 
     Shapes:
         unlabeled items: image (3, H, W) uint8 gray values 0..255.

@@ -22,14 +22,18 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from bench import dist
 from bench.cli import main
+from bench.config import EvaluateConfig
+from bench.errors import ConfigError
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _run_args(out: Path, data: Path) -> list[str]:
-    """The documented command line (``--out``, never ``--run``: torchrun would take that one)."""
+    """The documented command line (``--out``, never ``--run``: torchrun would take that one),
+    with the online vote among the defenses."""
     return [
         "-m",
         "bench",
@@ -42,6 +46,8 @@ def _run_args(out: Path, data: Path) -> list[str]:
         f"data.root={data}",
         "--set",
         "attack.batch_size=1",
+        "--set",  # the defaults and the online vote, whose A learns on rank 0 alone
+        f"evaluate.defenses={json.dumps([*EvaluateConfig().defenses, 'TA-vote-online'])}",
         "--device",
         "cpu",
         "--quiet",
@@ -81,7 +87,7 @@ def _sets(path: Path) -> dict[str, np.ndarray]:
 
 def _assert_same(single: Path, other: Path) -> None:
     ours, theirs = _sets(single / "aes.h5"), _sets(other / "aes.h5")
-    assert ours.keys() == theirs.keys() and len(ours) == 18
+    assert ours.keys() == theirs.keys() and len(ours) == 19  # one against the online vote
     assert all(np.array_equal(ours[k], theirs[k]) for k in ours)
     for table in ("metrics.csv", "records.csv"):
         assert pd.read_csv(single / table).equals(pd.read_csv(other / table)), table
@@ -193,7 +199,7 @@ FINETUNE = textwrap.dedent(
     AdaptiveTrainer.step = lambda self, images: losses.append(step(self, images)["loss"]) or {}
     data = CityscapesSegmentation(sys.argv[1], "train_extra", size=(32, 64), with_labels=False)
     a = finetune_adaptive(t, s, data, FinetuneConfig(epochs=12, batch_size=2, lr=1e-2),
-                          progress=False)
+                          progress=False, distributed=True)
     digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in a.state_dict().values()))
     with open(f"{sys.argv[2]}/rank{dist.rank()}.json", "w") as handle:
         json.dump({"losses": losses, "weights": digest.hexdigest()}, handle)
@@ -242,14 +248,30 @@ def test_bench_train_under_torchrun_writes_one_plain_checkpoint(single):
     )  # no temporary file left behind
 
 
-def test_an_error_on_a_rank_stops_all_with_its_one_line_message(tmp_path, single):
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        (
+            "finetune.batch_size=3",
+            "finetune.batch_size = 3 does not divide among 2 processes; make it a multiple of 2",
+        ),
+        ("pretrain.sync_bn=true", "pretrain.sync_bn = true needs GPUs (SyncBatchNorm)"),
+    ],
+)
+def test_an_error_on_a_rank_stops_all_before_any_work(tmp_path, single, setting, message):
     data = single.parent / "data"
     command = [str(TORCHRUN), "--nproc-per-node", "2", "-m", "bench", "train", "--net", "S"]
     command += ["--preset", "smoke", "--out", str(tmp_path), "--set", f"data.root={data}"]
-    command += ["--set", "pretrain.batch_size=3", "--quiet"]
+    command += ["--set", setting, "--device", "cpu", "--quiet"]
     result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
     assert result.returncode != 0
-    message = "pretrain.batch_size = 3 does not divide among 2 processes; make it a multiple of 2"
     assert f"Error: rank 1: {message}" in result.stderr
     assert "bench/" not in result.stderr  # no traceback of ours (torchrun's summary follows)
     assert not (tmp_path / "models").exists()
+
+
+def test_a_gpu_index_other_than_the_local_rank_is_refused(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ConfigError, match="pass --device cuda"):
+        dist.init(torch.device("cuda:0"))  # both processes would share one GPU

@@ -79,7 +79,9 @@ class TapMixin:
 def hooked_forward(
     model: nn.Module, x: Tensor, paths: dict[str, str]
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """One ordinary forward pass that records the outputs of the modules at ``paths``."""
+    """One ordinary forward pass that records the outputs of the modules at ``paths`` (of the
+    network itself when ``model`` wraps one, see ``unwrapped``)."""
+    model = unwrapped(model)
     modules = dict(model.named_modules())
     feats: dict[str, Tensor] = {}
     handles = []
@@ -115,8 +117,18 @@ def expand_taps(model: nn.Module, names: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The network a forwarding wrapper stands for (one that names it ``wrapped_network``, such
+    as the evaluation's shared-forward memo), else ``model``: tap paths name its modules, and
+    hooks must see a real forward pass, never a memo's cached one."""
+    while (inner := getattr(model, "wrapped_network", None)) is not None:
+        model = inner
+    return model
+
+
 def tap_paths(model: nn.Module, names: Iterable[str]) -> dict[str, str]:
     """{tap name: module path} of the taps ``names`` stand for (see ``expand_taps``)."""
+    model = unwrapped(model)
     taps = getattr(model, "TAPS", None)
     return {tap: taps[tap] if taps else tap for tap in expand_taps(model, names)}
 

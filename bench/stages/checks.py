@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from attacks import build_attack
+from bench import dist
 from bench.config import RunConfig
 from bench.data.toycity import SceneStyle
 from bench.errors import ConfigError, DefenseError, ModelError
@@ -24,8 +25,10 @@ from bench.stages.defenses import OFFERED
 from defenses import load_defense
 
 
-def check_run(config: RunConfig) -> None:
-    """Raise a one-line ``BenchError`` for the first setting no registry accepts."""
+def check_run(config: RunConfig, device: torch.device | None = None) -> None:
+    """Raise a one-line ``BenchError`` for the first setting no registry accepts, or that the
+    processes of a torchrun launch cannot run on ``device``."""
+    _check_processes(config, device)
     for role in ("teacher", "student"):
         model = _check_network(config, role)
     layer_lists = [("finetune.layers", config.finetune.layers)]
@@ -50,6 +53,20 @@ def check_run(config: RunConfig) -> None:
         build_attack(spec.name, **options)
     for spec in config.evaluate.defenses:
         _check_defense(spec)
+
+
+def _check_processes(config: RunConfig, device: torch.device | None) -> None:
+    """Under torchrun the batch sizes are global batches that must divide among the
+    processes, and SyncBatchNorm needs GPUs: checked now, not when training reaches them."""
+    if dist.size() == 1:
+        return
+    dist.per_rank_batch(config.pretrain.batch_size, "pretrain.batch_size")
+    dist.per_rank_batch(config.finetune.batch_size, "finetune.batch_size")
+    if config.pretrain.sync_bn and device is not None and device.type != "cuda":
+        raise ConfigError(
+            f"pretrain.sync_bn = true needs GPUs (SyncBatchNorm), not --device {device}; "
+            "set it false or run on cuda"
+        )
 
 
 def _check_network(config: RunConfig, role: str) -> nn.Module:

@@ -135,7 +135,8 @@ def _evaluate_variant(
     rank 0 (confusion matrices summed, per-image records in image order), {} elsewhere."""
     batch = config.evaluate.batch_size
     n_batches = -(-len(clean) // batch)
-    learning = [n for n in todo if defenses.entries[n].learns]
+    # one process runs every defense in one pass (they share the networks' forward passes)
+    learning = [n for n in todo if defenses.entries[n].learns] if dist.size() > 1 else []
     shared = [n for n in todo if n not in learning]
     runs = [(shared, list(dist.mine(n_batches)))]
     if learning and dist.is_main():
@@ -163,14 +164,13 @@ def _evaluate_variant(
             confusion, rows = merged.setdefault(name, (ConfusionMatrix(), []))
             confusion.matrix += matrix
             rows.extend(records)
-    return (
-        {
-            n: (c, [r for _, r in sorted(rows, key=lambda x: x[0])])
-            for n, (c, rows) in merged.items()
-        }
-        if dist.is_main()
-        else {}
-    )
+    if not dist.is_main():
+        return {}
+    return {  # in the config's order, whichever pass ran a defense
+        n: (merged[n][0], [r for _, r in sorted(merged[n][1], key=lambda x: x[0])])
+        for n in todo
+        if n in merged
+    }
 
 
 def evaluate_run(

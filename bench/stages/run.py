@@ -77,7 +77,7 @@ def run_benchmark(
     evaluation are shared by batch, and rank 0 alone holds the lock, writes and prints.
     """
     device = dist.init(device)
-    check_run(config)
+    check_run(config, device)
     main = dist.is_main()
     progress, echo = progress and main, echo if main else _silent
     run = RunDir(run_dir)
@@ -181,7 +181,7 @@ def train_command(
     """
     device = dist.init(device)
     check_network_names(tuple(names))
-    check_run(config)
+    check_run(config, device)
     main, progress = dist.is_main(), progress and dist.is_main()
     run = RunDir(run_dir)
     with run.lock() if main else contextlib.nullcontext():
@@ -204,7 +204,7 @@ def attack_command(
     """``bench attack``: the config's transfer and joint AE sets in the run's store (its
     config.toml unchanged); white-box sets need the defenses and are built by ``bench run``."""
     device = dist.init(device)
-    check_run(config)
+    check_run(config, device)
     main, progress = dist.is_main(), progress and dist.is_main()
     run = RunDir(run_dir)
     with run.lock() if main else contextlib.nullcontext():

@@ -175,9 +175,12 @@ def build_ae_set(
         with _open_write(store_path) as store:
             restart = rebuild or (after_batch is not None and not _finished(store, spec.name))
             group = _prepare_group(store, spec.name, key, generation, restart)
+            # what an interrupted torchrun left in shards counts, unless the set starts over
+            _merge_shards(store, group, spec.name, store_path, discard=restart)
             built = _generate(store, group, job)
     dist.barrier()
-    return dataclasses.replace(open_ae_set(store_path, spec.name), built=dist.broadcast(built))
+    # every rank has read the set before rank 0 may open the store for the next one
+    return dataclasses.replace(open_ae_set(store_path, spec.name), built=sum(dist.gather(built)))
 
 
 @dataclass(frozen=True)
@@ -210,7 +213,7 @@ def _build_sharded(
     if dist.is_main():
         with _open_write(store_path) as store:
             group = _prepare_group(store, job.name, key, generation, rebuild)
-            _merge_shards(store, group, job.name, store_path)
+            _merge_shards(store, group, job.name, store_path, discard=rebuild)
             done = group["done"][()].astype(bool)
     done = dist.broadcast(done)
     n_batches = -(-len(done) // job.batch_size)
@@ -240,16 +243,16 @@ def _holds_sets(store: h5py.File) -> bool:
     return bool(found)
 
 
-def _merge_shards(store: h5py.File, group: h5py.Group, name: str, store_path: Path) -> None:
-    """Copy every image the shard files hold for this set (under the same key) into it, then
-    drop the set from the shards."""
-    key = {
-        k: v for k, v in group.attrs.items() if k not in ("batch_size", "device", "torch_version")
-    }
+def _merge_shards(
+    store: h5py.File, group: h5py.Group, name: str, store_path: Path, *, discard: bool = False
+) -> None:
+    """Copy every image the shard files hold for this set into it, then drop the set from the
+    shards. Only shard images made under the set's key and generation settings count (the
+    device's type, not its index: rank 1 works on cuda:1); ``discard`` drops them unread."""
     for path in sorted(store_path.parent.glob(f"{store_path.stem}.rank*{store_path.suffix}")):
         with _open_write(path) as shard:
             part = shard.get(name)
-            if isinstance(part, h5py.Group) and all(part.attrs.get(k) == v for k, v in key.items()):
+            if not discard and isinstance(part, h5py.Group) and _same_making(part, group):
                 done = part["done"][()].astype(bool)
                 for index in np.flatnonzero(done & ~group["done"][()].astype(bool)):
                     group["images"][index] = part["images"][index]
@@ -261,6 +264,18 @@ def _merge_shards(store: h5py.File, group: h5py.Group, name: str, store_path: Pa
             empty = not _holds_sets(shard)
         if empty:
             path.unlink()  # every set it held is in the store now
+
+
+def _same_making(part: h5py.Group, group: h5py.Group) -> bool:
+    """Whether a shard's set was made like the store's (same key, batch size, device type)."""
+
+    def making(node: h5py.Group) -> dict[str, Any]:
+        attrs = _read_attrs(node)
+        attrs.pop("torch_version", None)
+        attrs["device"] = str(attrs.get("device", "")).split(":")[0]
+        return attrs
+
+    return making(part) == making(group)
 
 
 def open_ae_set(store_path: str | Path, name: str) -> AESet:

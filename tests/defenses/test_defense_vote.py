@@ -9,6 +9,8 @@ import torch
 
 from bench.config import FinetuneConfig
 from bench.errors import ModelError
+from bench.evaluate import ForwardMemo
+from bench.models.taps import unwrapped
 from defenses import DefenseError, Vote, d_ae, hamming
 from defenses.vote import suspects, thresholds
 
@@ -88,6 +90,25 @@ def test_online_vote_votes_first_then_finetunes_a_private_copy(tiny_networks, im
     for key, value in tiny_networks["A"].state_dict().items():
         assert torch.equal(value, original_a[key]), key
     assert not online.nets["A"].training
+
+
+def test_online_vote_learns_the_same_behind_the_evaluations_forward_memo_and_no_grad(
+    tiny_networks, images
+):
+    # the evaluation stage hands defenses its networks wrapped in ForwardMemo (shared forward
+    # passes); the taps must still name the network's modules and see a real forward pass
+    settings = FinetuneConfig(lr=1e-2)
+    plain = Vote(copy.deepcopy(tiny_networks), fallback="A", online=True, finetune=settings)
+    memos = {k: ForwardMemo(copy.deepcopy(n)) for k, n in tiny_networks.items()}
+    wrapped = Vote(memos, fallback="A", online=True, finetune=settings)
+    with torch.no_grad():  # as the evaluation calls defenses; the vote learns all the same
+        for vote in (plain, wrapped):
+            vote.predict(images)
+            vote.predict(images)  # judged by the A that learned from the first batch
+    learned = unwrapped(wrapped.nets["A"]).state_dict()
+    for key, value in plain.nets["A"].state_dict().items():
+        assert torch.equal(value, learned[key]), key
+    assert any(not torch.equal(v, tiny_networks["A"].state_dict()[k]) for k, v in learned.items())
 
 
 def test_online_vote_validates_its_finetune_settings(tiny_networks):

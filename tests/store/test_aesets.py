@@ -20,6 +20,7 @@ from attacks import LLCM
 from bench.data.cityscapes import CityscapesSegmentation
 from bench.errors import StoreError
 from bench.store import SetSpec, build_ae_set, open_ae_set, set_name
+from bench.store.aesets import shard_path
 
 from testdata import load_split
 
@@ -244,3 +245,37 @@ def test_a_set_for_a_learning_defense_is_built_in_order_and_never_resumed(
     built = _build(path, source, mini_test, after_batch=seen.append)
     assert built.built == 4 and len(seen) == 4  # restarted: the defense's state was lost
     assert torch.equal(torch.cat(seen), built.read())
+
+
+@pytest.mark.parametrize(
+    "settings, attacked",
+    [({"batch_size": 2}, 2), ({"batch_size": 2, "rebuild": True}, 4), ({"batch_size": 1}, 4)],
+    ids=["resumes", "rebuild discards", "other batch size discards"],
+)
+def test_a_single_process_rerun_takes_only_matching_shards(
+    tmp_path, source, mini_test, settings, attacked
+):
+    # what a rank of an interrupted torchrun launch leaves: a shard holding the first batch
+    _build(tmp_path / "whole.h5", source, mini_test, batch_size=2)
+    store, shard = tmp_path / "aes.h5", shard_path(tmp_path / "aes.h5", 1)
+    with h5py.File(tmp_path / "whole.h5", "r") as whole, h5py.File(shard, "w") as part:
+        whole.copy(whole[NAME], part.require_group(NAME.rsplit("/", 1)[0]), name=NAME)
+        part[NAME]["done"][2:] = 0
+    attack = Counting()
+    built = _build(store, source, mini_test, attack=attack, **settings)
+    assert built.built == attacked and attack.images == attacked
+    assert not shard.exists()  # taken or dropped, never left to be merged later
+    if attacked == 2:
+        assert np.array_equal(_content(store)[0], _content(tmp_path / "whole.h5")[0])
+
+
+class Counting(LLCM):
+    """LLCM that counts the images it attacks."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.images = 0
+
+    def __call__(self, model, images, **kwargs):
+        self.images += len(images)
+        return super().__call__(model, images, **kwargs)
