@@ -19,20 +19,21 @@ from bench.errors import BenchError
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
         except BenchError as err:
             if os.environ.get("BENCH_DEBUG"):
                 raise
             rank = int(os.environ.get("RANK", "0"))  # set by torchrun: say which rank failed
             prefix = f"rank {rank}: " if rank else ""
             raise click.ClickException(prefix + str(err)) from None
-        finally:
-            _leave_process_group()
+        _leave_process_group()
+        return result
 
 
 def _leave_process_group() -> None:
-    """The processes of a torchrun launch leave their group before exiting (NCCL warns of a
-    group never destroyed otherwise)."""
+    """The processes of a torchrun launch leave their group after a command that succeeded
+    (NCCL warns of a group never destroyed otherwise). A failed one just exits: leaving would
+    wait for ranks still inside a collective, and torchrun stops them all anyway."""
     dist = sys.modules.get("bench.dist")  # loaded only by the commands that can run in one
     if dist is not None:
         dist.shutdown()

@@ -38,7 +38,7 @@ from bench import dist
 from bench.config import FinetuneConfig, validate_finetune
 from bench.data.loader import training_loader
 from bench.errors import ConfigError
-from bench.models.taps import hooked_forward, tap_paths
+from bench.models.taps import hooked_forward, tap_paths, unwrapped
 from bench.train import data_parallel
 from defenses.losses import ts_loss
 
@@ -96,7 +96,8 @@ class AdaptiveTrainer:
         """
         x = images.to(self.device).float()
         with torch.no_grad():
-            logits_t = self.teacher(x)
+            # the networks themselves: the evaluation's wrappers may upsample their output
+            logits_t = unwrapped(self.teacher)(x)
             _, feats_s = hooked_forward(self.student, x, self.paths)
         self.adaptive.eval()  # frozen BatchNorm statistics, no dropout: see the module docstring
         cfg = self.config

@@ -29,6 +29,7 @@ from bench.errors import ConfigError
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+_DEFENSES = list(EvaluateConfig().defenses)
 
 
 def _run_args(out: Path, data: Path) -> list[str]:
@@ -46,8 +47,8 @@ def _run_args(out: Path, data: Path) -> list[str]:
         f"data.root={data}",
         "--set",
         "attack.batch_size=1",
-        "--set",  # the defaults and the online vote, whose A learns on rank 0 alone
-        f"evaluate.defenses={json.dumps([*EvaluateConfig().defenses, 'TA-vote-online'])}",
+        "--set",  # the defaults and, amid them, the online vote, whose A learns on rank 0 alone
+        f"evaluate.defenses={json.dumps([*_DEFENSES[:5], 'TA-vote-online', *_DEFENSES[5:]])}",
         "--device",
         "cpu",
         "--quiet",

@@ -252,7 +252,7 @@ def _merge_shards(
     for path in sorted(store_path.parent.glob(f"{store_path.stem}.rank*{store_path.suffix}")):
         with _open_write(path) as shard:
             part = shard.get(name)
-            if not discard and isinstance(part, h5py.Group) and _same_making(part, group):
+            if not discard and _same_making(part, group):
                 done = part["done"][()].astype(bool)
                 for index in np.flatnonzero(done & ~group["done"][()].astype(bool)):
                     group["images"][index] = part["images"][index]
@@ -266,8 +266,9 @@ def _merge_shards(
             path.unlink()  # every set it held is in the store now
 
 
-def _same_making(part: h5py.Group, group: h5py.Group) -> bool:
-    """Whether a shard's set was made like the store's (same key, batch size, device type)."""
+def _same_making(part: Any, group: h5py.Group) -> bool:
+    """Whether a shard's set was made like the store's (same key, batch size, device type);
+    a damaged or half-created shard set is not."""
 
     def making(node: h5py.Group) -> dict[str, Any]:
         attrs = _read_attrs(node)
@@ -275,7 +276,12 @@ def _same_making(part: h5py.Group, group: h5py.Group) -> bool:
         attrs["device"] = str(attrs.get("device", "")).split(":")[0]
         return attrs
 
-    return making(part) == making(group)
+    if not isinstance(part, h5py.Group) or "images" not in part or "done" not in part:
+        return False
+    try:
+        return part["done"].shape == group["done"].shape and making(part) == making(group)
+    except (OSError, ValueError):
+        return False
 
 
 def open_ae_set(store_path: str | Path, name: str) -> AESet:

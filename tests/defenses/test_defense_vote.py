@@ -9,7 +9,7 @@ import torch
 
 from bench.config import FinetuneConfig
 from bench.errors import ModelError
-from bench.evaluate import ForwardMemo
+from bench.evaluate import ForwardMemo, scored_at
 from bench.models.taps import unwrapped
 from defenses import DefenseError, Vote, d_ae, hamming
 from defenses.vote import suspects, thresholds
@@ -92,19 +92,25 @@ def test_online_vote_votes_first_then_finetunes_a_private_copy(tiny_networks, im
     assert not online.nets["A"].training
 
 
-def test_online_vote_learns_the_same_behind_the_evaluations_forward_memo_and_no_grad(
-    tiny_networks, images
+@pytest.mark.parametrize("label_size", [None, (64, 128)], ids=["data size", "full resolution"])
+def test_online_vote_learns_the_same_behind_the_evaluations_forward_memo(
+    tiny_networks, images, label_size
 ):
     # the evaluation stage hands defenses its networks wrapped in ForwardMemo (shared forward
-    # passes); the taps must still name the network's modules and see a real forward pass
+    # passes, logits upsampled to the labels' size when scoring at full resolution) and calls
+    # them under no_grad; the taps must still name the network's modules, see a real forward
+    # pass, and T and A's logits must keep one size
     settings = FinetuneConfig(lr=1e-2)
     plain = Vote(copy.deepcopy(tiny_networks), fallback="A", online=True, finetune=settings)
     memos = {k: ForwardMemo(copy.deepcopy(n)) for k, n in tiny_networks.items()}
-    wrapped = Vote(memos, fallback="A", online=True, finetune=settings)
-    with torch.no_grad():  # as the evaluation calls defenses; the vote learns all the same
-        for vote in (plain, wrapped):
-            vote.predict(images)
-            vote.predict(images)  # judged by the A that learned from the first batch
+    with torch.no_grad():
+        plain.predict(images)
+        plain.predict(images)  # judged by the A that learned from the first batch
+        with scored_at(memos, label_size):
+            wrapped = Vote(memos, fallback="A", online=True, finetune=settings)
+            wrapped.predict(images)
+            labels = wrapped.predict(images).labels
+    assert tuple(labels.shape[-2:]) == (label_size or tuple(images.shape[-2:]))
     learned = unwrapped(wrapped.nets["A"]).state_dict()
     for key, value in plain.nets["A"].state_dict().items():
         assert torch.equal(value, learned[key]), key

@@ -269,6 +269,19 @@ def test_a_single_process_rerun_takes_only_matching_shards(
         assert np.array_equal(_content(store)[0], _content(tmp_path / "whole.h5")[0])
 
 
+@pytest.mark.parametrize("damage", ["no datasets", "garbage attributes"])
+def test_a_damaged_shard_is_dropped_not_merged(tmp_path, source, mini_test, damage):
+    store, shard = tmp_path / "aes.h5", shard_path(tmp_path / "aes.h5", 1)
+    with h5py.File(shard, "w") as part:
+        group = part.create_group(NAME)  # a rank killed while it created the set
+        if damage == "garbage attributes":
+            group.create_dataset("done", data=np.ones(4, np.uint8))
+            group.create_dataset("images", data=np.zeros((4, 3, 32, 64), np.uint8))
+            group.attrs["eps"] = "{not json"
+    built = _build(store, source, mini_test, batch_size=2)
+    assert built.built == 4 and not shard.exists()
+
+
 class Counting(LLCM):
     """LLCM that counts the images it attacks."""
 
