@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -62,9 +63,14 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def mine(n_batches: int) -> range:
-    """The batch indices of a stream of ``n_batches`` that this rank works on."""
-    return range(rank(), n_batches, size())
+def batch_spans(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """The (start, stop) of each batch of a stream of ``n`` items, the last one ragged."""
+    return [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+
+
+def mine(batches: Sequence[T]) -> list[T]:
+    """The batches of a stream that this rank works on (batch b: rank b % world size)."""
+    return list(batches[rank() :: size()])
 
 
 def barrier() -> None:

@@ -103,10 +103,6 @@ def _variants(
     return found
 
 
-def _spans(n: int, batch_size: int, batch_ids: Sequence[int]) -> list[tuple[int, int]]:
-    return [(b * batch_size, min((b + 1) * batch_size, n)) for b in batch_ids]
-
-
 def _stream(clean: Dataset, ae_set: AESet | None, spans: Sequence[tuple[int, int]]):
     """(images, labels) of the given spans: the clean images or the AE set's, the labels of the
     clean subset."""
@@ -133,29 +129,27 @@ def _evaluate_variant(
     """Every defense of ``todo`` on one data variant, the batches shared among the ranks (a
     defense that learns from the stream sees all of it, on rank 0); the merged results on
     rank 0 (confusion matrices summed, per-image records in image order), {} elsewhere."""
-    batch = config.evaluate.batch_size
-    n_batches = -(-len(clean) // batch)
+    spans = dist.batch_spans(len(clean), config.evaluate.batch_size)
     # one process runs every defense in one pass (they share the networks' forward passes)
     learning = [n for n in todo if defenses.entries[n].learns] if dist.size() > 1 else []
     shared = [n for n in todo if n not in learning]
-    runs = [(shared, list(dist.mine(n_batches)))]
+    runs = [(shared, dist.mine(spans))]
     if learning and dist.is_main():
-        runs.append((learning, list(range(n_batches))))
+        runs.append((learning, spans))
     memos = {**defenses.networks, **defenses.students}
     mine: dict[str, tuple[torch.Tensor, list[tuple[int, dict]]]] = {}
     with scored_at(memos, label_size):
-        for names, batch_ids in runs:
-            if not names or not batch_ids:
+        for names, share in runs:
+            if not names or not share:
                 continue
-            spans = _spans(len(clean), batch, batch_ids)
             results = evaluate_defenses(
                 {n: defenses.entries[n].make for n in names},
-                _stream(clean, ae_set, spans),
+                _stream(clean, ae_set, share),
                 progress=progress,
                 desc=desc,
                 upsample=label_size is not None,
             )
-            indices = [i for start, stop in spans for i in range(start, stop)]
+            indices = [i for start, stop in share for i in range(start, stop)]
             for name, (confusion, records) in results.items():
                 mine[name] = (confusion.matrix, list(zip(indices, records)))
     merged: dict[str, tuple[ConfusionMatrix, list[dict]]] = {}

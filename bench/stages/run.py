@@ -76,16 +76,12 @@ def run_benchmark(
     Launched by torchrun, every rank runs this: training is data-parallel, AE sets and the
     evaluation are shared by batch, and rank 0 alone holds the lock, writes and prints.
     """
-    device = dist.init(device)
-    check_run(config, device)
-    main = dist.is_main()
-    progress, echo = progress and main, echo if main else _silent
+    device, main, progress = _begin(config, device, progress)
+    echo = echo if main else _silent
     run = RunDir(run_dir)
-    with run.lock() if main else contextlib.nullcontext():
+    with _locked(run):
         with _stage("data", echo) as summary:
-            if main:
-                prepare_data(config, progress=progress)
-            dist.barrier()
+            _prepare_data(config, progress)
             data_warnings = check_data(config, data_reads(config))
             summary.append(f"{config.data.root} checked")
         for message in data_warnings:
@@ -131,6 +127,28 @@ def run_benchmark(
         for message in checks[checks["check"] != "data"]["message"]:  # data: said up front
             echo(f"warning: {message}")
     return report
+
+
+def _begin(
+    config: RunConfig, device: torch.device, progress: bool
+) -> tuple[torch.device, bool, bool]:
+    """Join the torchrun launch, if any, and check the config before any work. Returns this
+    process's device, whether it is rank 0, and whether it shows progress (rank 0 only)."""
+    device = dist.init(device)
+    check_run(config, device)
+    return device, dist.is_main(), progress and dist.is_main()
+
+
+def _locked(run: RunDir) -> contextlib.AbstractContextManager:
+    """The run directory's lock, held by rank 0 for every process of a launch."""
+    return run.lock() if dist.is_main() else contextlib.nullcontext()
+
+
+def _prepare_data(config: RunConfig, progress: bool) -> None:
+    """Rank 0 generates the toy city when needed; every process waits for it."""
+    if dist.is_main():
+        prepare_data(config, progress=progress)
+    dist.barrier()
 
 
 def _silent(_line: str) -> None:
@@ -179,16 +197,12 @@ def train_command(
     ``bench attack`` reads); a finished run keeps the config it published, and its T and S are
     never replaced by networks of other settings.
     """
-    device = dist.init(device)
     check_network_names(tuple(names))
-    check_run(config, device)
-    main, progress = dist.is_main(), progress and dist.is_main()
+    device, main, progress = _begin(config, device, progress)
     run = RunDir(run_dir)
-    with run.lock() if main else contextlib.nullcontext():
+    with _locked(run):
         check_replacements(config, run, tuple(names))
-        if main:
-            prepare_data(config, progress=progress)
-        dist.barrier()
+        _prepare_data(config, progress)
         check_data(config, data_reads(config, finetune="A" in names, attack=False))
         done = train_networks(
             config, run, tuple(names), device=device, retrain=retrain, progress=progress
@@ -203,11 +217,9 @@ def attack_command(
 ) -> list[AESet]:
     """``bench attack``: the config's transfer and joint AE sets in the run's store (its
     config.toml unchanged); white-box sets need the defenses and are built by ``bench run``."""
-    device = dist.init(device)
-    check_run(config, device)
-    main, progress = dist.is_main(), progress and dist.is_main()
+    device, main, progress = _begin(config, device, progress)
     run = RunDir(run_dir)
-    with run.lock() if main else contextlib.nullcontext():
+    with _locked(run):
         check_data(config, data_reads(config, train=False, finetune=False))
         sets = [s for _, s in build_ae_sets(config, run, device=device, progress=progress)]
     return sets if main else []

@@ -106,9 +106,7 @@ class AESet:
             yields: (B, 3, H, W) uint8, B = batch_size (the last batch may be smaller).
         """
         if spans is None:
-            spans = [
-                (s, min(s + batch_size, self.length)) for s in range(0, self.length, batch_size)
-            ]
+            spans = dist.batch_spans(self.length, batch_size)
         with _open_read(self.path) as store:
             images = store[self.name]["images"]
             for start, stop in spans:
@@ -216,11 +214,8 @@ def _build_sharded(
             _merge_shards(store, group, job.name, store_path, discard=rebuild)
             done = group["done"][()].astype(bool)
     done = dist.broadcast(done)
-    n_batches = -(-len(done) // job.batch_size)
-    spans = [
-        (b * job.batch_size, min((b + 1) * job.batch_size, len(done))) for b in range(n_batches)
-    ]
-    todo = [spans[b] for b in dist.mine(n_batches) if not done[slice(*spans[b])].all()]
+    spans = dist.mine(dist.batch_spans(len(done), job.batch_size))
+    todo = [(start, stop) for start, stop in spans if not done[start:stop].all()]
     built = 0
     if todo:
         with _open_write(shard_path(store_path, dist.rank())) as shard:
@@ -409,7 +404,7 @@ def _generate(
     name, model, dataset, attack, eps = job.name, job.model, job.dataset, job.attack, job.eps
     batch_size, after_batch = job.batch_size, job.after_batch
     if spans is None:
-        spans = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+        spans = dist.batch_spans(n, batch_size)
     total = sum(stop - start for start, stop in spans)
     initial = sum(int(done[start:stop].sum()) for start, stop in spans)
     with tqdm(
