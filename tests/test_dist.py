@@ -146,8 +146,9 @@ def test_two_nodes_on_localhost_work_the_same(single):
     _assert_same(single, out)
 
 
-def _worker_pid(rank: int) -> int | None:
-    """The pid of the torchrun worker with this RANK (read from /proc)."""
+def _worker_pid(rank: int, out: Path) -> int | None:
+    """The pid of the torchrun worker with this RANK writing to ``out`` (read from /proc; the
+    run directory tells this test's workers from those of any other torchrun on the machine)."""
     for proc in Path("/proc").iterdir():
         try:
             environ = (proc / "environ").read_bytes().split(b"\0")
@@ -157,6 +158,7 @@ def _worker_pid(rank: int) -> int | None:
         if (
             f"RANK={rank}".encode() in environ
             and b"bench" in cmdline
+            and str(out).encode() in cmdline
             and b"torchrun" not in cmdline
         ):
             return int(proc.name)
@@ -170,7 +172,7 @@ def test_a_rank_killed_during_the_attacks_loses_nothing(single):
     deadline = time.monotonic() + 300
     while not (out / "aes.rank1.h5").exists() and time.monotonic() < deadline:
         time.sleep(0.05)  # rank 1 has started its share of the AE sets
-    pid = _worker_pid(1)
+    pid = _worker_pid(1, out)
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     launch.communicate(timeout=300)
