@@ -12,6 +12,10 @@ import math
 import torch
 from torch import Tensor
 
+#: mIoU points within which two numbers are a tie (the evaluation's checks and the report's
+#: findings both compare by it)
+TIE_POINTS = 1.0
+
 
 class ConfusionMatrix:
     """Accumulates a (C, C) int64 matrix, rows = ground truth, columns = prediction.

@@ -30,9 +30,9 @@ from attacks import LLCM
 from bench.config import PretrainConfig
 from bench.data.labels import CLASS_NAMES, label_ids_to_train_ids
 from bench.data.toycity import SceneStyle, render_scene
-from bench.evaluate import predict_labels
 from bench.metrics import ConfusionMatrix
 from bench.models import build_model, count_parameters
+from bench.scoring import predict_labels
 from bench.train import pretrain
 
 HERE = Path(__file__).parent

@@ -14,7 +14,7 @@ from PIL import Image
 
 from bench.data.cityscapes import CityscapesSegmentation
 from bench.data.labels import CLASS_NAMES, TRAIN_TO_LABEL
-from bench.evaluate import ForwardMemo, evaluate_defenses, scored_at
+from bench.scoring import ForwardMemo, evaluate_defenses, scored_at
 from defenses import SingleNetwork
 
 

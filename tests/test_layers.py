@@ -1,7 +1,8 @@
-"""The layer cake: imports only go down the floors of DESIGN.md, and no module imports a cycle.
+"""The layer cake: imports only go down the floors listed below (and in the README's map of where
+things live), and no module imports a cycle.
 
 Floors, bottom up: errors/config -> data, models, metrics -> train, store, attacks, defenses ->
-evaluate, report -> stages -> cli. A module may import its own floor or lower ones (never its
+scoring, report -> stages -> cli. A module may import its own floor or lower ones (never its
 own package's ``__init__``, which only re-exports), and the graph of modules has no cycle.
 """
 
@@ -27,7 +28,7 @@ FLOORS = [
     ),
     ("bench.data", "bench.models", "bench.metrics"),
     ("bench.train", "bench.store", "attacks", "defenses"),
-    ("bench.evaluate", "bench.report", "bench.perf"),
+    ("bench.scoring", "bench.report", "bench.perf"),
     ("bench.stages",),
     ("bench.cli", "bench.__main__"),
 ]

@@ -6,8 +6,8 @@ import torch
 from torch.utils.data import TensorDataset
 
 from bench.config import PretrainConfig
-from bench.evaluate import clean_confusion
 from bench.models import ERFNet
+from bench.scoring import clean_confusion
 from bench.train import poly_lr, pretrain, random_hflip
 
 

@@ -20,9 +20,8 @@ import torch
 from torch import nn
 
 from bench import dist
-from bench.config import STATIC_NETS, FinetuneConfig, RunConfig, cache_key
+from bench.config import STATIC_NETS, FinetuneConfig, cache_key
 from bench.errors import CheckpointError, ConfigError, RunDirError
-from bench.evaluate import clean_confusion
 from bench.files import atomic_copy, sha256_file
 from bench.models import (
     build_model,
@@ -32,9 +31,10 @@ from bench.models import (
     read_state_dict,
     seed_backbone,
 )
-from bench.stages.data import dataset
+from bench.scoring import ForwardMemo, clean_confusion
+from bench.stages.context import RunContext, RunNetworks
 from bench.store.checkpoints import CheckpointMeta, load_meta, load_model, save_model
-from bench.store.rundir import METRICS_FILE, RunDir
+from bench.store.rundir import METRICS_FILE
 from bench.train import pretrain
 from defenses.adaptive import finetune_adaptive
 
@@ -49,13 +49,14 @@ ORIGINS = {
 }
 
 
-def static_key(config: RunConfig, name: str) -> str:
+def static_key(ctx: RunContext, name: str) -> str:
     """Imported: the architecture and the weights file's sha256. Pretrained: the architecture,
     the pretraining settings, the seed, the seeding backbone's sha256 and the labelled data."""
+    config = ctx.config
     net = config.net(name)
     if net.weights:
         return cache_key("imported", name, net.arch, net.options, sha256_file(net.weights))
-    train_split = dataset(config, config.data.train_split)
+    train_split = ctx.data.split(config.data.train_split)
     backbone = sha256_file(net.backbone) if net.backbone else ""
     pretraining = dataclasses.asdict(config.pretrain)
     if not pretraining["sync_bn"]:
@@ -71,10 +72,12 @@ def static_key(config: RunConfig, name: str) -> str:
     )
 
 
-def adaptive_key(config: RunConfig, run: RunDir, settings: FinetuneConfig) -> str:
-    sha = {n: load_meta(run.models, n).sha256 for n in STATIC_NETS}
-    unlabeled = dataset(config, config.data.unlabeled_split, with_labels=False)
-    return cache_key("adaptive", settings, sha, config.seed_for("A"), unlabeled.fingerprint())
+def adaptive_key(ctx: RunContext, settings: FinetuneConfig) -> str:
+    """An adaptive student's J_TS' settings, the sha256 of T and S, its seed and the identity of
+    the unlabelled split."""
+    sha = {n: load_meta(ctx.run.models, n).sha256 for n in STATIC_NETS}
+    unlabeled = ctx.data.unlabeled()
+    return cache_key("adaptive", settings, sha, ctx.config.seed_for("A"), unlabeled.fingerprint())
 
 
 def _reusable(models_dir: Path, name: str, key: str) -> CheckpointMeta | None:
@@ -91,9 +94,10 @@ def _reusable(models_dir: Path, name: str, key: str) -> CheckpointMeta | None:
     return meta if found else None
 
 
-def check_replacements(config: RunConfig, run: RunDir, names: tuple[str, ...]) -> None:
+def check_replacements(ctx: RunContext, names: tuple[str, ...]) -> None:
     """Refuse to overwrite T or S of a finished run with networks of other settings: its
     published results were computed with them (train into another folder instead)."""
+    run = ctx.run
     if not (run.path / METRICS_FILE).is_file():
         return
     for name in (n for n in names if n in STATIC_NETS):
@@ -101,77 +105,70 @@ def check_replacements(config: RunConfig, run: RunDir, names: tuple[str, ...]) -
             stored = load_meta(run.models, name).info.get("key")
         except CheckpointError:
             continue
-        if stored != static_key(config, name):
+        if stored != static_key(ctx, name):
             raise RunDirError(
                 f"{run.path} holds a finished run whose results use its {name}; training {name} "
                 "with other settings would replace it: choose another --out DIR"
             )
 
 
-def _install_reference(run: RunDir, name: str, key: str) -> CheckpointMeta | None:
+def _install_reference(ctx: RunContext, name: str, key: str) -> CheckpointMeta | None:
     """Copy a shipped reference checkpoint of ``name`` into the run when one was trained with
     exactly this recipe (same key, whatever the preset's name); None otherwise."""
     for reference in sorted(p.parent for p in REFERENCE_DIR.glob(f"*/{name}.json")):
         if _reusable(reference, name, key) is not None:
+            models = ctx.run.models
             for suffix in (".pt", ".json"):
-                atomic_copy(reference / f"{name}{suffix}", run.models / f"{name}{suffix}")
-            return _reusable(run.models, name, key)
+                atomic_copy(reference / f"{name}{suffix}", models / f"{name}{suffix}")
+            return _reusable(models, name, key)
     return None
 
 
-def _clean_miou(config: RunConfig, model: nn.Module, batch_size: int, progress: bool) -> float:
-    val = dataset(config, config.data.val_subset)
-    return clean_confusion(model, val, batch_size=batch_size, progress=progress).miou()
+def _clean_miou(ctx: RunContext, model: nn.Module, batch_size: int) -> float:
+    val = ctx.data.split(ctx.config.data.val_subset)
+    return clean_confusion(model, val, batch_size=batch_size, progress=ctx.progress).miou()
 
 
 def train_static(
-    config: RunConfig,
-    run: RunDir,
-    name: str,
-    *,
-    device: torch.device,
-    retrain: bool = False,
-    progress: bool = True,
+    ctx: RunContext, name: str, *, retrain: bool = False
 ) -> tuple[CheckpointMeta, str]:
     """Pretrain T (the teacher architecture) or S (the student) unless a valid checkpoint exists.
 
     Returns the checkpoint's metadata and where it came from: "trained" now, "cached" (a valid
     checkpoint in the run) or "reference" (a shipped checkpoint of the same recipe).
     """
-    key = static_key(config, name)
+    config, models = ctx.config, ctx.run.models
+    key = static_key(ctx, name)
     origin = None
     if not retrain and dist.is_main():  # rank 0 decides, every rank follows
-        if _reusable(run.models, name, key):
+        if _reusable(models, name, key):
             origin = "cached"
-        elif _install_reference(run, name, key):
+        elif _install_reference(ctx, name, key):
             origin = "reference"
     if origin := dist.broadcast(origin):
-        return load_meta(run.models, name), origin
+        return load_meta(models, name), origin
     net, seed = config.net(name), config.seed_for(name)
     torch.manual_seed(seed)
     model = build_model(net.arch, **net.options)
     if net.weights:
-        return import_network(config, run, name, model, key, device=device, progress=progress)
+        return import_network(ctx, name, model, key)
     if net.backbone:
         seed_backbone(model, net.backbone)
-    train_set = dataset(config, config.data.train_split)
+    train_set = ctx.data.split(config.data.train_split)
     stats = pretrain(
         model,
         train_set,
         config.pretrain,
-        device=device,
+        device=ctx.device,
         seed=seed,
-        progress=progress,
+        progress=ctx.progress,
         desc=f"pretrain {name}",
     )
     return _save_static(
-        config,
-        run,
+        ctx,
         name,
         model,
         key,
-        device=device,
-        progress=progress,
         origin="trained",
         train_seconds=round(stats.seconds, 1),
         iterations=stats.iterations,
@@ -184,63 +181,45 @@ def train_static(
 
 
 def _save_static(
-    config: RunConfig,
-    run: RunDir,
-    name: str,
-    model: nn.Module,
-    key: str,
-    *,
-    device: torch.device,
-    progress: bool,
-    origin: str,
-    **meta: Any,
+    ctx: RunContext, name: str, model: nn.Module, key: str, *, origin: str, **meta: Any
 ) -> tuple[CheckpointMeta, str]:
     """Save T or S with its clean mIoU and ``meta``: rank 0 writes the checkpoint (atomically)
     while the others wait; then all read it."""
+    config, models = ctx.config, ctx.run.models
     if dist.is_main():
         net = config.net(name)
-        miou = _clean_miou(config, model, config.pretrain.batch_size, progress)
+        miou = _clean_miou(ctx, model, config.pretrain.batch_size)
         save_model(
             model,
-            run.models,
+            models,
             name,
             net.arch,
             net.options,
             key=key,
             parameters=count_parameters(model),
-            device=str(device),
+            device=str(ctx.device),
             **meta,
             **{f"miou_{config.data.val_subset}": miou},
         )
     dist.barrier()
-    return load_meta(run.models, name), origin
+    return load_meta(models, name), origin
 
 
 def import_network(
-    config: RunConfig,
-    run: RunDir,
-    name: str,
-    model: nn.Module,
-    key: str,
-    *,
-    device: torch.device,
-    progress: bool = True,
+    ctx: RunContext, name: str, model: nn.Module, key: str
 ) -> tuple[CheckpointMeta, str]:
     """T or S from the user's weights file (``teacher.weights`` / ``student.weights``): key
     mappings applied, output checked, saved into the run with the file's sha256."""
-    net = config.net(name)
+    net = ctx.config.net(name)
     source = f"{'teacher' if name == 'T' else 'student'}.weights {net.weights}"
     load_weights(model, read_state_dict(net.weights), source)
-    model.to(device)
-    check_output(model, tuple(config.data.size), source)
+    model.to(ctx.device)
+    check_output(model, tuple(ctx.config.data.size), source)
     return _save_static(
-        config,
-        run,
+        ctx,
         name,
         model,
         key,
-        device=device,
-        progress=progress,
         origin="imported",
         imported_from=Path(net.weights).name,
         source_sha256=sha256_file(net.weights),
@@ -248,13 +227,7 @@ def import_network(
 
 
 def finetune_students(
-    config: RunConfig,
-    run: RunDir,
-    students: Sequence[FinetuneConfig],
-    *,
-    device: torch.device,
-    retrain: bool = False,
-    progress: bool = True,
+    ctx: RunContext, students: Sequence[FinetuneConfig], *, retrain: bool = False
 ) -> list[tuple[CheckpointMeta, str]]:
     """Finetune adaptive students A from S with J_TS' (eq. 8), each unless a valid checkpoint
     exists; a checkpoint is named by its settings (``A_down2_a0.6_e10``).
@@ -266,11 +239,12 @@ def finetune_students(
 
     Returns (metadata, "trained" or "cached") per student, in order.
     """
-    keys = [adaptive_key(config, run, settings) for settings in students]
+    models = ctx.run.models
+    keys = [adaptive_key(ctx, settings) for settings in students]
     cached = None
     if dist.is_main():  # rank 0 decides, every rank follows
         cached = [
-            not retrain and _reusable(run.models, settings.checkpoint_name, key) is not None
+            not retrain and _reusable(models, settings.checkpoint_name, key) is not None
             for settings, key in zip(students, keys)
         ]
     cached = dist.broadcast(cached)
@@ -279,29 +253,21 @@ def finetune_students(
     for turn, i in enumerate(todo):
         alone = turn < spread
         if not alone or turn % dist.size() == dist.rank():
-            _finetune(config, run, students[i], keys[i], device, alone=alone, progress=progress)
+            _finetune(ctx, students[i], keys[i], alone=alone)
     dist.barrier()  # every checkpoint written before any rank reads one
     return [
-        (load_meta(run.models, settings.checkpoint_name), "cached" if found else "trained")
+        (load_meta(models, settings.checkpoint_name), "cached" if found else "trained")
         for settings, found in zip(students, cached)
     ]
 
 
-def _finetune(
-    config: RunConfig,
-    run: RunDir,
-    settings: FinetuneConfig,
-    key: str,
-    device: torch.device,
-    *,
-    alone: bool,
-    progress: bool,
-) -> None:
+def _finetune(ctx: RunContext, settings: FinetuneConfig, key: str, *, alone: bool) -> None:
     """Finetune one student and save it: by this rank ``alone``, or by all ranks with DDP
     (then rank 0 writes the checkpoint)."""
-    teacher = load_model(run.models, "T", device)
-    student = load_model(run.models, "S", device)
-    unlabeled = dataset(config, config.data.unlabeled_split, with_labels=False)
+    config, models = ctx.config, ctx.run.models
+    teacher = load_model(models, "T", ctx.device)
+    student = load_model(models, "S", ctx.device)
+    unlabeled = ctx.data.unlabeled()
     seed = config.seed_for("A")
     start = time.perf_counter()
     adaptive = finetune_adaptive(
@@ -309,32 +275,28 @@ def _finetune(
         student,
         unlabeled,
         settings,
-        device=device,
+        device=ctx.device,
         seed=seed,
-        progress=progress,
+        progress=ctx.progress,
         distributed=not alone,
     )
     seconds = time.perf_counter() - start
     if alone or dist.is_main():
         save_model(
             adaptive,
-            run.models,
+            models,
             settings.checkpoint_name,
             config.student.arch,
             config.student.options,
             key=key,
             finetune=dataclasses.asdict(settings),
             seed=seed,
-            device=str(device),
+            device=str(ctx.device),
             train_seconds=round(seconds, 1),
             unlabeled_images=len(unlabeled),
             parameters=count_parameters(adaptive),
             processes=1 if alone else dist.size(),
-            **{
-                f"miou_{config.data.val_subset}": _clean_miou(
-                    config, adaptive, settings.batch_size, progress
-                )
-            },
+            **{f"miou_{config.data.val_subset}": _clean_miou(ctx, adaptive, settings.batch_size)},
         )
 
 
@@ -345,13 +307,7 @@ def check_network_names(names: tuple[str, ...]) -> None:
 
 
 def train_networks(
-    config: RunConfig,
-    run: RunDir,
-    names: tuple[str, ...] = ("T", "S", "A"),
-    *,
-    device: torch.device,
-    retrain: bool = False,
-    progress: bool = True,
+    ctx: RunContext, names: tuple[str, ...] = ("T", "S", "A"), *, retrain: bool = False
 ) -> list[tuple[CheckpointMeta, str]]:
     """The networks named, in the order T, S, A; "A" is the config's main adaptive student
     (``finetune``) and needs T and S in the run. ``bench run`` adds the sweeps' students.
@@ -362,30 +318,41 @@ def train_networks(
     done = []
     for name in STATIC_NETS:
         if name in names:
-            done.append(
-                train_static(config, run, name, device=device, retrain=retrain, progress=progress)
-            )
+            done.append(train_static(ctx, name, retrain=retrain))
     if "A" in names:
-        done += finetune_students(
-            config, run, [config.finetune], device=device, retrain=retrain, progress=progress
-        )
+        done += finetune_students(ctx, [ctx.config.finetune], retrain=retrain)
     return done
 
 
-def report_line(config: RunConfig, run: RunDir, meta: CheckpointMeta, origin: str) -> str:
-    """The line ``bench train`` prints for a network."""
-    info = meta.info
-    miou = info.get(f"miou_{config.data.val_subset}", math.nan)
-    how = ORIGINS[origin].format(seconds=info.get("train_seconds", 0))
-    return (
-        f"{meta.name}: {meta.arch}, {info.get('parameters', 0) / 1e6:.2f} M parameters, {how}; "
-        f"clean mIoU on {config.data.val_subset}: {100 * miou:.1f}%  -> "
-        f"{run.models / meta.name}.pt"
+def load_networks(ctx: RunContext, roles: Sequence[str] = ("T", "S", "A")) -> RunNetworks:
+    """The run's networks by role (T, S and the config's main adaptive student as A), each
+    wrapped so defenses share forward passes."""
+    checkpoints = {"T": "T", "S": "S", "A": ctx.config.finetune.checkpoint_name}
+    names = {role: checkpoints[role] for role in roles}
+    return RunNetworks(
+        memos={
+            role: ForwardMemo(load_model(ctx.run.models, name, ctx.device))
+            for role, name in names.items()
+        },
+        sha256={role: load_meta(ctx.run.models, name).sha256 for role, name in names.items()},
+        checkpoints=names,
     )
 
 
-def describe(config: RunConfig, meta: CheckpointMeta, origin: str) -> str:
+def report_line(ctx: RunContext, meta: CheckpointMeta, origin: str) -> str:
+    """The line ``bench train`` prints for a network."""
+    info = meta.info
+    miou = info.get(f"miou_{ctx.config.data.val_subset}", math.nan)
+    how = ORIGINS[origin].format(seconds=info.get("train_seconds", 0))
+    return (
+        f"{meta.name}: {meta.arch}, {info.get('parameters', 0) / 1e6:.2f} M parameters, {how}; "
+        f"clean mIoU on {ctx.config.data.val_subset}: {100 * miou:.1f}%  -> "
+        f"{ctx.run.models / meta.name}.pt"
+    )
+
+
+def describe(ctx: RunContext, meta: CheckpointMeta, origin: str) -> str:
     """A few words about a network for the stage line: its clean mIoU and where it came from."""
-    miou = meta.info.get(f"miou_{config.data.val_subset}", math.nan)
+    miou = meta.info.get(f"miou_{ctx.config.data.val_subset}", math.nan)
     how = f"trained {meta.info.get('train_seconds', 0):.0f} s" if origin == "trained" else origin
     return f"{meta.name} {100 * miou:.1f}% ({how})"

@@ -1,7 +1,8 @@
 """``bench run``: the composition of the stages, and the library calls behind every command.
 
-Every command checks the whole config first (``bench.config`` and ``bench.stages.checks``), then
-holds the run directory's lock while it works. ``bench run`` publishes config, rows, tables,
+Every command checks the whole config first (``bench.config`` and ``bench.stages.preflight``),
+builds the run context (``bench.stages.context``) once, then holds the run directory's lock
+while it hands the context from stage to stage. ``bench run`` publishes config, rows, tables,
 plots and report together at the very end (``RunDir.publish``), so a failed or refused run never
 touches a finished one.
 """
@@ -13,26 +14,38 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from bench import dist
 from bench.config import RunConfig, adaptive_students, apply_values, save_run_config
 from bench.files import atomic_copy
 from bench.report import write_report
-from bench.stages.attacks import build_ae_sets, gradient_checks
-from bench.stages.checks import check_run
-from bench.stages.data import check_data, data_reads, prepare_data
-from bench.stages.defenses import run_defenses
-from bench.stages.evaluate import Evaluation, evaluate_run, qualitative_grid
+from bench.stages.ae_sets import PlannedSet, build_ae_sets
+from bench.stages.context import RunContext
+from bench.stages.data_tree import check_data, data_reads, prepare_data
+from bench.stages.defense_rows import build_defense_rows
+from bench.stages.evaluation_checks import (
+    CHECK_COLUMNS,
+    Finding,
+    data_checks,
+    gradient_checks,
+    random_checks,
+    weaker_checks,
+)
 from bench.stages.networks import (
     check_network_names,
     check_replacements,
     describe,
     finetune_students,
+    load_networks,
     report_line,
     train_networks,
     train_static,
 )
+from bench.stages.preflight import check_run
+from bench.stages.qualitative import qualitative_grid
+from bench.stages.results import Evaluation, evaluate_run
 from bench.store.aesets import STORE_FILE, AESet
 from bench.store.rundir import (
     CHECKS_FILE,
@@ -76,67 +89,77 @@ def run_benchmark(
     Launched by torchrun, every rank runs this: training is data-parallel, AE sets and the
     evaluation are shared by batch, and rank 0 alone holds the lock, writes and prints.
     """
-    device, main, progress = _begin(config, device, progress)
-    echo = echo if main else _silent
-    run = RunDir(run_dir)
-    with _locked(run):
+    ctx = _begin(config, run_dir, device, progress)
+    echo = echo if dist.is_main() else _silent
+    with _locked(ctx.run):
         with _stage("data", echo) as summary:
-            _prepare_data(config, progress)
+            _prepare_data(ctx)
             data_warnings = check_data(config, data_reads(config))
             summary.append(f"{config.data.root} checked")
         for message in data_warnings:
             echo(f"warning: {message}")
         with _stage("networks", echo) as summary:
-            for name in ("T", "S"):
-                meta, origin = train_static(
-                    config, run, name, device=device, retrain=retrain, progress=progress
-                )
-                summary.append(describe(config, meta, origin))
-            students = [settings for _, settings in adaptive_students(config).all()]
-            for meta, origin in finetune_students(
-                config, run, students, device=device, retrain=retrain, progress=progress
-            ):
-                summary.append(describe(config, meta, origin))
+            ctx = _networks_stage(ctx, retrain, summary)
         with _stage("attacks", echo) as summary:
-            defenses = run_defenses(config, run, device)
-            ae_sets = build_ae_sets(
-                config, run, device=device, defenses=defenses, progress=progress
-            )
+            ctx = ctx.with_defenses(build_defense_rows(ctx))
+            ae_sets = build_ae_sets(ctx)
             threats = sorted({plan.spec.threat for plan, _ in ae_sets})
             summary.append(
-                f"{len(ae_sets)} AE sets ({', '.join(threats)}) in {run.path / STORE_FILE}"
+                f"{len(ae_sets)} AE sets ({', '.join(threats)}) in {ctx.run.path / STORE_FILE}"
             )
         with _stage("evaluate", echo) as summary:
-            evaluation = evaluate_run(config, run, defenses, ae_sets, progress=progress)
-            if not main:
+            evaluation = evaluate_run(ctx, ae_sets)
+            if evaluation is None:
                 return None  # rank 0 writes the report
-            data_checks = [
-                {"check": "data", "subject": config.data.root, "message": m} for m in data_warnings
-            ]
-            gradient_warnings = gradient_checks(config, [plan for plan, _ in ae_sets])
-            evaluation = evaluation.with_checks(data_checks + gradient_warnings)
-            qualitative = qualitative_grid(config, run, defenses, ae_sets)
+            checks = _checks(ctx, ae_sets, evaluation, data_warnings)
+            qualitative = qualitative_grid(ctx, ae_sets)
             summary.append(
                 f"{evaluation.metrics['defense'].nunique()} defenses, "
-                f"{len(evaluation.metrics)} rows, tau {defenses.tau:.3f}"
+                f"{len(evaluation.metrics)} rows, tau {ctx.require_defenses().tau:.3f}"
             )
         with _stage("report", echo) as summary:
-            report = publish_run(config, run, evaluation, qualitative)
+            report = publish_run(ctx, evaluation, checks, qualitative)
             summary.append(str(report))
-        checks = evaluation.checks
         for message in checks[checks["check"] != "data"]["message"]:  # data: said up front
             echo(f"warning: {message}")
     return report
 
 
+def _networks_stage(ctx: RunContext, retrain: bool, summary: list[str]) -> RunContext:
+    """T and S, then every adaptive student of the run; the context with the networks loaded."""
+    for name in ("T", "S"):
+        meta, origin = train_static(ctx, name, retrain=retrain)
+        summary.append(describe(ctx, meta, origin))
+    students = [settings for _, settings in adaptive_students(ctx.config).all()]
+    for meta, origin in finetune_students(ctx, students, retrain=retrain):
+        summary.append(describe(ctx, meta, origin))
+    return ctx.with_networks(load_networks(ctx))
+
+
+def _checks(
+    ctx: RunContext,
+    ae_sets: Sequence[tuple[PlannedSet, AESet]],
+    evaluation: Evaluation,
+    data_warnings: Sequence[str],
+) -> pd.DataFrame:
+    """Every finding of the evaluation's own checks (``bench.stages.evaluation_checks``)."""
+    findings: list[Finding] = [
+        *data_checks(ctx.config.data.root, data_warnings),
+        *gradient_checks(ctx, [plan for plan, _ in ae_sets]),
+        *random_checks(ctx),
+        *weaker_checks(evaluation.metrics),
+    ]
+    return pd.DataFrame(findings, columns=CHECK_COLUMNS)
+
+
 def _begin(
-    config: RunConfig, device: torch.device, progress: bool
-) -> tuple[torch.device, bool, bool]:
-    """Join the torchrun launch, if any, and check the config before any work. Returns this
-    process's device, whether it is rank 0, and whether it shows progress (rank 0 only)."""
+    config: RunConfig, run_dir: str | Path, device: torch.device, progress: bool
+) -> RunContext:
+    """Join the torchrun launch, if any, check the config before any work, and build the run
+    context (this process's device; progress bars on rank 0 only)."""
     device = dist.init(device)
     check_run(config, device)
-    return device, dist.is_main(), progress and dist.is_main()
+    return RunContext.open(config, RunDir(run_dir), device, progress=progress and dist.is_main())
 
 
 def _locked(run: RunDir) -> contextlib.AbstractContextManager:
@@ -144,10 +167,10 @@ def _locked(run: RunDir) -> contextlib.AbstractContextManager:
     return run.lock() if dist.is_main() else contextlib.nullcontext()
 
 
-def _prepare_data(config: RunConfig, progress: bool) -> None:
+def _prepare_data(ctx: RunContext) -> None:
     """Rank 0 generates the toy city when needed; every process waits for it."""
     if dist.is_main():
-        prepare_data(config, progress=progress)
+        prepare_data(ctx.config, progress=ctx.progress)
     dist.barrier()
 
 
@@ -156,14 +179,16 @@ def _silent(_line: str) -> None:
 
 
 def publish_run(
-    config: RunConfig, run: RunDir, evaluation: Evaluation, qualitative: Path | None
+    ctx: RunContext, evaluation: Evaluation, checks: pd.DataFrame, qualitative: Path | None
 ) -> Path:
-    """Stage config, rows, grid and report in a sibling folder, then move them into the run."""
+    """Stage config, rows, checks, grid and report in a sibling folder, then move them into the
+    run."""
+    run = ctx.run
     with run.staging() as staged:
-        save_run_config(config, staged)
+        save_run_config(ctx.config, staged)
         write_table(evaluation.metrics, staged / METRICS_FILE)
         write_table(evaluation.records, staged / RECORDS_FILE)
-        write_table(evaluation.checks, staged / CHECKS_FILE)
+        write_table(checks, staged / CHECKS_FILE)
         if qualitative is not None:
             atomic_copy(qualitative, staged / QUALITATIVE_FILE)
         write_report(staged)
@@ -198,18 +223,15 @@ def train_command(
     never replaced by networks of other settings.
     """
     check_network_names(tuple(names))
-    device, main, progress = _begin(config, device, progress)
-    run = RunDir(run_dir)
-    with _locked(run):
-        check_replacements(config, run, tuple(names))
-        _prepare_data(config, progress)
+    ctx = _begin(config, run_dir, device, progress)
+    with _locked(ctx.run):
+        check_replacements(ctx, tuple(names))
+        _prepare_data(ctx)
         check_data(config, data_reads(config, finetune="A" in names, attack=False))
-        done = train_networks(
-            config, run, tuple(names), device=device, retrain=retrain, progress=progress
-        )
-        if main and not (run.path / METRICS_FILE).is_file():
-            save_run_config(config, run.path)
-    return [report_line(config, run, meta, origin) for meta, origin in done] if main else []
+        done = train_networks(ctx, tuple(names), retrain=retrain)
+        if dist.is_main() and not (ctx.run.path / METRICS_FILE).is_file():
+            save_run_config(config, ctx.run.path)
+    return [report_line(ctx, meta, origin) for meta, origin in done] if dist.is_main() else []
 
 
 def attack_command(
@@ -217,9 +239,9 @@ def attack_command(
 ) -> list[AESet]:
     """``bench attack``: the config's transfer and joint AE sets in the run's store (its
     config.toml unchanged); white-box sets need the defenses and are built by ``bench run``."""
-    device, main, progress = _begin(config, device, progress)
-    run = RunDir(run_dir)
-    with _locked(run):
+    ctx = _begin(config, run_dir, device, progress)
+    with _locked(ctx.run):
         check_data(config, data_reads(config, train=False, finetune=False))
-        sets = [s for _, s in build_ae_sets(config, run, device=device, progress=progress)]
-    return sets if main else []
+        ctx = ctx.with_networks(load_networks(ctx, roles=("T", "S")))
+        sets = [s for _, s in build_ae_sets(ctx)]
+    return sets if dist.is_main() else []

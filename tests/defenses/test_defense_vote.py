@@ -9,8 +9,8 @@ import torch
 
 from bench.config import FinetuneConfig
 from bench.errors import ModelError
-from bench.evaluate import ForwardMemo, scored_at
 from bench.models.taps import unwrapped
+from bench.scoring import ForwardMemo, scored_at
 from defenses import DefenseError, Vote, d_ae, hamming
 from defenses.vote import suspects, thresholds
 

@@ -12,9 +12,11 @@ import torch
 
 from bench.config import STATIC_NETS, load_config
 from bench.models import ERFNet
-from bench.stages.data import prepare_data
+from bench.stages.context import RunContext
+from bench.stages.data_tree import prepare_data
 from bench.stages.networks import REFERENCE_DIR, static_key
 from bench.store.checkpoints import load_meta
+from bench.store.rundir import RunDir
 
 from smokerun import invoke, run_args
 
@@ -100,5 +102,6 @@ def test_the_toy_preset_uses_the_shipped_reference_networks(tmp_path):
     config = load_config("toy")
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=tmp_path))
     prepare_data(config, progress=False)  # the toy city exactly as bench run draws it
+    ctx = RunContext.open(config, RunDir(tmp_path / "run"), torch.device("cpu"), progress=False)
     for name in STATIC_NETS:
-        assert static_key(config, name) == load_meta(REFERENCE_DIR / "toy", name).info["key"]
+        assert static_key(ctx, name) == load_meta(REFERENCE_DIR / "toy", name).info["key"]

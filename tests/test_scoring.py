@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.evaluate import ForwardMemo
+from bench.scoring import ForwardMemo
 
 
 class Counting(nn.Module):

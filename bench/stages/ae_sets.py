@@ -9,33 +9,26 @@ For every attack of the suite, at each of its eps and on each of its subsets:
   behind BPDA where a step is not differentiable; EOT for randomised ones): defenses with the
   same surface share it; a defense without a surface gets none.
 
-``sanity_checks`` runs AutoAttack-style checks of the evaluation itself.
+The evaluation's own checks of these sets live in ``bench.stages.evaluation_checks``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from attacks import build_attack
-from attacks.objectives import Ensemble, ce_loss, class_weights, summed_loss
+from attacks.objectives import Ensemble, class_weights
 from bench.config import AttackSpec, RunConfig, apply_values
 from bench.errors import ConfigError
-from bench.stages.data import class_pixel_counts, dataset
-from bench.stages.defenses import RunDefenses, surface_networks
+from bench.stages.context import RunContext
+from bench.stages.defense_rows import surface_networks
 from bench.store.aesets import STORE_FILE, AESet, SetSpec, build_ae_set
-from bench.store.checkpoints import load_meta, load_model
-from bench.store.rundir import RunDir
 from bench.variants import JOINT, JOINT_SOURCE, TRANSFER, WHITE_BOX, Variant
-
-#: a white-box gradient that is zero or NaN on more than this share of the input warns
-MASKED_GRADIENT_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -65,24 +58,19 @@ class PlannedSet:
         return Variant(self.spec.source, self.spec.eps, self.spec.threat, self.spec.attack)
 
 
-def _targets(
-    config: RunConfig,
-    run: RunDir,
-    spec: AttackSpec,
-    defenses: RunDefenses | None,
-    device: torch.device,
-) -> list[Target]:
-    """The networks / surfaces ``spec`` attacks, under each of its threat models."""
+def _targets(ctx: RunContext, spec: AttackSpec) -> list[Target]:
+    """The networks / surfaces ``spec`` attacks, under each of its threat models (white-box
+    only when the context holds the defenses)."""
+    networks, defenses = ctx.require_networks(), ctx.defenses
+    plain = networks.plain
     targets = []
     if TRANSFER in spec.threat_models:
-        for source in config.attack.sources:
-            sha = load_meta(run.models, source).sha256
-            targets.append(
-                Target(TRANSFER, source, load_model(run.models, source, device), {source: sha})
-            )
+        for source in ctx.config.attack.sources:
+            sha = {source: networks.sha256[source]}
+            targets.append(Target(TRANSFER, source, plain[source], sha))
     if JOINT in spec.threat_models:
-        members = {n: load_model(run.models, n, device) for n in ("T", "S")}
-        sha = {n: load_meta(run.models, n).sha256 for n in ("T", "S")}
+        members = {n: plain[n] for n in ("T", "S")}
+        sha = {n: networks.sha256[n] for n in ("T", "S")}
         rows = (
             None
             if defenses is None
@@ -101,14 +89,14 @@ def _targets(
                 surface.networks,
                 transform=surface.transform,
                 decide=surface.decide,
-                samples=config.attack.eot_samples if surface.random else 1,
+                samples=ctx.config.attack.eot_samples if surface.random else 1,
             )
             targets.append(
                 Target(
                     WHITE_BOX,
                     surface.name,
                     model,
-                    surface_networks(surface, defenses.weights),
+                    surface_networks(surface, networks.sha256),
                     surface=key,
                     rows=tuple(rows),
                     after_batch=surface.after_batch,
@@ -117,16 +105,15 @@ def _targets(
     return targets
 
 
-def plan_sets(
-    config: RunConfig, run: RunDir, *, device: torch.device, defenses: RunDefenses | None = None
-) -> list[PlannedSet]:
+def plan_sets(ctx: RunContext) -> list[PlannedSet]:
     """Every AE set of the run, in the order of the suite, threat models, subsets and eps.
-    Without ``defenses`` only transfer and joint sets are planned (``bench attack``)."""
+    Without defenses in the context only transfer and joint sets are planned (``bench attack``)."""
     planned = []
-    for spec in config.attack.suite:
-        for target in _targets(config, run, spec, defenses, device):
-            for subset in config.attack.subsets_of(spec):
-                for eps in config.attack.eps_of(spec):
+    attack = ctx.config.attack
+    for spec in attack.suite:
+        for target in _targets(ctx, spec):
+            for subset in attack.subsets_of(spec):
+                for eps in attack.eps_of(spec):
                     set_spec = SetSpec(
                         subset,
                         spec.tag,
@@ -140,76 +127,30 @@ def plan_sets(
     return planned
 
 
-def _attack(config: RunConfig, spec: AttackSpec) -> Any:
+def _attack(ctx: RunContext, spec: AttackSpec) -> Any:
     options = dict(spec.options)
     if options.get("loss") == "balanced-masked-ce" and "class_weights" not in options:
-        options["class_weights"] = class_weights(class_pixel_counts(config))
+        options["class_weights"] = class_weights(ctx.data.class_pixel_counts())
     return build_attack(spec.name, **options)
 
 
-def build_ae_sets(
-    config: RunConfig,
-    run: RunDir,
-    *,
-    device: torch.device,
-    defenses: RunDefenses | None = None,
-    progress: bool = True,
-) -> list[tuple[PlannedSet, AESet]]:
+def build_ae_sets(ctx: RunContext) -> list[tuple[PlannedSet, AESet]]:
     """Build (or reuse, or finish) every planned AE set of the run."""
     built = []
-    attacks = {spec.tag: _attack(config, spec) for spec in config.attack.suite}
-    for plan in plan_sets(config, run, device=device, defenses=defenses):
+    attacks = {spec.tag: _attack(ctx, spec) for spec in ctx.config.attack.suite}
+    for plan in plan_sets(ctx):
         ae_set = build_ae_set(
-            run.path / STORE_FILE,
+            ctx.run.path / STORE_FILE,
             plan.spec,
             model=plan.target.model,
-            dataset=dataset(config, plan.spec.subset),
+            dataset=ctx.data.split(plan.spec.subset),
             attack=attacks[plan.spec.attack],
-            batch_size=config.attack.batch_size,
-            progress=progress,
+            batch_size=ctx.config.attack.batch_size,
+            progress=ctx.progress,
             after_batch=plan.target.after_batch,
         )
         built.append((plan, ae_set))
     return built
-
-
-def masked_gradient_share(model: nn.Module, images: Tensor, labels: Tensor) -> float:
-    """The share of input pixels whose gradient of the summed cross-entropy is zero or NaN on
-    one batch: near 1 means gradient masking (a white-box attack would be blind)."""
-    device = next(model.parameters()).device
-    x = images.to(device).float().requires_grad_(True)
-    with torch.enable_grad():
-        loss = summed_loss(ce_loss, model(x), labels.to(device)).sum()
-        (grad,) = torch.autograd.grad(loss, x)
-    return float(((grad == 0) | grad.isnan()).float().mean())
-
-
-def gradient_checks(config: RunConfig, plans: Sequence[PlannedSet]) -> list[dict[str, object]]:
-    """One warning per white-box surface whose gradient is masked on its first batch."""
-    warnings, seen = [], set()
-    for plan in plans:
-        if plan.spec.threat != WHITE_BOX or plan.spec.source in seen:
-            continue
-        seen.add(plan.spec.source)
-        images, labels = next(
-            iter(
-                torch.utils.data.DataLoader(
-                    dataset(config, plan.spec.subset), batch_size=config.attack.batch_size
-                )
-            )
-        )
-        share = masked_gradient_share(plan.target.model, images, labels)
-        if share > MASKED_GRADIENT_SHARE or math.isnan(share):
-            warnings.append(
-                {
-                    "check": "gradient masking",
-                    "subject": plan.spec.source,
-                    "message": f"the white-box gradient of {plan.spec.source} is zero or NaN for "
-                    f"{100 * share:.0f}% of the input: gradient masking; its white-box "
-                    "numbers are upper bounds (give its surface a differentiable transform)",
-                }
-            )
-    return warnings
 
 
 def attack_settings(

@@ -1,4 +1,5 @@
-"""The run's defenses: how to build each, what its results depend on, and its attack surface.
+"""The defense rows of a run: how to build each defense, what its results depend on, and its
+attack surface.
 
 Used by the attacks stage (white-box sets are built on the defenses' surfaces) and by the
 evaluation stage (every defense on every data variant it is attacked with).
@@ -8,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -19,17 +18,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from bench import __version__, dist
-from bench.config import RunConfig, adaptive_students, cache_key
+from bench.config import adaptive_students, cache_key
 from bench.errors import DefenseError
-from bench.evaluate import ForwardMemo
 from bench.files import sha256_file
-from bench.stages.data import dataset
+from bench.scoring import ForwardMemo
+from bench.stages.context import DefenseEntry, RunContext, RunDefenses
 from bench.store.checkpoints import load_meta, load_model
-from bench.store.rundir import RunDir
 from defenses import (
     BUILTINS,
     AttackSurface,
-    Defense,
     SingleNetwork,
     attack_surface,
     build_defense,
@@ -42,84 +39,39 @@ from defenses.vote import hamming
 OFFERED = ("delta", "delta_t", "delta_s", "tau", "finetune")
 
 
-@dataclass(frozen=True)
-class DefenseEntry:
-    """A row of the run's results: how to build a fresh instance of its defense, what its
-    results depend on, and (when it exposes one) its attack surface and that surface's key."""
-
-    make: Callable[[], Defense]
-    fingerprint: str
-    surface: AttackSurface | None
-    surface_key: str
-    #: one of the sweeps' extra adaptive students (evaluated on the transfer sets only)
-    sweep: bool = False
-
-    @property
-    def learns(self) -> bool:
-        """The defense learns from what it sees (the online vote): one ordered stream only."""
-        return self.surface is not None and self.surface.after_batch is not None
-
-
-@dataclass(frozen=True)
-class RunDefenses:
-    """The run's networks (by role), their checkpoints' sha256 and every defense row."""
-
-    networks: dict[str, nn.Module]
-    weights: dict[str, str]
-    entries: dict[str, DefenseEntry]
-    tau: float
-    #: the sweeps' extra students, by row name (each a ForwardMemo like ``networks``)
-    students: dict[str, nn.Module] = field(default_factory=dict)
-
-
-def checkpoint_names(config: RunConfig) -> dict[str, str]:
-    return {"T": "T", "S": "S", "A": config.finetune.checkpoint_name}
-
-
-def load_networks(config: RunConfig, run: RunDir, device: torch.device) -> dict[str, nn.Module]:
-    """T, S and the main A of the run, each wrapped so defenses share forward passes."""
-    return {
-        role: ForwardMemo(load_model(run.models, name, device))
-        for role, name in checkpoint_names(config).items()
-    }
-
-
 @torch.no_grad()
-def calibrate_tau(config: RunConfig, networks: dict[str, nn.Module]) -> float:
+def calibrate_tau(ctx: RunContext) -> float:
     """``detect.tau``, or its calibration on the validation subset's clean images: the
     ``tau_quantile`` quantile of min(D(T, A), D(S, A)), so that share of clean validation
     images does not trigger the disagreement vote (never the test subset)."""
-    if config.detect.tau is not None:
-        return config.detect.tau
-    loader = DataLoader(dataset(config, config.data.val_subset), config.evaluate.batch_size)
+    detect = ctx.config.detect
+    if detect.tau is not None:
+        return detect.tau
+    networks = ctx.require_networks().memos
+    val = ctx.data.split(ctx.config.data.val_subset)
     both = []
-    for images, _ in loader:
+    for images, _ in DataLoader(val, ctx.config.evaluate.batch_size):
         maps = {role: predict_labels(networks[role], images) for role in ("T", "S", "A")}
         both.append(torch.minimum(hamming(maps["T"], maps["A"]), hamming(maps["S"], maps["A"])))
-    return float(np.quantile(torch.cat(both).numpy(), config.detect.tau_quantile))
+    return float(np.quantile(torch.cat(both).numpy(), detect.tau_quantile))
 
 
-def run_defenses(config: RunConfig, run: RunDir, device: torch.device) -> RunDefenses:
+def build_defense_rows(ctx: RunContext) -> RunDefenses:
     """Every defense row of the run: the config's defenses and the sweeps' extra students.
 
     The run's thresholds, the calibrated tau and the J_TS' settings are offered to every defense
     that takes them.
     """
-    networks = load_networks(config, run, device)
-    weights = {
-        role: load_meta(run.models, n).sha256 for role, n in checkpoint_names(config).items()
-    }
-    tau = dist.broadcast(calibrate_tau(config, networks) if dist.is_main() else None)
-    detect = config.detect
-    offered = dict(
-        zip(OFFERED, (detect.delta, detect.delta_t, detect.delta_s, tau, config.finetune))
-    )
+    networks = ctx.require_networks()
+    tau = dist.broadcast(calibrate_tau(ctx) if dist.is_main() else None)
+    detect, finetune = ctx.config.detect, ctx.config.finetune
+    offered = dict(zip(OFFERED, (detect.delta, detect.delta_t, detect.delta_s, tau, finetune)))
     entries: dict[str, DefenseEntry] = {}
-    for spec in config.evaluate.defenses:
+    for spec in ctx.config.evaluate.defenses:
         factory = load_defense(spec)
         accepted = inspect.signature(factory).parameters
         options = {k: v for k, v in offered.items() if k in accepted}
-        defense = build_defense(spec, networks, **options)
+        defense = build_defense(spec, networks.memos, **options)
         if defense.name in entries:
             raise DefenseError(
                 f"two defenses are named {defense.name!r}; give one of them another name"
@@ -127,15 +79,17 @@ def run_defenses(config: RunConfig, run: RunDir, device: torch.device) -> RunDef
         source = "" if spec in BUILTINS else _source_digest(factory)
         surface = attack_surface(defense)
         entries[defense.name] = DefenseEntry(
-            partial(build_defense, spec, networks, **options),
-            cache_key(spec, options, weights, source, __version__),
+            partial(build_defense, spec, networks.memos, **options),
+            cache_key(spec, options, networks.sha256, source, __version__),
             surface,
-            surface_key(surface, weights) if surface is not None else "",
+            surface_key(surface, networks.sha256) if surface is not None else "",
         )
     students = {}
-    for row, settings in adaptive_students(config).all()[1:]:
-        sha256 = load_meta(run.models, settings.checkpoint_name).sha256
-        students[row] = ForwardMemo(load_model(run.models, settings.checkpoint_name, device))
+    for row, settings in adaptive_students(ctx.config).all()[1:]:
+        sha256 = load_meta(ctx.run.models, settings.checkpoint_name).sha256
+        students[row] = ForwardMemo(
+            load_model(ctx.run.models, settings.checkpoint_name, ctx.device)
+        )
         nets = {"A": students[row]}
         entries[row] = DefenseEntry(
             partial(SingleNetwork, nets, net="A"),
@@ -144,7 +98,7 @@ def run_defenses(config: RunConfig, run: RunDir, device: torch.device) -> RunDef
             "",
             sweep=True,
         )
-    return RunDefenses(networks, weights, entries, tau, students)
+    return RunDefenses(entries, tau, students)
 
 
 def surface_networks(surface: AttackSurface, weights: dict[str, str]) -> dict[str, str]:

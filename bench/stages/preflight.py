@@ -1,5 +1,5 @@
-"""What the registries decide about a config, checked before any work (``bench.config``
-checks the rest when the config is built).
+"""The pre-run checks: what the registries decide about a config, checked before any work
+(``bench.config`` checks the rest when the config is built).
 
 Building the networks on PyTorch's ``meta`` device allocates nothing, so even the Cityscapes
 preset's ResNet-50 teacher is checked in milliseconds.
@@ -21,7 +21,7 @@ from bench.errors import ConfigError, DefenseError, ModelError
 from bench.models import build_model, check_output
 from bench.models.taps import expand_taps
 from bench.plugins import is_spec
-from bench.stages.defenses import OFFERED
+from bench.stages.defense_rows import OFFERED
 from defenses import load_defense
 
 
@@ -43,7 +43,7 @@ def check_run(config: RunConfig, device: torch.device | None = None) -> None:
         try:
             expand_taps(model, layers)
         except ModelError as err:
-            raise ConfigError(f"{key}: {err}") from None
+            raise ConfigError(f"{key}: {err}") from err
     if config.data.toycity:
         SceneStyle.from_dict(config.data.toycity_style)
     for spec in config.attack.suite:
@@ -86,7 +86,7 @@ def _check_network(config: RunConfig, role: str) -> nn.Module:
             with torch.device("meta"):
                 model = build_model(net.arch, **net.options)
     except ModelError as err:
-        raise ConfigError(f"{role}: {err}") from None
+        raise ConfigError(f"{role}: {err}") from err
     if hasattr(model, "check_size"):
         model.check_size(tuple(config.data.size))
     if net.backbone and not hasattr(model, "backbone"):
@@ -107,7 +107,7 @@ def _check_defense(spec: str) -> None:
     except (TypeError, ValueError) as err:
         raise DefenseError(
             f"defense {spec!r} cannot be built as Class(networks, **options): {err}"
-        ) from None
+        ) from err
     if isinstance(factory, type) and not callable(getattr(factory, "predict", None)):
         raise DefenseError(
             f"defense {spec!r}: {factory.__name__} has no predict(images) method "

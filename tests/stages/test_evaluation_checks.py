@@ -11,9 +11,9 @@ from torch import nn
 
 from attacks.objectives import Ensemble
 from bench.config import load_config
-from bench.stages.attacks import masked_gradient_share
-from bench.stages.defenses import DefenseEntry, RunDefenses
-from bench.stages.evaluate import random_checks, weaker_checks
+from bench.stages.context import DefenseEntry, RunContext, RunDefenses
+from bench.stages.evaluation_checks import masked_gradient_share, random_checks, weaker_checks
+from bench.store.rundir import RunDir
 from defenses import Prediction
 
 
@@ -44,11 +44,12 @@ class Coin:
         return Prediction(torch.randint(0, 19, (n, h, w)), [{} for _ in range(n)])
 
 
-def test_a_random_defense_without_eot_is_flagged(toy_root):
+def test_a_random_defense_without_eot_is_flagged(toy_root, tmp_path):
     config = load_config("smoke")
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=str(toy_root)))
+    ctx = RunContext.open(config, RunDir(tmp_path), torch.device("cpu"), progress=False)
     entries = {"coin": DefenseEntry(Coin, "", None, "")}
-    warnings = random_checks(config, RunDefenses({}, {}, entries, 0.0))
+    warnings = random_checks(ctx.with_defenses(RunDefenses(entries, 0.0)))
     assert [w["subject"] for w in warnings] == ["coin"]
     assert "randomised" in warnings[0]["message"]
 

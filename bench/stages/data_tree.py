@@ -1,0 +1,53 @@
+"""The data stage: the run's data tree, generated when it is a missing toy city, and checked
+before any work for everything the run's stages will read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.config import RunConfig
+from bench.data.check import require_tree
+from bench.data.toycity import SceneStyle, generate_toycity
+
+
+def prepare_data(config: RunConfig, *, progress: bool = True) -> Path:
+    """Return the data root; generate the toy city there first when it is missing and allowed.
+
+    ``generate_toycity`` returns at once for a finished tree of the same settings and stops with
+    a clear error for a tree made with other settings.
+    """
+    data = config.data
+    root = Path(data.root)
+    if data.toycity:
+        generate_toycity(
+            root,
+            seed=data.toycity_seed,
+            size=tuple(data.size),
+            style=SceneStyle.from_dict(data.toycity_style),
+            progress=progress,
+            **data.toycity_counts,
+        )
+    return root
+
+
+def data_reads(
+    config: RunConfig, *, train: bool = True, finetune: bool = True, attack: bool = True
+) -> list[tuple[str, bool]]:
+    """(split or subset, with labels) of everything the run's stages read."""
+    data = config.data
+    reads = [(data.val_subset, True)]
+    if train and not (config.teacher.weights and config.student.weights):
+        reads.append((data.train_split, True))
+    if finetune:
+        reads.append((data.unlabeled_split, False))
+    if attack:
+        suite = config.attack
+        subsets = {s for spec in suite.suite for s in suite.subsets_of(spec)}
+        reads += [(s, True) for s in (*suite.subsets, *sorted(subsets))]
+    return reads
+
+
+def check_data(config: RunConfig, reads: list[tuple[str, bool]]) -> list[str]:
+    """Stop with one line per problem of the data tree before any work; the warnings (image
+    counts that differ from real Cityscapes', for a tree that is not a toy city)."""
+    return require_tree(config.data.root, reads, real=not config.data.toycity)

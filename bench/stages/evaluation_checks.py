@@ -1,0 +1,119 @@
+"""The evaluation's checks of itself (AutoAttack's ``checks.py`` in spirit): each a small
+function that returns findings, one dict per warning with ``check``, ``subject`` and
+``message``. The root lists them in ``checks.csv`` and the report renders them.
+
+- ``gradient_checks``: a white-box gradient that is zero or NaN for most of the input (masking);
+- ``random_checks``: a defense whose two fresh instances answer the same batch differently;
+- ``weaker_checks``: a white-box attack that leaves a defense more mIoU than a transfer attack.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from attacks.objectives import ce_loss, summed_loss
+from bench.metrics import TIE_POINTS
+from bench.stages.ae_sets import PlannedSet
+from bench.stages.context import RunContext
+from bench.variants import TRANSFER, WHITE_BOX
+
+#: the columns of ``checks.csv``
+CHECK_COLUMNS = ["check", "subject", "message"]
+#: a white-box gradient that is zero or NaN on more than this share of the input warns
+MASKED_GRADIENT_SHARE = 0.5
+
+Finding = dict[str, object]
+
+
+def masked_gradient_share(model: nn.Module, images: Tensor, labels: Tensor) -> float:
+    """The share of input pixels whose gradient of the summed cross-entropy is zero or NaN on
+    one batch: near 1 means gradient masking (a white-box attack would be blind).
+
+    Shapes:
+        images: (N, 3, H, W) uint8 gray values 0..255; labels: (N, H, W) int64 trainIds.
+    """
+    device = next(model.parameters()).device
+    x = images.to(device).float().requires_grad_(True)
+    with torch.enable_grad():
+        loss = summed_loss(ce_loss, model(x), labels.to(device)).sum()
+        (grad,) = torch.autograd.grad(loss, x)
+    return float(((grad == 0) | grad.isnan()).float().mean())
+
+
+def gradient_checks(ctx: RunContext, plans: Sequence[PlannedSet]) -> list[Finding]:
+    """One warning per white-box surface whose gradient is masked on its first batch."""
+    warnings, seen = [], set()
+    for plan in plans:
+        if plan.spec.threat != WHITE_BOX or plan.spec.source in seen:
+            continue
+        seen.add(plan.spec.source)
+        loader = DataLoader(ctx.data.split(plan.spec.subset), ctx.config.attack.batch_size)
+        images, labels = next(iter(loader))
+        share = masked_gradient_share(plan.target.model, images, labels)
+        if share > MASKED_GRADIENT_SHARE or math.isnan(share):
+            warnings.append(
+                {
+                    "check": "gradient masking",
+                    "subject": plan.spec.source,
+                    "message": f"the white-box gradient of {plan.spec.source} is zero or NaN for "
+                    f"{100 * share:.0f}% of the input: gradient masking; its white-box "
+                    "numbers are upper bounds (give its surface a differentiable transform)",
+                }
+            )
+    return warnings
+
+
+@torch.no_grad()
+def random_checks(ctx: RunContext) -> list[Finding]:
+    """A defense that gives two fresh instances of itself the same batch and answers differently
+    is randomised: its numbers need EOT, and its surface must say ``random=True``."""
+    loader = DataLoader(ctx.data.split(ctx.config.data.val_subset), ctx.config.evaluate.batch_size)
+    images, _ = next(iter(loader))
+    warnings = []
+    for name, entry in ctx.require_defenses().entries.items():
+        first, second = entry.make().predict(images), entry.make().predict(images)
+        surface_random = entry.surface is not None and entry.surface.random
+        if not torch.equal(first.labels, second.labels) and not surface_random:
+            warnings.append(
+                {
+                    "check": "randomness",
+                    "subject": name,
+                    "message": f"{name} gives different outputs for the same input: it is "
+                    "randomised, but its attack surface does not say random=True, so "
+                    "white-box attacks on it ran without EOT",
+                }
+            )
+    return warnings
+
+
+def weaker_checks(metrics: pd.DataFrame) -> list[Finding]:
+    """An adaptive (white-box) attack that leaves a defense a higher mIoU than a transfer
+    attack at the same eps (by more than a tie) is too weak: the defense's white-box number is
+    not its worst case."""
+    warnings = []
+    attacked = metrics[metrics["threat"].isin([TRANSFER, WHITE_BOX])]
+    for (defense, subset, eps), group in attacked.groupby(["defense", "subset", "eps"]):
+        adaptive = group[group["threat"] == WHITE_BOX]["miou"]
+        transfer = group[group["threat"] == TRANSFER]["miou"]
+        if len(adaptive) and len(transfer) and adaptive.min() > transfer.min() + TIE_POINTS:
+            warnings.append(
+                {
+                    "check": "adaptive weaker than transfer",
+                    "subject": defense,
+                    "message": f"{defense} on {subset} at eps {eps:g}: the white-box attack leaves "
+                    f"{adaptive.min():.1f}% mIoU, a transfer attack {transfer.min():.1f}%; "
+                    "the white-box attack needs more iterations or another loss",
+                }
+            )
+    return warnings
+
+
+def data_checks(root: str, warnings: Sequence[str]) -> list[Finding]:
+    """The data stage's warnings (image counts unlike Cityscapes') as findings of the run."""
+    return [{"check": "data", "subject": root, "message": m} for m in warnings]

@@ -1,0 +1,275 @@
+"""The evaluation stage: every defense on every data variant it is attacked with.
+
+Variants per subset: the clean images, every transfer and joint set (all defenses; the sweeps'
+extra students only the transfer sets) and every white-box set (the defenses of its surface).
+Each (defense, variant) result is cached in ``<run>/cache`` under a key made of the defense's
+fingerprint (its spec and options, the weights of its networks, the source of a plug-in, the
+code version) and the data's identity (the subset's files, or the AE set's store attributes), so
+a re-run computes only what changed. The stage returns exactly the rows of the current config,
+which are the ones published, plus per defense and eps the worst case over every attack and
+threat model (SEA's greedy assignment for mIoU, the per-image minimum for pixel accuracy).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from bench import dist
+from bench.config import cache_key
+from bench.data.labels import CLASS_NAMES, NUM_CLASSES
+from bench.metrics import ConfusionMatrix, q_ratio, worst_case_miou, worst_pixel_accuracy
+from bench.scoring import COUNT_COLUMNS, evaluate_defenses, scored_at
+from bench.stages.ae_sets import PlannedSet
+from bench.stages.context import RunContext
+from bench.store.aesets import AESet
+from bench.store.rundir import METRICS_FILE, RECORDS_FILE, read_cached_table, write_table
+from bench.variants import CLEAN_VARIANT, WORST_CASE, Variant
+
+ROW_KEYS = ["defense", "subset", "threat", "attack", "source", "eps"]
+IOU_COLUMNS = [f"iou_{c.replace(' ', '_')}" for c in CLASS_NAMES]
+METRIC_COLUMNS = [*ROW_KEYS, "miou", "q", "acc", "n_pixels", *IOU_COLUMNS, "key"]
+
+
+def _metric_row(row: dict[str, object], key: str, confusion: ConfusionMatrix) -> dict[str, object]:
+    iou = confusion.iou()
+    matrix = confusion.matrix
+    return {
+        **row,
+        "miou": 100 * confusion.miou(),
+        "q": math.nan,
+        "acc": 100 * float(matrix.diag().sum() / matrix.sum().clamp(min=1)),
+        "n_pixels": int(matrix.sum()),
+        **{c: 100 * float(v) for c, v in zip(IOU_COLUMNS, iou)},
+        "key": key,
+    }
+
+
+def with_q(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Q = mIoU_adv / mIoU_clean of the same defense on the same subset (eq. 10), in %."""
+    clean = metrics[metrics["threat"] == "clean"].set_index(["defense", "subset"])["miou"]
+    reference = [clean.get((d, s), math.nan) for d, s in zip(metrics["defense"], metrics["subset"])]
+    return metrics.assign(q=[100 * q_ratio(m, r) for m, r in zip(metrics["miou"], reference)])
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The rows of the current config: ``metrics`` per defense x variant (worst case included)
+    and ``records`` per image."""
+
+    metrics: pd.DataFrame
+    records: pd.DataFrame
+
+
+def _variants(
+    subset: str, sets: Sequence[tuple[PlannedSet, AESet]], rows: Sequence[str]
+) -> list[tuple[Variant, AESet | None, tuple[str, ...]]]:
+    """(variant, AE set or None for clean, the rows evaluated on it) of one subset."""
+    found: list[tuple[Variant, AESet | None, tuple[str, ...]]] = [
+        (CLEAN_VARIANT, None, tuple(rows))
+    ]
+    for plan, ae_set in sets:
+        if plan.spec.subset == subset:
+            found.append((plan.variant, ae_set, plan.target.rows or tuple(rows)))
+    return found
+
+
+def _stream(clean: Dataset, ae_set: AESet | None, spans: Sequence[tuple[int, int]]):
+    """(images, labels) of the given spans: the clean images or the AE set's, the labels of the
+    clean subset."""
+    adversarial = ae_set.batches(spans=spans) if ae_set is not None else None
+    for start, stop in spans:
+        items = [clean[i] for i in range(start, stop)]
+        images = torch.stack([image for image, _ in items])
+        yield (
+            next(adversarial) if adversarial is not None else images,
+            torch.stack([label for _, label in items]),
+        )
+
+
+def _evaluate_variant(
+    ctx: RunContext,
+    todo: Sequence[str],
+    clean: Dataset,
+    ae_set: AESet | None,
+    label_size: tuple[int, int] | None,
+    desc: str,
+) -> dict[str, tuple[ConfusionMatrix, list[dict]]]:
+    """Every defense of ``todo`` on one data variant, the batches shared among the ranks (a
+    defense that learns from the stream sees all of it, on rank 0); the merged results on
+    rank 0 (confusion matrices summed, per-image records in image order), {} elsewhere."""
+    defenses = ctx.require_defenses()
+    spans = dist.batch_spans(len(clean), ctx.config.evaluate.batch_size)
+    # one process runs every defense in one pass (they share the networks' forward passes)
+    learning = [n for n in todo if defenses.entries[n].learns] if dist.size() > 1 else []
+    shared = [n for n in todo if n not in learning]
+    runs = [(shared, dist.mine(spans))]
+    if learning and dist.is_main():
+        runs.append((learning, spans))
+    memos = {**ctx.require_networks().memos, **defenses.students}
+    mine: dict[str, tuple[torch.Tensor, list[tuple[int, dict]]]] = {}
+    with scored_at(memos, label_size):
+        for names, share in runs:
+            if not names or not share:
+                continue
+            results = evaluate_defenses(
+                {n: defenses.entries[n].make for n in names},
+                _stream(clean, ae_set, share),
+                progress=ctx.progress,
+                desc=desc,
+                upsample=label_size is not None,
+            )
+            indices = [i for start, stop in share for i in range(start, stop)]
+            for name, (confusion, records) in results.items():
+                mine[name] = (confusion.matrix, list(zip(indices, records)))
+    merged: dict[str, tuple[ConfusionMatrix, list[dict]]] = {}
+    for part in dist.gather(mine):
+        for name, (matrix, records) in part.items():
+            confusion, rows = merged.setdefault(name, (ConfusionMatrix(), []))
+            confusion.matrix += matrix
+            rows.extend(records)
+    if not dist.is_main():
+        return {}
+    return {  # in the config's order, whichever pass ran a defense
+        n: (merged[n][0], [r for _, r in sorted(merged[n][1], key=lambda x: x[0])])
+        for n in todo
+        if n in merged
+    }
+
+
+class _ResultCache:
+    """The evaluation's cache of rows, ``<run>/cache/metrics.csv`` and ``records.csv``: read and
+    written by rank 0 alone, rewritten atomically after each variant."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.metrics_path = ctx.run.cache / METRICS_FILE
+        self.records_path = ctx.run.cache / RECORDS_FILE
+        self.metrics = read_cached_table(self.metrics_path, METRIC_COLUMNS)
+        self.records = read_cached_table(
+            self.records_path, [*ROW_KEYS, "image", *COUNT_COLUMNS, "key"]
+        )
+
+    def missing(self, keys: dict[str, str]) -> list[str]:
+        """The rows of ``keys`` (row name -> key) not done yet: done only when both tables hold
+        it (a kill between the two writes, or a damaged cache of one, recomputes the variant)."""
+        done = set(self.metrics["key"]) & set(self.records["key"])
+        return [n for n, k in keys.items() if k not in done]
+
+    def add(
+        self,
+        row: dict[str, object],
+        keys: dict[str, str],
+        results: dict[str, tuple[ConfusionMatrix, list[dict]]],
+    ) -> None:
+        """Store one variant's results (replacing rows of the same keys) and write both tables."""
+        new_metrics, new_records = [], []
+        for name, (confusion, image_records) in results.items():
+            new_metrics.append(_metric_row({"defense": name, **row}, keys[name], confusion))
+            # the row's identity last: a defense's record cannot overwrite it
+            new_records += [
+                {**r, "defense": name, **row, "image": i, "key": keys[name]}
+                for i, r in enumerate(image_records)
+            ]
+        fresh = {keys[name] for name in results}
+        self.metrics = pd.concat(
+            [self.metrics[~self.metrics["key"].isin(fresh)], pd.DataFrame(new_metrics)],
+            ignore_index=True,
+        )
+        self.records = pd.concat(
+            [self.records[~self.records["key"].isin(fresh)], pd.DataFrame(new_records)],
+            ignore_index=True,
+        )
+        write_table(self.records, self.records_path)  # records first: metrics mark it done
+        write_table(self.metrics, self.metrics_path)
+
+    def selected(self, wanted: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The metrics and records rows of the wanted keys (the current config's)."""
+        metrics = self.metrics[self.metrics["key"].isin(wanted)].drop_duplicates("key", keep="last")
+        records = self.records[self.records["key"].isin(wanted)].drop_duplicates(
+            ["key", "image"], keep="last"
+        )
+        return metrics, records
+
+
+def evaluate_run(ctx: RunContext, ae_sets: Sequence[tuple[PlannedSet, AESet]]) -> Evaluation | None:
+    """Evaluate every defense on every data variant, computing only what the cache lacks.
+
+    An interrupted stage resumes with the next variant. Under torchrun the batches are shared
+    among the ranks and rank 0 alone reads and writes the cache and returns the evaluation
+    (None elsewhere).
+    """
+    entries = ctx.require_defenses().entries
+    main = dist.is_main()
+    cache = _ResultCache(ctx) if main else None
+    wanted: list[str] = []
+    for subset in ctx.config.attack.subsets:
+        clean = ctx.data.scoring(subset)
+        label_size = tuple(clean[0][1].shape) if ctx.config.evaluate.full_resolution else None
+        for variant, ae_set, rows in _variants(subset, ae_sets, list(entries)):
+            data_key = clean.fingerprint() if ae_set is None else cache_key(ae_set.attrs)
+            keys = {name: cache_key(entries[name].fingerprint, data_key) for name in rows}
+            wanted += keys.values()
+            todo = dist.broadcast(cache.missing(keys) if cache is not None else None)
+            if not todo:
+                continue
+            desc = f"evaluate {subset} {variant.label}"
+            results = _evaluate_variant(ctx, todo, clean, ae_set, label_size, desc)
+            if cache is not None:
+                row = {
+                    "subset": subset,
+                    "threat": variant.threat,
+                    "attack": variant.attack,
+                    "source": variant.source,
+                    "eps": variant.eps,
+                }
+                cache.add(row, keys, results)
+    if cache is None:
+        return None
+    selected, chosen = cache.selected(wanted)
+    rows = with_q(pd.concat([selected, worst_case_rows(chosen)], ignore_index=True))
+    return Evaluation(rows.reset_index(drop=True), chosen.reset_index(drop=True))
+
+
+def worst_case_rows(records: pd.DataFrame) -> pd.DataFrame:
+    """Per defense, subset and eps: the worst case over every attack and threat model the
+    defense was evaluated with (mIoU by SEA's greedy assignment, pixel accuracy per image)."""
+    attacked = records[records["threat"] != "clean"]
+    inter_cols = [f"i{c}" for c in range(NUM_CLASSES)]
+    union_cols = [f"u{c}" for c in range(NUM_CLASSES)]
+    rows = []
+    for (defense, subset, eps), group in attacked.groupby(["defense", "subset", "eps"], sort=False):
+        by_variant = [
+            g.sort_values("image")
+            for _, g in group.groupby(["threat", "attack", "source"], sort=False)
+        ]
+        counts = {
+            name: torch.tensor(np.stack([g[c].to_numpy(np.int64) for g in by_variant]))
+            for name, c in (("inter", inter_cols), ("union", union_cols), ("correct", "correct"))
+        }
+        inter, union, correct = counts["inter"], counts["union"], counts["correct"]
+        valid = torch.tensor(by_variant[0]["valid"].to_numpy(np.int64))
+        miou, _ = worst_case_miou(inter, union)
+        accuracy = worst_pixel_accuracy(correct, valid)
+        rows.append(
+            {
+                "defense": defense,
+                "subset": subset,
+                "threat": WORST_CASE,
+                "attack": f"{len(by_variant)} sets",
+                "source": "all",
+                "eps": eps,
+                "miou": 100 * miou,
+                "q": math.nan,
+                "acc": 100
+                * float((accuracy.nan_to_num(0) * valid).sum() / valid.sum().clamp(min=1)),
+                "n_pixels": int(valid.sum()),
+                "key": "",
+            }
+        )
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
