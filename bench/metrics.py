@@ -12,6 +12,9 @@ import math
 import torch
 from torch import Tensor
 
+#: mIoU (or Q) differences of at most this many points are ties (evaluation checks and findings).
+TIE_POINTS = 1.0
+
 
 class ConfusionMatrix:
     """Accumulates a (C, C) int64 matrix, rows = ground truth, columns = prediction.

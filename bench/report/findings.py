@@ -13,11 +13,10 @@ import numpy as np
 import pandas as pd
 
 from bench.config import RunConfig, adaptive_students
+from bench.metrics import TIE_POINTS
 from bench.report.tables import leaderboard
 from bench.variants import JOINT, TRANSFER, WHITE_BOX, WORST_CASE, Variant, variants
 
-#: mIoU (or Q) differences of at most this many points are ties, never "holds".
-TIE_POINTS = 1.0
 #: Below this clean mIoU (%) a network has not learned, and no finding is judged.
 UNTRAINED_MIOU = 5.0
 #: A network "collapses" on an AE set below this Q (%) and "keeps most" of its mIoU above it.
