@@ -124,7 +124,7 @@ def perf() -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def toycity(out, seed, size, train, train_extra, val_per_city, quiet) -> None:
     """Generate the toy city: procedural street scenes in the exact Cityscapes layout."""
-    from bench.data.toycity import generate_toycity
+    from bench.data.toycity.tree import generate_toycity
 
     generate_toycity(
         out,

@@ -12,8 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-#: mIoU points within which two numbers are a tie (the evaluation's checks and the report's
-#: findings both compare by it)
+#: mIoU (or Q) differences of at most this many points are ties (evaluation checks and findings).
 TIE_POINTS = 1.0
 
 

@@ -29,7 +29,8 @@ from torch.utils.data import TensorDataset
 from attacks import LLCM
 from bench.config import PretrainConfig
 from bench.data.labels import CLASS_NAMES, label_ids_to_train_ids
-from bench.data.toycity import SceneStyle, render_scene
+from bench.data.toycity.canvas import SceneStyle
+from bench.data.toycity.scene import render_scene
 from bench.metrics import ConfusionMatrix
 from bench.models import build_model, count_parameters
 from bench.scoring import predict_labels

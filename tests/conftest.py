@@ -27,7 +27,7 @@ def _one_thread():
 def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A toy city in the Cityscapes layout, generated once per test session (read-only: copy it
     before changing anything)."""
-    from bench.data.toycity import generate_toycity
+    from bench.data.toycity.tree import generate_toycity
 
     root = tmp_path_factory.mktemp("toycity") / "root"
     return generate_toycity(root, seed=0, size=TOY_SIZE, progress=False, **TOY_COUNTS)

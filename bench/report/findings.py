@@ -13,11 +13,10 @@ import numpy as np
 import pandas as pd
 
 from bench.config import RunConfig, adaptive_students
+from bench.metrics import TIE_POINTS
 from bench.report.tables import leaderboard
 from bench.variants import JOINT, TRANSFER, WHITE_BOX, WORST_CASE, Variant, variants
 
-#: mIoU (or Q) differences of at most this many points are ties, never "holds".
-TIE_POINTS = 1.0
 #: Below this clean mIoU (%) a network has not learned, and no finding is judged.
 UNTRAINED_MIOU = 5.0
 #: A network "collapses" on an AE set below this Q (%) and "keeps most" of its mIoU above it.
@@ -194,14 +193,7 @@ def adaptive_findings(
             value = miou(vote, threat)
             if math.isnan(value):
                 continue
-            mine = records[
-                (records["defense"] == vote)
-                & (records["subset"] == subset)
-                & (records["threat"] == threat)
-                & (records["eps"] == top)
-            ]
-            left = 100 * float((mine["chosen"] != "T").mean()) if len(mine) else math.nan
-            median = float(mine["d_ae"].median()) if len(mine) else math.nan
+            left, median = _vote_choices(records, vote, subset, threat, top)
             lines.append(
                 f"{vote} under the {threat} attack (eps {top:g}, {subset}): mIoU {value:.1f}% "
                 f"(T alone {miou('T', threat):.1f}%); median d_AE {median:+.3f}, the vote left T "
@@ -220,17 +212,38 @@ def adaptive_findings(
             f"What the disagreement vote buys over the T/A vote (mIoU, eps {top:g}, {subset}; "
             "the worst set where a threat model has several): " + ", ".join(parts) + "."
         )
-    worst = rows[rows["threat"] == WORST_CASE]
-    if len(worst):
-        board = leaderboard(metrics, subset=subset)
-        adaptive = board[~board["threat models"].str.contains("not adaptively", regex=False)]
-        others = board.index.difference(adaptive.index)
-        transfer_only = rows[rows["threat"] == TRANSFER].groupby("defense")["miou"].mean()
-        lines.append(
-            f"Robust ranking ({subset}; worst case over every attack and threat model, mean over "
-            "eps): "
-            + " > ".join(f"{d} {v:.1f}" for d, v in adaptive["robust mIoU"].items())
-            + (f"; not adaptively evaluated: {', '.join(others)}" if len(others) else "")
-            + f". Ranked by the transfer attacks alone, {transfer_only.idxmax()} came first."
-        )
+    if (rows["threat"] == WORST_CASE).any():
+        lines.append(_robust_ranking(metrics, rows, subset))
     return lines
+
+
+def _vote_choices(
+    records: pd.DataFrame, vote: str, subset: str, threat: str, eps: float
+) -> tuple[float, float]:
+    """The share (%) of images on which ``vote`` left T, and the median d_AE, under one attack
+    (NaN for both without records)."""
+    mine = records[
+        (records["defense"] == vote)
+        & (records["subset"] == subset)
+        & (records["threat"] == threat)
+        & (records["eps"] == eps)
+    ]
+    left = 100 * float((mine["chosen"] != "T").mean()) if len(mine) else math.nan
+    median = float(mine["d_ae"].median()) if len(mine) else math.nan
+    return left, median
+
+
+def _robust_ranking(metrics: pd.DataFrame, rows: pd.DataFrame, subset: str) -> str:
+    """The leaderboard's order of the adaptively evaluated defenses, against the order the
+    transfer attacks alone give (``rows``: the metrics of ``subset``)."""
+    board = leaderboard(metrics, subset=subset)
+    adaptive = board[~board["threat models"].str.contains("not adaptively", regex=False)]
+    others = board.index.difference(adaptive.index)
+    transfer_only = rows[rows["threat"] == TRANSFER].groupby("defense")["miou"].mean()
+    return (
+        f"Robust ranking ({subset}; worst case over every attack and threat model, mean over "
+        "eps): "
+        + " > ".join(f"{d} {v:.1f}" for d, v in adaptive["robust mIoU"].items())
+        + (f"; not adaptively evaluated: {', '.join(others)}" if len(others) else "")
+        + f". Ranked by the transfer attacks alone, {transfer_only.idxmax()} came first."
+    )

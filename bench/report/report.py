@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.config import RunConfig, adaptive_students, load_run_config
+from bench.config import AdaptiveStudents, RunConfig, adaptive_students, load_run_config
 from bench.errors import RunDirError
 from bench.report.findings import THRESHOLDS, adaptive_findings, findings
 from bench.report.plots import plot_d_ae_histograms, plot_miou_vs_eps, plot_qualitative
@@ -70,25 +70,7 @@ def _paper_tables(
             **common,
         ),
     )
-    layer_rows = [
-        (ls, students.row(ls.split(","), alpha), {"layers": ls, "alpha": 0.6})
-        for ls in config.sweep.layer_sets
-    ]
-    if layer_rows:
-        tables["table2"] = (
-            f"Table 2: mIoU of A (%) by IFM' layer set, alpha {alpha:g}, {val}",
-            metric_table(metrics, layer_rows, subset=val, table=2, **common),
-        )
-    alpha_rows = [
-        (f"{layer} alpha={a:g}", students.row([layer], a), {"layers": layer, "alpha": a})
-        for layer in config.sweep.alpha_layers
-        for a in config.sweep.alphas
-    ]
-    if alpha_rows:
-        table3 = metric_table(metrics, alpha_rows, subset=val, table=3, **common)
-        for who in ("ours", "paper"):
-            table3[("mean", who)] = table3.xs(who, axis=1, level=1).mean(axis=1)
-        tables["table3"] = (f"Table 3: mIoU of A (%) by alpha, {val}", table3)
+    tables.update(_sweep_tables(config, metrics, students, common))
     detection_title = (
         "AE detection by d_AE (eq. 4): images for which it picks T (d_AE <= delta) or S "
         "(d_AE > delta, T suspected: the T/A vote outputs A), by delta"
@@ -134,6 +116,36 @@ def _paper_tables(
     return tables
 
 
+def _sweep_tables(
+    config: RunConfig, metrics: pd.DataFrame, students: AdaptiveStudents, common: dict
+) -> dict[str, tuple[str, pd.DataFrame]]:
+    """Tables 2 and 3, A's sweeps over IFM' layer sets and over alpha, where the config has them.
+
+    ``common`` holds ``metric_table``'s columns and paper numbers."""
+    val, alpha = config.data.val_subset, config.finetune.alpha
+    tables: dict[str, tuple[str, pd.DataFrame]] = {}
+    layer_rows = [
+        (ls, students.row(ls.split(","), alpha), {"layers": ls, "alpha": 0.6})
+        for ls in config.sweep.layer_sets
+    ]
+    if layer_rows:
+        tables["table2"] = (
+            f"Table 2: mIoU of A (%) by IFM' layer set, alpha {alpha:g}, {val}",
+            metric_table(metrics, layer_rows, subset=val, table=2, **common),
+        )
+    alpha_rows = [
+        (f"{layer} alpha={a:g}", students.row([layer], a), {"layers": layer, "alpha": a})
+        for layer in config.sweep.alpha_layers
+        for a in config.sweep.alphas
+    ]
+    if alpha_rows:
+        table3 = metric_table(metrics, alpha_rows, subset=val, table=3, **common)
+        for who in ("ours", "paper"):
+            table3[("mean", who)] = table3.xs(who, axis=1, level=1).mean(axis=1)
+        tables["table3"] = (f"Table 3: mIoU of A (%) by alpha, {val}", table3)
+    return tables
+
+
 ROW_COLUMNS = ["defense", "subset", "threat", "attack", "source", "eps"]
 
 
@@ -169,6 +181,69 @@ def _grid(path: Path) -> dict[str, dict]:
     return grid
 
 
+def _introduction(config: RunConfig, folder: Path) -> list[str]:
+    """The report's title, what was run and scored how, and the findings' heading."""
+    suite = "; ".join(
+        f"{spec.tag} ({', '.join(spec.threat_models)}; eps "
+        f"{', '.join(f'{e:g}' for e in config.attack.eps_of(spec))}; "
+        f"{', '.join(config.attack.subsets_of(spec))})"
+        for spec in config.attack.suite
+    )
+    scoring = (
+        "at the labels' full resolution (logits upsampled bilinearly before the argmax, as the "
+        "official evaluation)"
+        if config.evaluate.full_resolution
+        else f"at {config.data.size[0]}x{config.data.size[1]} (labels resized, nearest)"
+    )
+    return [
+        f"# Benchmark report: {config.name}",
+        "",
+        f"Data: {describe_data(config, folder)}; teacher {config.teacher.arch} "
+        f"{config.teacher.options}, student {config.student.arch} {config.student.options}. "
+        f"Attacks: {suite}. Scored {scoring}. All numbers in %; the paper's "
+        "(Cityscapes) beside ours where it has one.",
+        "",
+        "## The paper's findings on this run",
+        "",
+        f"Thresholds: {THRESHOLDS}.",
+        "",
+    ]
+
+
+def _leaderboards(
+    config: RunConfig,
+    metrics: pd.DataFrame,
+    detections: pd.DataFrame,
+    tables_dir: Path,
+    plots_dir: Path,
+) -> list[str]:
+    """Each subset's leaderboard with its mIoU-vs-eps plot and d_AE histograms (files written
+    into ``tables_dir`` and ``plots_dir``); the report's lines for them."""
+    attack = config.attack.paper_attack
+    deltas = (
+        [config.detect.delta_t, config.detect.delta_s]
+        if config.detect.delta_t is not None
+        else [config.detect.delta]
+    )
+    parts: list[str] = []
+    for subset in config.attack.subsets:
+        board = leaderboard(metrics, subset=subset)
+        if board.empty:
+            continue
+        parts += [
+            "",
+            f"## Leaderboard, {subset} (mIoU %, sorted by robust mIoU: the worst case over every "
+            "attack and threat model, mean over eps)",
+            "",
+            _write_table(board, tables_dir, f"leaderboard_{subset}"),
+        ]
+        if plot_miou_vs_eps(metrics, subset, attack, plots_dir / f"miou_vs_eps_{subset}.png"):
+            parts += ["", f"![mIoU vs eps, {subset}](plots/miou_vs_eps_{subset}.png)"]
+        if plot_d_ae_histograms(detections, subset, deltas, plots_dir / f"d_ae_{subset}.png"):
+            parts += ["", f"![d_AE histograms, {subset}](plots/d_ae_{subset}.png)"]
+    return parts
+
+
 def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
     """Write ``tables/``, ``plots/`` and ``report.md`` into ``out`` (default ``folder``) from
     the stored rows in ``folder``."""
@@ -189,32 +264,7 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
     tables_dir.mkdir(exist_ok=True)
     plots_dir.mkdir(exist_ok=True)
 
-    attack = config.attack.paper_attack
-    suite = "; ".join(
-        f"{spec.tag} ({', '.join(spec.threat_models)}; eps "
-        f"{', '.join(f'{e:g}' for e in config.attack.eps_of(spec))}; "
-        f"{', '.join(config.attack.subsets_of(spec))})"
-        for spec in config.attack.suite
-    )
-    scoring = (
-        "at the labels' full resolution (logits upsampled bilinearly before the argmax, as the "
-        "official evaluation)"
-        if config.evaluate.full_resolution
-        else f"at {config.data.size[0]}x{config.data.size[1]} (labels resized, nearest)"
-    )
-    parts = [
-        f"# Benchmark report: {config.name}",
-        "",
-        f"Data: {describe_data(config, folder)}; teacher {config.teacher.arch} "
-        f"{config.teacher.options}, student {config.student.arch} {config.student.options}. "
-        f"Attacks: {suite}. Scored {scoring}. All numbers in %; the paper's "
-        "(Cityscapes) beside ours where it has one.",
-        "",
-        "## The paper's findings on this run",
-        "",
-        f"Thresholds: {THRESHOLDS}.",
-        "",
-    ]
+    parts = _introduction(config, folder)
     parts += [f"- {line}" for line in findings(config, metrics, detections)]
     adaptive_subset = (
         config.data.test_subset
@@ -232,26 +282,7 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
     ]
     for name, (title, frame) in _paper_tables(config, metrics, detections).items():
         parts += ["", f"## {title}", "", _write_table(frame, tables_dir, name)]
-    deltas = (
-        [config.detect.delta_t, config.detect.delta_s]
-        if config.detect.delta_t is not None
-        else [config.detect.delta]
-    )
-    for subset in config.attack.subsets:
-        board = leaderboard(metrics, subset=subset)
-        if board.empty:
-            continue
-        parts += [
-            "",
-            f"## Leaderboard, {subset} (mIoU %, sorted by robust mIoU: the worst case over every "
-            "attack and threat model, mean over eps)",
-            "",
-            _write_table(board, tables_dir, f"leaderboard_{subset}"),
-        ]
-        if plot_miou_vs_eps(metrics, subset, attack, plots_dir / f"miou_vs_eps_{subset}.png"):
-            parts += ["", f"![mIoU vs eps, {subset}](plots/miou_vs_eps_{subset}.png)"]
-        if plot_d_ae_histograms(detections, subset, deltas, plots_dir / f"d_ae_{subset}.png"):
-            parts += ["", f"![d_AE histograms, {subset}](plots/d_ae_{subset}.png)"]
+    parts += _leaderboards(config, metrics, detections, tables_dir, plots_dir)
     if (folder / QUALITATIVE_FILE).is_file():
         plot_qualitative(_grid(folder / QUALITATIVE_FILE), plots_dir / "qualitative.png")
         parts += ["", "## Qualitative", "", "![qualitative grid](plots/qualitative.png)"]

@@ -14,7 +14,9 @@ from PIL import Image
 from bench.cli import main
 from bench.data.cityscapes import CityscapesSegmentation
 from bench.data.labels import LABELS, label_ids_to_train_ids
-from bench.data.toycity import CITIES, ToyCityError, generate_toycity, render_scene
+from bench.data.toycity.canvas import ToyCityError
+from bench.data.toycity.scene import render_scene
+from bench.data.toycity.tree import CITIES, generate_toycity
 
 from testdata import load_split
 
@@ -106,10 +108,10 @@ def test_existing_tree_is_reused_and_foreign_folders_are_refused(tmp_path):
 
 
 def test_interrupted_generation_resumes_in_partial_folder(tmp_path, monkeypatch):
-    from bench.data import toycity
+    from bench.data.toycity import tree
 
     calls = {"n": 0}
-    real = toycity.render_scene
+    real = tree.render_scene
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -117,7 +119,7 @@ def test_interrupted_generation_resumes_in_partial_folder(tmp_path, monkeypatch)
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(toycity, "render_scene", flaky)
+    monkeypatch.setattr(tree, "render_scene", flaky)
     with pytest.raises(KeyboardInterrupt):
         generate_toycity(tmp_path / "tc", **SMALL)
     assert not (tmp_path / "tc").exists() and (tmp_path / "tc.partial").is_dir()

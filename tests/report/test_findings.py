@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from bench.config import apply_overrides, load_config
-from bench.report.findings import TIE_POINTS, UNTRAINED_MIOU, compare, findings
+from bench.metrics import TIE_POINTS
+from bench.report.findings import UNTRAINED_MIOU, compare, findings
 from bench.variants import variants
 
 
