@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import pytest
 
@@ -18,6 +19,11 @@ from bench.config import (
     save_run_config,
 )
 from bench.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in PRESET_DIR.glob("*.toml")))
@@ -133,3 +139,12 @@ def test_a_preset_file_names_its_runs_after_itself(tmp_path):
     (tmp_path / "named.toml").write_text('base = "smoke"\nname = "other"\n')
     assert load_config(tmp_path / "named.toml").name == "other"
     assert load_config("smoke").name == "smoke"
+
+
+def test_a_preset_that_is_not_toml_keeps_the_parser_error_as_its_cause(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("[attack\n")
+    with pytest.raises(ConfigError, match="is not valid TOML") as err:
+        load_config(path)
+    assert isinstance(err.value.__cause__, tomllib.TOMLDecodeError)
+    assert "\n" not in str(err.value)

@@ -36,9 +36,9 @@ def read_toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path} is not valid TOML: {err}") from None
+        raise ConfigError(f"{path} is not valid TOML: {err}") from err
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read {path} ({err}); pass a readable TOML file") from None
+        raise ConfigError(f"cannot read {path} ({err}); pass a readable TOML file") from err
 
 
 def _preset_path(name: str | Path) -> Path:
