@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bench.config.rules import check_alpha, check_ifm_weights
 from bench.errors import LossError
 
 
@@ -33,12 +34,6 @@ def soft_cross_entropy(logits_t: Tensor, logits_a: Tensor) -> Tensor:
         )
     y_t = F.softmax(logits_t, dim=1)
     return -(y_t * F.log_softmax(logits_a, dim=1)).sum(1).mean()
-
-
-def _check_hyper(p: float, beta: float, gamma: float) -> None:
-    for name, value in (("p", p), ("beta", beta), ("gamma", gamma)):
-        if not value > 0:
-            raise LossError(f"IFM needs {name} > 0 (paper: p, beta, gamma in R+), got {value}")
 
 
 def feature_distance(
@@ -90,7 +85,7 @@ def ifm_loss(
         feats_a, feats_s: {layer name: (N, C_l, H_l, W_l)} of the adaptive and the static student.
         returns: a scalar tensor; 1 / beta**gamma when A's features equal S's.
     """
-    _check_hyper(p, beta, gamma)
+    check_ifm_weights(p, beta, gamma, "", LossError)
     return ((beta + feature_distance(feats_a, feats_s, p=p)) ** -gamma).mean()
 
 
@@ -119,8 +114,7 @@ def ts_loss(
         logits_t, logits_a: (N, C, H, W) logits of T and A.
         feats_a, feats_s: {layer name: (N, C_l, H_l, W_l)} of A and S.
     """
-    if not 0 <= alpha <= 1:
-        raise LossError(f"alpha weighs J_CE against J_IFM' and must lie in [0, 1], got {alpha}")
+    check_alpha(alpha, "alpha", LossError)
     ce = soft_cross_entropy(logits_t, logits_a)
     ifm = ifm_loss(feats_a, feats_s, p=p, beta=beta, gamma=gamma)
     return TSLoss((1 - alpha) * ce + alpha * ifm, ce, ifm)

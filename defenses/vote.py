@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from bench.config import FinetuneConfig
+from bench.config.rules import check_tau, check_thresholds
 from bench.devices import module_device
 from bench.errors import DefenseError
 from defenses.adaptive import AdaptiveTrainer
@@ -75,15 +76,9 @@ def thresholds(
     delta: float = 0.1, delta_t: float | None = None, delta_s: float | None = None
 ) -> tuple[float, float]:
     """(delta_T, delta_S) from one threshold or from both per-network thresholds."""
-    if (delta_t is None) != (delta_s is None):
-        raise DefenseError("give both delta_t and delta_s, or neither (then delta is used)")
+    check_thresholds(delta, delta_t, delta_s, "", DefenseError)
     if delta_t is None or delta_s is None:
         return delta, delta
-    if delta_t < delta_s:
-        raise DefenseError(
-            f"delta_t ({delta_t}) must be >= delta_s ({delta_s}); otherwise an image could "
-            "suspect T and S at once"
-        )
     return delta_t, delta_s
 
 
@@ -227,8 +222,7 @@ class DisagreementVote(Vote):
         delta_t: float | None = None,
         delta_s: float | None = None,
     ) -> None:
-        if not 0 <= tau <= 1:
-            raise DefenseError(f"tau is a share of pixels and must lie in [0, 1], got {tau!r}")
+        check_tau(tau, "tau", DefenseError)
         super().__init__(networks, fallback="A", delta=delta, delta_t=delta_t, delta_s=delta_s)
         self.name = "TA-vote-disagree"
         self.tau = tau

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import pytest
 
@@ -18,6 +19,11 @@ from bench.config import (
     save_run_config,
 )
 from bench.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in PRESET_DIR.glob("*.toml")))
@@ -90,9 +96,12 @@ def test_overrides_are_typed_and_checked():
         ("detect.delta=nan", "detect.delta = nan is not a finite number"),
         ("detect.delta=2", "detect.delta = 2.0: d_AE lies in [-1, 1]"),
         ("detect.delta_t=0.2", "give both delta_t and delta_s"),
+        ("detect.tau=1.5", "detect.tau = 1.5: is a share of pixels, so it must lie in [0, 1]"),
+        ("detect.tau_quantile=1", "detect.tau_quantile = 1.0: must lie in (0, 1)"),
         ("evaluate.defenses=[]", "evaluate.defenses = []: name at least one defense"),
         ("evaluate.batch_size=-1", "evaluate.batch_size = -1: must be >= 1"),
         ("finetune.alpha=1", "finetune.alpha = 1.0: must lie in [0, 1)"),
+        ("finetune.gamma=0", "finetune.gamma = 0.0: must be > 0"),
         ("finetune.optimizer=lbfgs", "finetune.optimizer = 'lbfgs': choose from adam, adamw, sgd"),
         ("finetune.layers=[]", "finetune.layers = []: name at least one IFM layer"),
         ("pretrain.epochs=0", "pretrain.epochs = 0: must be >= 1"),
@@ -101,7 +110,7 @@ def test_overrides_are_typed_and_checked():
         ("data.size=[4, 8]", "data.size = [4, 8]: height and width must be >= 8"),
         ("data.val_subset=test", "data.val_subset = 'test': choose from train, val, mini_val"),
         ("data.toycity_counts={trian=3}", "data.toycity_counts.trian = 3: valid keys are train"),
-        ("sweep.alphas=[1.5]", "sweep.alphas = [1.5]: every alpha must lie in [0, 1)"),
+        ("sweep.alphas=[0.5, 1.5]", "sweep.alphas[1] = 1.5: must lie in [0, 1)"),
         ("seed=-3", "seed = -3: must be an integer >= 0"),
         ("name='my run'", "name = 'my run': use letters, digits"),
         ("teacher=3", "teacher must be a table"),
@@ -130,3 +139,12 @@ def test_a_preset_file_names_its_runs_after_itself(tmp_path):
     (tmp_path / "named.toml").write_text('base = "smoke"\nname = "other"\n')
     assert load_config(tmp_path / "named.toml").name == "other"
     assert load_config("smoke").name == "smoke"
+
+
+def test_a_preset_that_is_not_toml_keeps_the_parser_error_as_its_cause(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("[attack\n")
+    with pytest.raises(ConfigError, match="is not valid TOML") as err:
+        load_config(path)
+    assert isinstance(err.value.__cause__, tomllib.TOMLDecodeError)
+    assert "\n" not in str(err.value)

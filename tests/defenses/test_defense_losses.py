@@ -81,8 +81,8 @@ def test_ifm_gradient_pushes_features_apart():
     [
         (lambda fa, fs: ifm_loss({}, {}), "at least one layer"),
         (lambda fa, fs: ifm_loss(fa, {"a": fs["a"]}), "layers differ"),
-        (lambda fa, fs: ifm_loss(fa, fs, p=0), "p > 0"),
-        (lambda fa, fs: ifm_loss(fa, fs, beta=-1), "beta > 0"),
+        (lambda fa, fs: ifm_loss(fa, fs, p=0), "p = 0: must be > 0"),
+        (lambda fa, fs: ifm_loss(fa, fs, beta=-1), "beta = -1: must be > 0"),
         (lambda fa, fs: ifm_loss({"a": fa["a"]}, {"a": fs["b"]}), "share one architecture"),
         (
             lambda fa, fs: ts_loss(

@@ -54,7 +54,9 @@ def test_the_disagreement_vote_answers_a_joint_attack():
     guarded, records = DisagreementVote(dict.fromkeys("TSA"), tau=0.5).vote(fooled_alike)
     assert records[0]["suspect"] == "T+S" and records[0]["chosen"] == "A"
     assert torch.equal(guarded, fooled_alike["A"])
-    with pytest.raises(DefenseError, match="tau is a share of pixels"):
+    with pytest.raises(
+        DefenseError, match=r"tau = 2: is a share of pixels, so it must lie in \[0, 1\]"
+    ):
         DisagreementVote(dict.fromkeys("TSA"), tau=2)
 
 
