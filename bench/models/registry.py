@@ -16,22 +16,21 @@ from torch import nn
 from bench.errors import ModelError
 from bench.models.deeplab import DeepLabV3Plus
 from bench.models.erfnet import ERFNet
-from bench.plugins import is_spec, load_object
+from bench.plugins import is_spec
+from bench.registry import Registry
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"erfnet": ERFNet, "deeplabv3plus": DeepLabV3Plus}
+REGISTRY: Registry[Callable[..., nn.Module]] = Registry(
+    "architecture",
+    ModelError,
+    ARCHITECTURES,
+    plugin_hint="name your own as package.module:factory",
+)
 
 
 def architecture(arch: str) -> Callable[..., nn.Module]:
     """The class registered under ``arch``, or the user's factory it names."""
-    if is_spec(arch):
-        return load_object(arch, "architecture", ModelError)
-    try:
-        return ARCHITECTURES[arch]
-    except KeyError:
-        raise ModelError(
-            f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}, or name "
-            "your own as package.module:factory"
-        ) from None
+    return REGISTRY.get(arch)
 
 
 def build_model(arch: str, num_classes: int = 19, **options: Any) -> nn.Module:

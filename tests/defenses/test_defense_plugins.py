@@ -36,7 +36,7 @@ def test_plugin_by_file_path(const_networks):
 def test_plugin_by_entry_point(monkeypatch, const_networks):
     monkeypatch.syspath_prepend(str(EXAMPLES))
     ep = importlib.metadata.EntryPoint("pixel", "my_defense:PixelVote", defenses.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(defenses.registry, "_entry_points", lambda: {"pixel": ep})
+    monkeypatch.setattr(defenses.registry.REGISTRY, "entry_points", lambda: {"pixel": ep})
     assert "pixel" in defenses.available_defenses()
     _check_pixel_vote(build_defense("pixel", const_networks))
 
