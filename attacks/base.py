@@ -63,8 +63,8 @@ def check_eps(eps: float) -> float:
     """eps as a float; a clear error unless it is a number in [0, 255]."""
     try:
         value = float(eps)
-    except (TypeError, ValueError):
-        raise AttackError(f"eps must be a number of gray values, got {eps!r}") from None
+    except (TypeError, ValueError) as err:
+        raise AttackError(f"eps must be a number of gray values, got {eps!r}") from err
     if not math.isfinite(value) or not 0 <= value <= 255:
         raise AttackError(
             f"eps must lie in [0, 255] gray values, got {eps!r}; e.g. eps=1 or eps=10"

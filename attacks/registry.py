@@ -46,4 +46,4 @@ def build_attack(name: str, **options: Any) -> Attack:
     try:
         return cls(**options)
     except TypeError as err:
-        raise AttackError(f"bad options for attack {name!r} ({options}): {err}") from None
+        raise AttackError(f"bad options for attack {name!r} ({options}): {err}") from err

@@ -87,7 +87,7 @@ class Registry(Generic[T]):
                 raise self.error(
                     f"{self.kind} {name!r}: its entry point {entry_points[name].value} does not "
                     f"load ({err}); reinstall the package that provides it"
-                ) from None
+                ) from err
         hint = f", or {self.plugin_hint}" if self.plugin_hint is not None else ""
         raise self.error(
             f"unknown {self.kind} {name!r}; choose from {', '.join(self.names())}{hint}"

@@ -103,7 +103,7 @@ class InputTransform(DefenseBase):
         try:
             self.transform = METHODS[method](**params)
         except (TypeError, ValueError) as err:  # unknown keyword, or ART's own range checks
-            raise DefenseError(f"bad option for {method}: {err}") from None
+            raise DefenseError(f"bad option for {method}: {err}") from err
 
     def _predict(self, images: Tensor) -> Prediction:
         transformed, _ = self.transform(images.cpu().numpy().astype(np.float32))

@@ -39,7 +39,7 @@ def build_model(arch: str, num_classes: int = 19, **options: Any) -> nn.Module:
     try:
         model = factory(**options) if is_spec(arch) else factory(num_classes, **options)
     except (TypeError, ValueError, RuntimeError) as err:  # unknown option, refused value
-        raise ModelError(f"bad options for {arch} ({options}): {err}") from None
+        raise ModelError(f"bad options for {arch} ({options}): {err}") from err
     if not isinstance(model, nn.Module):
         raise ModelError(
             f"architecture {arch!r} built a {type(model).__name__}, not a torch module"
