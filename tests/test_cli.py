@@ -82,3 +82,11 @@ def test_a_broken_plugin_keeps_its_own_exception_for_debugging(debug, tmp_path, 
         assert result.output.strip().count("\n") == 0
         assert "importing broken.py failed with ZeroDivisionError" in result.output
         assert "Traceback" not in result.output
+
+
+def test_train_help_names_the_student_taps():
+    from bench.models import ERFNet
+
+    result = CliRunner().invoke(main, ["train", "--help"])
+    assert result.exit_code == 0
+    assert ", ".join(ERFNet.tap_names()) in " ".join(result.output.split())
