@@ -25,7 +25,6 @@ projected into its ball; only the last stage (radius eps) yields the output.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -112,19 +111,6 @@ class APGD(AttackBase):
         self.seed = int(seed)
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
         self._loss_fn: PixelLoss = pixel_loss(loss, self.class_weights)
-
-    def params(self) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "loss": self.loss,
-            "n_iter": self.n_iter,
-            "red_eps": self.red_eps,
-            "momentum": self.momentum,
-            "rho": self.rho,
-            "seed": self.seed,
-        }
-        if self.class_weights is not None:
-            params["class_weights"] = self.class_weights
-        return params
 
     def schedule(self, eps: float) -> list[tuple[float, int]]:
         """(radius, iterations) of each stage."""

@@ -138,9 +138,6 @@ class ARTAttack(AttackBase):
     def needs_labels(self) -> bool:
         return self.target == "labels"
 
-    def params(self) -> dict[str, Any]:
-        return {"target": self.target}
-
     @abstractmethod
     def art_attack(
         self, estimator: SegmentationEstimator, eps: float, batch_size: int
@@ -196,9 +193,6 @@ class _ARTIterative(ARTAttack):
     def n_iter(self, eps: float) -> int:
         return LLCM().n_iter(eps) if self.iterations == "llcm" else int(self.iterations)
 
-    def params(self) -> dict[str, Any]:
-        return {**super().params(), "step": self.step, "iterations": self.iterations}
-
     def _common(self, eps: float, batch_size: int) -> dict[str, Any]:
         return {
             "eps": eps,
@@ -244,9 +238,6 @@ class PGD(_ARTIterative):
         self.random_init = bool(random_init)
         self.seed = int(seed)
 
-    def params(self) -> dict[str, Any]:
-        return {**super().params(), "random_init": self.random_init, "seed": self.seed}
-
     def art_attack(
         self, estimator: SegmentationEstimator, eps: float, batch_size: int
     ) -> EvasionAttack:
@@ -290,9 +281,6 @@ class MIFGSM(_ARTIterative):
         if not decay >= 0:
             raise AttackError(f"decay must be >= 0, got {decay!r}")
         self.decay = float(decay)
-
-    def params(self) -> dict[str, Any]:
-        return {**super().params(), "decay": self.decay}
 
     def art_attack(
         self, estimator: SegmentationEstimator, eps: float, batch_size: int

@@ -14,6 +14,7 @@ through the ``loss`` hook, what it descends or ascends.
 
 from __future__ import annotations
 
+import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -62,8 +63,8 @@ def check_eps(eps: float) -> float:
     """eps as a float; a clear error unless it is a number in [0, 255]."""
     try:
         value = float(eps)
-    except (TypeError, ValueError):
-        raise AttackError(f"eps must be a number of gray values, got {eps!r}") from None
+    except (TypeError, ValueError) as err:
+        raise AttackError(f"eps must be a number of gray values, got {eps!r}") from err
     if not math.isfinite(value) or not 0 <= value <= 255:
         raise AttackError(
             f"eps must lie in [0, 255] gray values, got {eps!r}; e.g. eps=1 or eps=10"
@@ -153,14 +154,38 @@ def to_uint8(adv: Tensor, x: Tensor, eps: float) -> Tensor:
     return torch.clamp(x + delta, 0, 255).to(torch.uint8)
 
 
+def _options(cls: type) -> list[str]:
+    """The keyword-only options of ``cls``'s constructor; an ``__init__`` that passes
+    ``**kwargs`` on (a test's counting subclass) has its parent's options too."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        names += [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in names]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names
+
+
 class AttackBase(ABC):
-    """What every attack here shares: the one entry point, parameters, a readable repr."""
+    """What every attack here shares: the one entry point, parameters, a readable repr.
+
+    A subclass's hyper-parameters are the keyword-only arguments of its ``__init__``, each
+    stored under its own name (as the value ``params()`` reports, e.g. class weights as a list
+    of floats): ``params()`` reads them off the signature, so no option can be missing from the
+    AE sets' cache keys.
+    """
 
     name: ClassVar[str]
     needs_labels: bool = False
 
+    @final
     def params(self) -> dict[str, Any]:
-        return {}
+        """The constructor's options as stored, in signature order; options left at None are
+        omitted (so an optional option added later keeps the keys of existing AE sets)."""
+        values = {name: getattr(self, name) for name in _options(type(self))}
+        return {k: v for k, v in values.items() if v is not None}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
@@ -239,9 +264,6 @@ class IterativeAttack(AttackBase):
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
         """The scalar the steps follow (summed over pixels): cross-entropy to ``target``."""
         return cross_entropy_sum(logits, target)
-
-    def params(self) -> dict[str, Any]:
-        return {"step": self.step}
 
     def _run(
         self, model: nn.Module, x: Tensor, eps: float, labels: Tensor | None, index: Tensor

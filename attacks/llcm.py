@@ -9,7 +9,6 @@ taken once from the attacked network on the clean image.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from attacks.base import IterativeAttack
 from bench.errors import AttackError
@@ -53,6 +52,3 @@ class LLCM(IterativeAttack):
         """Iterations at ``eps``: ceil (or floor) of min(eps + 4, 1.25 eps)."""
         bound = min(eps + 4, 1.25 * eps)
         return math.ceil(bound) if self.rounding == "ceil" else math.floor(bound)
-
-    def params(self) -> dict[str, Any]:
-        return {"rounding": self.rounding, "target": self.target, **super().params()}

@@ -6,28 +6,37 @@ adv = attack(model, images, eps=10)               # uint8 (N,3,H,W) -> uint8 (N,
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from attacks.apgd import APGD
 from attacks.base import Attack
 from attacks.llcm import LLCM
 from bench.errors import AttackError
+from bench.registry import Registry
 
 # ART takes seconds to import, so its attacks are imported only when one is built.
 ART_ATTACK_NAMES = ("fgsm", "bim", "pgd", "mifgsm")
-NATIVE: dict[str, type] = {LLCM.name: LLCM, APGD.name: APGD}
-ATTACK_NAMES = (*NATIVE, *ART_ATTACK_NAMES)
+
+
+def _art_attack(name: str) -> type:
+    from attacks.art import ART_ATTACKS
+
+    return ART_ATTACKS[name]
+
+
+REGISTRY: Registry[type] = Registry(
+    "attack",
+    AttackError,
+    {LLCM.name: LLCM, APGD.name: APGD},
+    lazy={name: partial(_art_attack, name) for name in ART_ATTACK_NAMES},
+)
+ATTACK_NAMES = tuple(REGISTRY.names())
 
 
 def attack_class(name: str) -> type:
     """The class registered under ``name``; the error lists the valid names."""
-    if name in NATIVE:
-        return NATIVE[name]
-    if name in ART_ATTACK_NAMES:
-        from attacks.art import ART_ATTACKS
-
-        return ART_ATTACKS[name]
-    raise AttackError(f"unknown attack {name!r}; choose from {', '.join(ATTACK_NAMES)}")
+    return REGISTRY.get(name)
 
 
 def build_attack(name: str, **options: Any) -> Attack:
@@ -37,4 +46,4 @@ def build_attack(name: str, **options: Any) -> Attack:
     try:
         return cls(**options)
     except TypeError as err:
-        raise AttackError(f"bad options for attack {name!r} ({options}): {err}") from None
+        raise AttackError(f"bad options for attack {name!r} ({options}): {err}") from err

@@ -201,6 +201,20 @@ def _config(preset, run_dir, data_root, overrides, seed, values=None):
     return config, run_dir or Path("runs") / config.name
 
 
+class _LayersOption(click.Option):
+    """Names the student's taps (``ERFNet.tap_names``) when the help is shown: importing the
+    models (torch) for every command would slow them all."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        from bench.models import ERFNet
+
+        record = super().get_help_record(ctx)
+        if record is None:
+            return None
+        names, text = record
+        return names, text.replace("{taps}", ", ".join(ERFNet.tap_names()))
+
+
 @main.command()
 @_run_options
 @click.option(
@@ -214,8 +228,8 @@ def _config(preset, run_dir, data_root, overrides, seed, values=None):
 @click.option("--epochs", type=int, help="Sets pretrain.epochs (T, S) and finetune.epochs (A).")
 @click.option(
     "--layers",
-    help="A: IFM' layers, comma-separated tap or group names "
-    "(down1..3, up1..2, down, up, rest, all) [default: down2].",
+    cls=_LayersOption,
+    help="A: IFM' layers, comma-separated tap or group names ({taps}) [default: down2].",
 )
 @click.option("--alpha", type=float, help="A: the loss weight alpha of eq. 8 [default: 0.6].")
 @click.option("--retrain", is_flag=True, help="Train even when a valid checkpoint exists.")

@@ -34,7 +34,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:
-        raise _write_error(path, err) from None
+        raise _write_error(path, err) from err
     os.close(handle)
     tmp = Path(name)
     try:
@@ -43,7 +43,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise _write_error(path, err) from None
+        raise _write_error(path, err) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -90,14 +90,14 @@ def exclusive_lock(lock_file: str | Path, busy: str) -> Iterator[None]:
         lock_file.parent.mkdir(parents=True, exist_ok=True)
         handle = open(lock_file, "a+")  # noqa: SIM115 - held open for the whole block
     except OSError as err:
-        raise _write_error(lock_file, err) from None
+        raise _write_error(lock_file, err) from err
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except BlockingIOError as err:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise RunDirError(f"{busy} (held by {holder})") from None
+            raise RunDirError(f"{busy} (held by {holder})") from err
         handle.seek(0)
         handle.truncate()
         handle.write(f"bench process {os.getpid()}")

@@ -5,6 +5,9 @@
     prediction = defense.predict(images)              # labels (N, H, W) + one record per image
 
 See ``defenses.base`` for the contract a plug-in fulfils and ``defenses.registry`` for names.
+``DefenseBase`` is an optional convenience for a plug-in (the built-ins use it): subclass it and
+write ``_predict(images)``; its final ``predict`` checks the images first. A plug-in that
+defines ``name`` and ``predict`` itself, without it, is just as valid.
 """
 
 from bench.errors import DefenseError
@@ -12,6 +15,7 @@ from defenses.adaptive import AdaptiveTrainer, finetune_adaptive
 from defenses.base import (
     AttackSurface,
     Defense,
+    DefenseBase,
     Networks,
     Prediction,
     Record,
@@ -38,6 +42,7 @@ __all__ = [
     "AdaptiveTrainer",
     "AttackSurface",
     "Defense",
+    "DefenseBase",
     "DefenseError",
     "DisagreementVote",
     "InputTransform",

@@ -10,6 +10,9 @@ logits (N, 19, H, W). A defense must not modify them (copy a network it wants to
 are keyword arguments. The instance has a ``name`` (a short string used as the row key of the
 result tables) and a ``predict`` method.
 
+``DefenseBase`` is an optional convenience: subclass it and write ``_predict``; its ``predict``
+checks the images first.
+
 Optionally, ``attack_surface()`` returns an ``AttackSurface``: what an attacker who knows the
 defense (white-box) differentiates through. Without it a defense is attacked by transfer and
 joint attacks only and is marked "not adaptively evaluated".
@@ -17,9 +20,10 @@ joint attacks only and is marked "not adaptively evaluated".
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, final, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -119,6 +123,26 @@ class Defense(Protocol):
     name: str
 
     def predict(self, images: Tensor) -> Prediction: ...
+
+
+class DefenseBase(ABC):
+    """An optional base for a defense: ``predict`` checks the images, then calls ``_predict``.
+
+    The built-ins use it; a plug-in may too, or just define ``name`` and ``predict`` itself (the
+    ``Defense`` protocol is all the runner relies on).
+    """
+
+    name: str
+
+    @final
+    def predict(self, images: Tensor) -> Prediction:
+        """Shapes: images (N, 3, H, W) uint8 -> labels (N, H, W) int64."""
+        check_images(images)
+        return self._predict(images)
+
+    @abstractmethod
+    def _predict(self, images: Tensor) -> Prediction:
+        """The defense proper, on images known to be uint8 (N, 3, H, W)."""
 
 
 def require_networks(networks: Networks, needed: tuple[str, ...], defense: str) -> None:

@@ -19,9 +19,9 @@ from torch import Tensor
 from bench.errors import DefenseError
 from defenses.base import (
     AttackSurface,
+    DefenseBase,
     Networks,
     Prediction,
-    check_images,
     predict_labels,
     require_networks,
 )
@@ -77,7 +77,7 @@ def bpda(preprocessor: Preprocessor):
     return lambda x: _BPDA.apply(x, preprocessor)
 
 
-class InputTransform:
+class InputTransform(DefenseBase):
     """Transform the images with an ART pre-processor, then take ``net``'s argmax.
 
     Args:
@@ -103,11 +103,9 @@ class InputTransform:
         try:
             self.transform = METHODS[method](**params)
         except (TypeError, ValueError) as err:  # unknown keyword, or ART's own range checks
-            raise DefenseError(f"bad option for {method}: {err}") from None
+            raise DefenseError(f"bad option for {method}: {err}") from err
 
-    def predict(self, images: Tensor) -> Prediction:
-        """Shapes: images (N, 3, H, W) uint8 -> labels (N, H, W) int64."""
-        check_images(images)
+    def _predict(self, images: Tensor) -> Prediction:
         transformed, _ = self.transform(images.cpu().numpy().astype(np.float32))
         labels = predict_labels(self.model, torch.from_numpy(np.asarray(transformed, np.float32)))
         return Prediction(labels, [{"chosen": self.net} for _ in range(len(labels))])

@@ -8,14 +8,13 @@ A defense is named by one of the built-in names below, by ``package.module:Class
 
 from __future__ import annotations
 
-import importlib.metadata
 import inspect
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from bench.errors import DefenseError
-from bench.plugins import is_spec, load_object
+from bench.registry import Registry
 from defenses.base import Defense, Networks
 from defenses.preprocess import METHODS, InputTransform
 from defenses.single import SingleNetwork
@@ -35,13 +34,18 @@ BUILTINS: dict[str, Callable[..., Defense]] = {
 }
 
 
-def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
-    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+REGISTRY: Registry[Callable[..., Defense]] = Registry(
+    "defense",
+    DefenseError,
+    BUILTINS,
+    plugin_hint="name a class as package.module:Class",
+    entry_point_group=ENTRY_POINT_GROUP,
+)
 
 
 def available_defenses() -> list[str]:
     """Built-in names, then the names installed under the entry-point group."""
-    return list(BUILTINS) + sorted(set(_entry_points()) - set(BUILTINS))
+    return REGISTRY.names()
 
 
 def load_defense(spec: str) -> Callable[..., Defense]:
@@ -50,23 +54,7 @@ def load_defense(spec: str) -> Callable[..., Defense]:
     ``spec``: a built-in name (``available_defenses()``), ``package.module:Class``,
     ``path/to/file.py:Class``, or an entry-point name of the group ``bench.defenses``.
     """
-    if is_spec(spec):
-        return load_object(spec, "defense", DefenseError)
-    if spec in BUILTINS:
-        return BUILTINS[spec]
-    entry_points = _entry_points()
-    if spec in entry_points:
-        try:
-            return entry_points[spec].load()
-        except Exception as err:
-            raise DefenseError(
-                f"defense {spec!r}: its entry point {entry_points[spec].value} does not load "
-                f"({err}); reinstall the package that provides it"
-            ) from None
-    raise DefenseError(
-        f"unknown defense {spec!r}; choose from {', '.join(available_defenses())}, "
-        "or name a class as package.module:Class"
-    )
+    return REGISTRY.get(spec)
 
 
 def build_defense(spec: str, networks: Networks, **options: Any) -> Defense:

@@ -6,15 +6,15 @@ from torch import Tensor
 
 from defenses.base import (
     AttackSurface,
+    DefenseBase,
     Networks,
     Prediction,
-    check_images,
     predict_labels,
     require_networks,
 )
 
 
-class SingleNetwork:
+class SingleNetwork(DefenseBase):
     """Outputs the label map of one network: ``net`` is "T", "S" or "A".
 
     Records: ``{"chosen": net}`` for every image.
@@ -25,9 +25,7 @@ class SingleNetwork:
         self.name = net
         self.model = networks[net]
 
-    def predict(self, images: Tensor) -> Prediction:
-        """Shapes: images (N, 3, H, W) uint8 -> labels (N, H, W) int64."""
-        check_images(images)
+    def _predict(self, images: Tensor) -> Prediction:
         labels = predict_labels(self.model, images)
         return Prediction(labels, [{"chosen": self.name} for _ in range(len(labels))])
 

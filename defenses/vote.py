@@ -28,9 +28,9 @@ from bench.errors import DefenseError
 from defenses.adaptive import AdaptiveTrainer
 from defenses.base import (
     AttackSurface,
+    DefenseBase,
     Networks,
     Prediction,
-    check_images,
     predict_labels,
     require_networks,
 )
@@ -92,7 +92,7 @@ def suspects(d: Tensor, delta_t: float, delta_s: float) -> list[str | None]:
     return ["T" if v > delta_t else "S" if v < delta_s else None for v in d.tolist()]
 
 
-class Vote:
+class Vote(DefenseBase):
     """T/S vote (``fallback="S"``) or T/A vote (``fallback="A"``): needs networks T, S and A.
 
     Args:
@@ -171,9 +171,7 @@ class Vote:
         ]
         return labels, records
 
-    def predict(self, images: Tensor) -> Prediction:
-        """Shapes: images (N, 3, H, W) uint8 -> labels (N, H, W) int64."""
-        check_images(images)
+    def _predict(self, images: Tensor) -> Prediction:
         labels, records = self.vote(
             {k: predict_labels(net, images) for k, net in self.nets.items()}
         )

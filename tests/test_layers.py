@@ -24,6 +24,7 @@ FLOORS = [
         "bench.devices",
         "bench.dist",
         "bench.plugins",
+        "bench.registry",
         "bench.variants",
     ),
     ("bench.data", "bench.models", "bench.metrics"),

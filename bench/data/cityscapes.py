@@ -176,7 +176,7 @@ def _read_png(path: Path, mode: str) -> Image.Image:
     except (OSError, UnidentifiedImageError) as err:
         raise DataError(
             f"cannot read image {path} ({err}); the file is missing or corrupt"
-        ) from None
+        ) from err
 
 
 def _resize(img: Image.Image, size: tuple[int, int] | None, resample: int) -> Image.Image:

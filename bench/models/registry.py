@@ -16,22 +16,21 @@ from torch import nn
 from bench.errors import ModelError
 from bench.models.deeplab import DeepLabV3Plus
 from bench.models.erfnet import ERFNet
-from bench.plugins import is_spec, load_object
+from bench.plugins import is_spec
+from bench.registry import Registry
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"erfnet": ERFNet, "deeplabv3plus": DeepLabV3Plus}
+REGISTRY: Registry[Callable[..., nn.Module]] = Registry(
+    "architecture",
+    ModelError,
+    ARCHITECTURES,
+    plugin_hint="name your own as package.module:factory",
+)
 
 
 def architecture(arch: str) -> Callable[..., nn.Module]:
     """The class registered under ``arch``, or the user's factory it names."""
-    if is_spec(arch):
-        return load_object(arch, "architecture", ModelError)
-    try:
-        return ARCHITECTURES[arch]
-    except KeyError:
-        raise ModelError(
-            f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}, or name "
-            "your own as package.module:factory"
-        ) from None
+    return REGISTRY.get(arch)
 
 
 def build_model(arch: str, num_classes: int = 19, **options: Any) -> nn.Module:
@@ -40,7 +39,7 @@ def build_model(arch: str, num_classes: int = 19, **options: Any) -> nn.Module:
     try:
         model = factory(**options) if is_spec(arch) else factory(num_classes, **options)
     except (TypeError, ValueError, RuntimeError) as err:  # unknown option, refused value
-        raise ModelError(f"bad options for {arch} ({options}): {err}") from None
+        raise ModelError(f"bad options for {arch} ({options}): {err}") from err
     if not isinstance(model, nn.Module):
         raise ModelError(
             f"architecture {arch!r} built a {type(model).__name__}, not a torch module"

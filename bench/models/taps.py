@@ -36,9 +36,14 @@ class TapMixin:
             )
 
     @classmethod
+    def named_taps(cls) -> list[str]:
+        """The taps with a name of their own (not the blocks named by their module path)."""
+        return [t for t in cls.TAPS if "." not in t]
+
+    @classmethod
     def tap_names(cls) -> tuple[str, ...]:
-        """Every valid tap and group name, for help texts and error messages."""
-        return tuple(cls.TAPS) + tuple(cls.TAP_GROUPS)
+        """The named taps, then the group names, for help texts."""
+        return (*cls.named_taps(), *cls.TAP_GROUPS)
 
     @classmethod
     def expand_taps(cls, names: Iterable[str]) -> list[str]:
@@ -53,12 +58,12 @@ class TapMixin:
             elif name in cls.TAPS:
                 members = (name,)
             else:
-                named = [t for t in cls.TAPS if "." not in t]
                 blocks = [t for t in cls.TAPS if "." in t]
                 also = f" (or one block by its module path, e.g. {blocks[0]})" if blocks else ""
                 raise ModelError(
                     f"unknown layer {name!r} for {cls.__name__}; choose from "
-                    f"{', '.join(named)}, or the groups {', '.join(cls.TAP_GROUPS)}{also}"
+                    f"{', '.join(cls.named_taps())}, or the groups {', '.join(cls.TAP_GROUPS)}"
+                    f"{also}"
                 )
             expanded.extend(m for m in members if m not in expanded)
         return expanded

@@ -32,7 +32,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ModelError(f"cannot read weights {path} ({str(err).splitlines()[0]})") from None
+        raise ModelError(f"cannot read weights {path} ({str(err).splitlines()[0]})") from err
     for wrapper in ("state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
             state = state[wrapper]
@@ -101,7 +101,7 @@ def check_output(
         with torch.no_grad():
             out = model(torch.full((1, 3, *size), 128.0, device=next(model.parameters()).device))
     except Exception as err:
-        raise ModelError(f"{source} fails on a (1, 3, {size[0]}, {size[1]}) input: {err}") from None
+        raise ModelError(f"{source} fails on a (1, 3, {size[0]}, {size[1]}) input: {err}") from err
     finally:
         model.train(was_training)
     if not isinstance(out, Tensor) or out.ndim != 4:

@@ -307,7 +307,7 @@ def _open_read(path: Path) -> h5py.File:
         raise StoreError(
             f"cannot read AE store {path} ({err}); "
             "if it is corrupt, rerun bench attack to rebuild it"
-        ) from None
+        ) from err
 
 
 def _open_write(path: Path) -> h5py.File:
@@ -318,7 +318,7 @@ def _open_write(path: Path) -> h5py.File:
         if "unable to lock file" in str(err):
             raise StoreError(
                 f"AE store {path} is open in another process; wait for it to finish"
-            ) from None
+            ) from err
         corrupt = path.with_name(path.name + ".corrupt")
         log.warning(
             "AE store %s is truncated or corrupt (%s); moved it to %s and rebuilding the AE sets",

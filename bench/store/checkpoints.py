@@ -70,7 +70,7 @@ def load_meta(models_dir: Path, name: str) -> CheckpointMeta:
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as err:
         raise CheckpointError(
             f"corrupt checkpoint metadata {path} ({err}); retrain the network"
-        ) from None
+        ) from err
 
 
 def load_model(models_dir: Path, name: str, device: str | torch.device = "cpu") -> nn.Module:
@@ -88,7 +88,7 @@ def load_model(models_dir: Path, name: str, device: str | torch.device = "cpu") 
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except Exception as err:  # a torn or foreign file: say which and what to do
-        raise CheckpointError(f"cannot load {weights} ({err}); retrain the network") from None
+        raise CheckpointError(f"cannot load {weights} ({err}); retrain the network") from err
     return model.to(device).eval()
 
 

@@ -89,7 +89,7 @@ class RunDir:
         except OSError as err:
             raise RunDirError(
                 f"cannot write beside {self.path} ({err.strerror}); choose a writable --out DIR"
-            ) from None
+            ) from err
         try:
             yield folder
         finally:
@@ -110,7 +110,7 @@ class RunDir:
         except OSError as err:
             raise RunDirError(
                 f"cannot publish into {self.path} ({err.strerror}); choose a writable --out DIR"
-            ) from None
+            ) from err
 
 
 # --- tables on disk -----------------------------------------------------------------------------
@@ -130,7 +130,7 @@ def read_table(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise RunDirError(
             f"{path} is not a readable table ({str(err).splitlines()[0]}); rerun bench run there"
-        ) from None
+        ) from err
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise RunDirError(
@@ -140,11 +140,11 @@ def read_table(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     for column in (c for c in NUMERIC if c in frame.columns):
         try:
             frame[column] = pd.to_numeric(frame[column])
-        except (ValueError, TypeError):
+        except (ValueError, TypeError) as err:
             raise RunDirError(
                 f"{path} holds text where its column {column!r} needs numbers; it is damaged: "
                 "rerun bench run there"
-            ) from None
+            ) from err
     return frame
 
 
@@ -170,10 +170,10 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
-    except FileNotFoundError:
-        raise RunDirError(f"no {path.name} in {path.parent}; run bench run there first") from None
+    except FileNotFoundError as err:
+        raise RunDirError(f"no {path.name} in {path.parent}; run bench run there first") from err
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:  # torn / foreign
-        raise RunDirError(f"{path} is damaged ({err}); rerun bench run there") from None
+        raise RunDirError(f"{path} is damaged ({err}); rerun bench run there") from err
 
 
 def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 import defenses.registry
-from defenses import BUILTINS, DefenseError, Prediction, build_defense, load_defense
+from defenses import (
+    BUILTINS,
+    DefenseBase,
+    DefenseError,
+    Prediction,
+    build_defense,
+    load_defense,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -36,7 +43,7 @@ def test_plugin_by_file_path(const_networks):
 def test_plugin_by_entry_point(monkeypatch, const_networks):
     monkeypatch.syspath_prepend(str(EXAMPLES))
     ep = importlib.metadata.EntryPoint("pixel", "my_defense:PixelVote", defenses.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(defenses.registry, "_entry_points", lambda: {"pixel": ep})
+    monkeypatch.setattr(defenses.registry.REGISTRY, "entry_points", lambda: {"pixel": ep})
     assert "pixel" in defenses.available_defenses()
     _check_pixel_vote(build_defense("pixel", const_networks))
 
@@ -48,6 +55,34 @@ def test_every_builtin_predicts_label_maps(name, tiny_networks, images):
     assert isinstance(pred, Prediction) and defense.name == name
     assert pred.labels.shape == (2, 32, 64) and pred.labels.dtype == torch.int64
     assert len(pred.records) == 2 and all("chosen" in r for r in pred.records)
+
+
+@pytest.mark.parametrize("name", list(BUILTINS))
+def test_every_builtin_checks_its_images_through_the_base(name, tiny_networks):
+    defense = build_defense(name, tiny_networks)
+    assert isinstance(defense, DefenseBase)
+    with pytest.raises(DefenseError, match="uint8"):
+        defense.predict(torch.zeros(1, 3, 4, 5))
+
+
+class _Constant(DefenseBase):
+    name = "constant"
+
+    def __init__(self, networks):
+        self.calls = 0
+
+    def _predict(self, images):
+        self.calls += 1
+        n, _, h, w = images.shape
+        return Prediction(torch.zeros(n, h, w, dtype=torch.int64), [{}] * n)
+
+
+def test_a_plugin_may_use_the_base(const_networks):
+    defense = build_defense(f"{__name__}:_Constant", const_networks)
+    assert defense.predict(torch.zeros(2, 3, 4, 5, dtype=torch.uint8)).labels.shape == (2, 4, 5)
+    with pytest.raises(DefenseError, match="uint8"):
+        defense.predict(torch.zeros(2, 3, 4, 5))
+    assert defense.calls == 1  # the hook never sees unchecked images
 
 
 class _NoPredict:
