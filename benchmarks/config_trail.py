@@ -3,7 +3,8 @@
 Runs ``bench run --preset smoke`` in this process under ``sys.setprofile`` and records every call
 of a project function (bench/, attacks/, defenses/) that receives the run's config, directly or
 inside another argument that holds it (the run context). Methods of the config itself
-(``config.net(...)``) do not count. Prints:
+(``config.net(...)``) and of the object that carries it (the context's accessors) do not count:
+they are the carrier, not a stop on the trail. Prints:
 
 - stays: such calls, in order;
 - rooms: the modules they happen in (and how many distinct functions);
@@ -51,8 +52,8 @@ def trail(out: Path) -> list[tuple[str, str]]:
         code = frame.f_code
         names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
         values = [frame.f_locals.get(n) for n in names]
-        if names and names[0] == "self" and values[0] is config:
-            return  # a method of the config itself
+        if names and names[0] == "self" and _holds(values[0], config):
+            return  # a method of the config itself or of its carrier
         if any(_holds(v, config) for v in values):
             calls.append((module, code.co_name))
 

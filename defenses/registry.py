@@ -69,7 +69,7 @@ def build_defense(spec: str, networks: Networks, **options: Any) -> Defense:
     except TypeError as err:
         raise DefenseError(
             f"defense {spec!r} cannot be built as Class(networks, **options): {err}"
-        ) from None
+        ) from err
     defense = factory(networks, **options)
     if not isinstance(defense, Defense) or not isinstance(defense.name, str):
         raise DefenseError(

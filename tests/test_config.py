@@ -13,12 +13,12 @@ from bench.config import (
     RunConfig,
     adaptive_students,
     apply_overrides,
-    cache_key,
     load_config,
     load_run_config,
     save_run_config,
 )
 from bench.errors import ConfigError
+from bench.keys import cache_key
 
 if sys.version_info >= (3, 11):
     import tomllib

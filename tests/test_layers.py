@@ -20,6 +20,7 @@ FLOORS = [
         "bench",
         "bench.errors",
         "bench.files",
+        "bench.keys",
         "bench.config",
         "bench.devices",
         "bench.dist",

@@ -10,11 +10,11 @@ re-exports; the modules are split by job:
 - ``validation``: every range and cross-field rule of a config, one function per section;
 - ``presets``: presets (``base = ...``), ``--set`` overrides, ``config_from_dict``;
 - ``runfile``: a run directory's ``config.toml`` and its relative paths;
-- ``resolve``: the config a command runs with (preset, overrides, options);
-- ``keys``: ``cache_key``, the one way the project turns settings into a cache key.
+- ``resolve``: the config a command runs with (preset, overrides, options).
+
+Cache keys are made from configs but are not part of them: ``bench.keys.cache_key``.
 """
 
-from bench.config.keys import cache_key
 from bench.config.presets import (
     PRESET_DIR,
     apply_overrides,
@@ -71,7 +71,6 @@ __all__ = [
     "adaptive_students",
     "apply_overrides",
     "apply_values",
-    "cache_key",
     "config_from_dict",
     "load_config",
     "load_run_config",

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.config import cache_key
 from bench.files import sha256_file
+from bench.keys import cache_key
 
 MANIFEST = "toycity.json"
 

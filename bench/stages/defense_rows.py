@@ -18,9 +18,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from bench import __version__, dist
-from bench.config import adaptive_students, cache_key
+from bench.config import adaptive_students
 from bench.errors import DefenseError
 from bench.files import sha256_file
+from bench.keys import cache_key
 from bench.scoring import ForwardMemo
 from bench.stages.context import DefenseEntry, RunContext, RunDefenses
 from bench.store.checkpoints import load_meta, load_model

@@ -1,7 +1,7 @@
 """The networks stage: T and S pretrained (or the shipped reference checkpoints), then every
 adaptive student the config asks for, each reused while its cache key matches.
 
-Keys (``bench.config.cache_key``): a static network's key is its architecture, the pretraining
+Keys (``bench.keys.cache_key``): a static network's key is its architecture, the pretraining
 settings, its seed, the image size and the identity of the labelled split it learns from; an
 adaptive student's key is its J_TS' settings, the sha256 of T and S, its seed and the identity of
 the unlabelled split.
@@ -18,11 +18,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from bench import dist
-from bench.config import STATIC_NETS, FinetuneConfig, cache_key
+from bench.config import STATIC_NETS, FinetuneConfig
 from bench.errors import CheckpointError, ConfigError, RunDirError
 from bench.files import atomic_copy, sha256_file
+from bench.keys import cache_key
 from bench.models import (
     build_model,
     check_output,
@@ -124,9 +126,8 @@ def _install_reference(ctx: RunContext, name: str, key: str) -> CheckpointMeta |
     return None
 
 
-def _clean_miou(ctx: RunContext, model: nn.Module, batch_size: int) -> float:
-    val = ctx.data.split(ctx.config.data.val_subset)
-    return clean_confusion(model, val, batch_size=batch_size, progress=ctx.progress).miou()
+def _clean_miou(val: Dataset, model: nn.Module, batch_size: int, progress: bool) -> float:
+    return clean_confusion(model, val, batch_size=batch_size, progress=progress).miou()
 
 
 def train_static(
@@ -188,7 +189,8 @@ def _save_static(
     config, models = ctx.config, ctx.run.models
     if dist.is_main():
         net = config.net(name)
-        miou = _clean_miou(ctx, model, config.pretrain.batch_size)
+        val = ctx.data.split(config.data.val_subset)
+        miou = _clean_miou(val, model, config.pretrain.batch_size, ctx.progress)
         save_model(
             model,
             models,
@@ -296,7 +298,14 @@ def _finetune(ctx: RunContext, settings: FinetuneConfig, key: str, *, alone: boo
             unlabeled_images=len(unlabeled),
             parameters=count_parameters(adaptive),
             processes=1 if alone else dist.size(),
-            **{f"miou_{config.data.val_subset}": _clean_miou(ctx, adaptive, settings.batch_size)},
+            **{
+                f"miou_{config.data.val_subset}": _clean_miou(
+                    ctx.data.split(config.data.val_subset),
+                    adaptive,
+                    settings.batch_size,
+                    ctx.progress,
+                )
+            },
         )
 
 
@@ -351,8 +360,9 @@ def report_line(ctx: RunContext, meta: CheckpointMeta, origin: str) -> str:
     )
 
 
-def describe(ctx: RunContext, meta: CheckpointMeta, origin: str) -> str:
-    """A few words about a network for the stage line: its clean mIoU and where it came from."""
-    miou = meta.info.get(f"miou_{ctx.config.data.val_subset}", math.nan)
+def describe(meta: CheckpointMeta, origin: str, val_subset: str) -> str:
+    """A few words about a network for the stage line: its clean mIoU on ``val_subset`` and
+    where it came from."""
+    miou = meta.info.get(f"miou_{val_subset}", math.nan)
     how = f"trained {meta.info.get('train_seconds', 0):.0f} s" if origin == "trained" else origin
     return f"{meta.name} {100 * miou:.1f}% ({how})"

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from bench import __version__
-from bench.config import cache_key
 from bench.errors import RunDirError
+from bench.keys import cache_key
 from bench.stages.ae_sets import PlannedSet
 from bench.stages.context import RunContext
 from bench.store.aesets import AESet

@@ -15,19 +15,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from torch.utils.data import Dataset
 
 from bench import dist
-from bench.config import cache_key
 from bench.data.labels import CLASS_NAMES, NUM_CLASSES
+from bench.keys import cache_key
 from bench.metrics import ConfusionMatrix, q_ratio, worst_case_miou, worst_pixel_accuracy
 from bench.scoring import COUNT_COLUMNS, evaluate_defenses, scored_at
 from bench.stages.ae_sets import PlannedSet
-from bench.stages.context import RunContext
+from bench.stages.context import RunContext, RunDefenses
 from bench.store.aesets import AESet
 from bench.store.rundir import METRICS_FILE, RECORDS_FILE, read_cached_table, write_table
 from bench.variants import CLEAN_VARIANT, WORST_CASE, Variant
@@ -94,25 +96,28 @@ def _stream(clean: Dataset, ae_set: AESet | None, spans: Sequence[tuple[int, int
 
 
 def _evaluate_variant(
-    ctx: RunContext,
+    defenses: RunDefenses,
+    memos: dict[str, nn.Module],
     todo: Sequence[str],
     clean: Dataset,
     ae_set: AESet | None,
+    *,
     label_size: tuple[int, int] | None,
+    batch_size: int,
     desc: str,
+    progress: bool,
 ) -> dict[str, tuple[ConfusionMatrix, list[dict]]]:
     """Every defense of ``todo`` on one data variant, the batches shared among the ranks (a
     defense that learns from the stream sees all of it, on rank 0); the merged results on
-    rank 0 (confusion matrices summed, per-image records in image order), {} elsewhere."""
-    defenses = ctx.require_defenses()
-    spans = dist.batch_spans(len(clean), ctx.config.evaluate.batch_size)
+    rank 0 (confusion matrices summed, per-image records in image order), {} elsewhere.
+    ``memos``: every ForwardMemo the defenses run on (scored at ``label_size`` when given)."""
+    spans = dist.batch_spans(len(clean), batch_size)
     # one process runs every defense in one pass (they share the networks' forward passes)
     learning = [n for n in todo if defenses.entries[n].learns] if dist.size() > 1 else []
     shared = [n for n in todo if n not in learning]
     runs = [(shared, dist.mine(spans))]
     if learning and dist.is_main():
         runs.append((learning, spans))
-    memos = {**ctx.require_networks().memos, **defenses.students}
     mine: dict[str, tuple[torch.Tensor, list[tuple[int, dict]]]] = {}
     with scored_at(memos, label_size):
         for names, share in runs:
@@ -121,7 +126,7 @@ def _evaluate_variant(
             results = evaluate_defenses(
                 {n: defenses.entries[n].make for n in names},
                 _stream(clean, ae_set, share),
-                progress=ctx.progress,
+                progress=progress,
                 desc=desc,
                 upsample=label_size is not None,
             )
@@ -147,9 +152,9 @@ class _ResultCache:
     """The evaluation's cache of rows, ``<run>/cache/metrics.csv`` and ``records.csv``: read and
     written by rank 0 alone, rewritten atomically after each variant."""
 
-    def __init__(self, ctx: RunContext) -> None:
-        self.metrics_path = ctx.run.cache / METRICS_FILE
-        self.records_path = ctx.run.cache / RECORDS_FILE
+    def __init__(self, folder: Path) -> None:
+        self.metrics_path = folder / METRICS_FILE
+        self.records_path = folder / RECORDS_FILE
         self.metrics = read_cached_table(self.metrics_path, METRIC_COLUMNS)
         self.records = read_cached_table(
             self.records_path, [*ROW_KEYS, "image", *COUNT_COLUMNS, "key"]
@@ -204,9 +209,11 @@ def evaluate_run(ctx: RunContext, ae_sets: Sequence[tuple[PlannedSet, AESet]]) -
     among the ranks and rank 0 alone reads and writes the cache and returns the evaluation
     (None elsewhere).
     """
-    entries = ctx.require_defenses().entries
+    defenses = ctx.require_defenses()
+    entries = defenses.entries
+    memos = {**ctx.require_networks().memos, **defenses.students}
     main = dist.is_main()
-    cache = _ResultCache(ctx) if main else None
+    cache = _ResultCache(ctx.run.cache) if main else None
     wanted: list[str] = []
     for subset in ctx.config.attack.subsets:
         clean = ctx.data.scoring(subset)
@@ -219,7 +226,17 @@ def evaluate_run(ctx: RunContext, ae_sets: Sequence[tuple[PlannedSet, AESet]]) -
             if not todo:
                 continue
             desc = f"evaluate {subset} {variant.label}"
-            results = _evaluate_variant(ctx, todo, clean, ae_set, label_size, desc)
+            results = _evaluate_variant(
+                defenses,
+                memos,
+                todo,
+                clean,
+                ae_set,
+                label_size=label_size,
+                batch_size=ctx.config.evaluate.batch_size,
+                desc=desc,
+                progress=ctx.progress,
+            )
             if cache is not None:
                 row = {
                     "subset": subset,

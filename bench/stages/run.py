@@ -127,12 +127,13 @@ def run_benchmark(
 
 def _networks_stage(ctx: RunContext, retrain: bool, summary: list[str]) -> RunContext:
     """T and S, then every adaptive student of the run; the context with the networks loaded."""
+    val_subset = ctx.config.data.val_subset
     for name in ("T", "S"):
         meta, origin = train_static(ctx, name, retrain=retrain)
-        summary.append(describe(ctx, meta, origin))
+        summary.append(describe(meta, origin, val_subset))
     students = [settings for _, settings in adaptive_students(ctx.config).all()]
     for meta, origin in finetune_students(ctx, students, retrain=retrain):
-        summary.append(describe(ctx, meta, origin))
+        summary.append(describe(meta, origin, val_subset))
     return ctx.with_networks(load_networks(ctx))
 
 
