@@ -33,7 +33,7 @@ class Datasets:
     """
 
     def __init__(self, data: DataConfig, *, full_resolution: bool = False) -> None:
-        self.data = data
+        self.settings = data
         self.full_resolution = full_resolution
         self._built: dict[tuple[str, str], CityscapesSegmentation] = {}
         self._class_pixels: list[int] | None = None
@@ -41,7 +41,7 @@ class Datasets:
     def _get(self, kind: str, name: str, **options: bool) -> CityscapesSegmentation:
         if (kind, name) not in self._built:
             self._built[kind, name] = CityscapesSegmentation(
-                self.data.root, name, size=tuple(self.data.size), **options
+                self.settings.root, name, size=tuple(self.settings.size), **options
             )
         return self._built[kind, name]
 
@@ -51,7 +51,7 @@ class Datasets:
 
     def unlabeled(self) -> CityscapesSegmentation:
         """The unlabelled finetuning split (no label is read)."""
-        return self._get("unlabeled", self.data.unlabeled_split, with_labels=False)
+        return self._get("unlabeled", self.settings.unlabeled_split, with_labels=False)
 
     def scoring(self, name: str) -> CityscapesSegmentation:
         """A subset as the evaluation scores it: images at the run's size, labels at their own
@@ -65,7 +65,7 @@ class Datasets:
         N_y of the balanced loss."""
         if self._class_pixels is None:
             counts = torch.zeros(NUM_CLASSES, dtype=torch.int64)
-            for _, labels in DataLoader(self.split(self.data.train_split), batch_size=32):
+            for _, labels in DataLoader(self.split(self.settings.train_split), batch_size=32):
                 valid = labels[labels != IGNORE_INDEX]
                 counts += torch.bincount(valid, minlength=NUM_CLASSES)
             self._class_pixels = counts.tolist()
