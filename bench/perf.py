@@ -36,7 +36,7 @@ from bench.config import RunConfig
 from bench.devices import module_device
 from bench.errors import ConfigError, DataError
 from bench.models import build_model
-from bench.store.checkpoints import load_model
+from bench.store.checkpoints import load_network
 
 
 @dataclass(frozen=True)
@@ -64,9 +64,11 @@ class AttackTiming:
 def toy_networks(
     config: RunConfig, device: torch.device, run_dir: Path | None = None
 ) -> dict[str, nn.Module]:
-    """T and S of a run when ``run_dir`` is given, else the config's architectures, seeded."""
+    """T and S of a run when ``run_dir`` is given (built as ``config`` asks, the run's own
+    config), else the config's architectures, seeded."""
     if run_dir is not None:
-        return {name: load_model(Path(run_dir) / "models", name, device) for name in ("T", "S")}
+        models = Path(run_dir) / "models"
+        return {name: load_network(models, name, config.net(name), device) for name in ("T", "S")}
     nets = {}
     for name, net in (("T", config.teacher), ("S", config.student)):
         torch.manual_seed(config.seed)

@@ -38,12 +38,14 @@ def reference(toy_root) -> tuple:
     """The shipped reference T and S (trained on the toy city, so attacks have something to
     break; untrained tiny networks barely react to any attack) and the toy city's 6 val images
     with their labels."""
+    from bench.config import load_config
     from bench.data.cityscapes import CityscapesSegmentation
     from bench.stages.networks import REFERENCE_DIR
-    from bench.store.checkpoints import load_model
+    from bench.store.checkpoints import load_network
 
     from testdata import load_split
 
     images, labels = load_split(CityscapesSegmentation(toy_root, "val", size=(32, 64)))
-    nets = [load_model(REFERENCE_DIR / "toy", name) for name in ("T", "S")]
+    toy = load_config("toy")  # the preset the reference checkpoints were trained with
+    nets = [load_network(REFERENCE_DIR / "toy", name, toy.net(name)) for name in ("T", "S")]
     return nets[0], nets[1], images, labels

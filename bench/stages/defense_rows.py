@@ -24,7 +24,7 @@ from bench.files import sha256_file
 from bench.keys import cache_key
 from bench.scoring import ForwardMemo
 from bench.stages.context import DefenseEntry, RunContext, RunDefenses
-from bench.store.checkpoints import load_meta, load_model
+from bench.store.checkpoints import load_meta, load_network
 from defenses import (
     BUILTINS,
     AttackSurface,
@@ -89,7 +89,7 @@ def build_defense_rows(ctx: RunContext) -> RunDefenses:
     for row, settings in adaptive_students(ctx.config).all()[1:]:
         sha256 = load_meta(ctx.run.models, settings.checkpoint_name).sha256
         students[row] = ForwardMemo(
-            load_model(ctx.run.models, settings.checkpoint_name, ctx.device)
+            load_network(ctx.run.models, settings.checkpoint_name, ctx.config.student, ctx.device)
         )
         nets = {"A": students[row]}
         entries[row] = DefenseEntry(

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from bench import dist
-from bench.config import STATIC_NETS, FinetuneConfig
+from bench.config import STATIC_NETS, FinetuneConfig, NetConfig
 from bench.errors import CheckpointError, ConfigError, RunDirError
 from bench.files import atomic_copy, sha256_file
 from bench.keys import cache_key
@@ -35,7 +35,13 @@ from bench.models import (
 )
 from bench.scoring import ForwardMemo, clean_confusion
 from bench.stages.context import RunContext, RunNetworks
-from bench.store.checkpoints import CheckpointMeta, load_meta, load_model, save_model
+from bench.store.checkpoints import (
+    CheckpointMeta,
+    check_meta,
+    load_meta,
+    load_network,
+    save_model,
+)
 from bench.store.rundir import METRICS_FILE
 from bench.train import pretrain
 from defenses.adaptive import finetune_adaptive
@@ -82,11 +88,13 @@ def adaptive_key(ctx: RunContext, settings: FinetuneConfig) -> str:
     return cache_key("adaptive", settings, sha, ctx.config.seed_for("A"), unlabeled.fingerprint())
 
 
-def _reusable(models_dir: Path, name: str, key: str) -> CheckpointMeta | None:
-    """The metadata of checkpoint ``name`` when it exists, was made with ``key`` and its weights
-    are the ones the metadata names (a damaged file is trained anew, not reported cached)."""
+def _reusable(models_dir: Path, name: str, key: str, net: NetConfig) -> CheckpointMeta | None:
+    """The metadata of checkpoint ``name`` when it exists, was made with ``key``, names the
+    config's architecture and options (``net``) and its weights are the ones the metadata names
+    (a damaged or disagreeing file is trained anew, not reported cached)."""
     try:
         meta = load_meta(models_dir, name)
+        check_meta(models_dir, name, meta, net.arch, net.options)
     except CheckpointError:
         return None
     weights = models_dir / f"{name}.pt"
@@ -117,12 +125,13 @@ def check_replacements(ctx: RunContext, names: tuple[str, ...]) -> None:
 def _install_reference(ctx: RunContext, name: str, key: str) -> CheckpointMeta | None:
     """Copy a shipped reference checkpoint of ``name`` into the run when one was trained with
     exactly this recipe (same key, whatever the preset's name); None otherwise."""
+    net = ctx.config.net(name)
     for reference in sorted(p.parent for p in REFERENCE_DIR.glob(f"*/{name}.json")):
-        if _reusable(reference, name, key) is not None:
+        if _reusable(reference, name, key, net) is not None:
             models = ctx.run.models
             for suffix in (".pt", ".json"):
                 atomic_copy(reference / f"{name}{suffix}", models / f"{name}{suffix}")
-            return _reusable(models, name, key)
+            return _reusable(models, name, key, net)
     return None
 
 
@@ -142,7 +151,7 @@ def train_static(
     key = static_key(ctx, name)
     origin = None
     if not retrain and dist.is_main():  # rank 0 decides, every rank follows
-        if _reusable(models, name, key):
+        if _reusable(models, name, key, config.net(name)):
             origin = "cached"
         elif _install_reference(ctx, name, key):
             origin = "reference"
@@ -246,7 +255,8 @@ def finetune_students(
     cached = None
     if dist.is_main():  # rank 0 decides, every rank follows
         cached = [
-            not retrain and _reusable(models, settings.checkpoint_name, key) is not None
+            not retrain
+            and _reusable(models, settings.checkpoint_name, key, ctx.config.student) is not None
             for settings, key in zip(students, keys)
         ]
     cached = dist.broadcast(cached)
@@ -267,8 +277,8 @@ def _finetune(ctx: RunContext, settings: FinetuneConfig, key: str, *, alone: boo
     """Finetune one student and save it: by this rank ``alone``, or by all ranks with DDP
     (then rank 0 writes the checkpoint)."""
     config, models = ctx.config, ctx.run.models
-    teacher = load_model(models, "T", ctx.device)
-    student = load_model(models, "S", ctx.device)
+    teacher = load_network(models, "T", config.net("T"), ctx.device)
+    student = load_network(models, "S", config.net("S"), ctx.device)
     unlabeled = ctx.data.unlabeled()
     seed = config.seed_for("A")
     start = time.perf_counter()
@@ -336,11 +346,13 @@ def train_networks(
 def load_networks(ctx: RunContext, roles: Sequence[str] = ("T", "S", "A")) -> RunNetworks:
     """The run's networks by role (T, S and the config's main adaptive student as A), each
     wrapped so defenses share forward passes."""
-    checkpoints = {"T": "T", "S": "S", "A": ctx.config.finetune.checkpoint_name}
+    config = ctx.config
+    checkpoints = {"T": "T", "S": "S", "A": config.finetune.checkpoint_name}
+    nets = {"T": config.net("T"), "S": config.net("S"), "A": config.student}
     names = {role: checkpoints[role] for role in roles}
     return RunNetworks(
         memos={
-            role: ForwardMemo(load_model(ctx.run.models, name, ctx.device))
+            role: ForwardMemo(load_network(ctx.run.models, name, nets[role], ctx.device))
             for role, name in names.items()
         },
         sha256={role: load_meta(ctx.run.models, name).sha256 for role, name in names.items()},

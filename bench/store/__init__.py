@@ -1,7 +1,13 @@
 """What a run keeps: its directory (``rundir``), checkpoints and cached AE sets (``aesets``)."""
 
 from bench.store.aesets import STORE_FILE, AESet, SetSpec, build_ae_set, open_ae_set, set_name
-from bench.store.checkpoints import CheckpointMeta, load_meta, load_model, save_model
+from bench.store.checkpoints import (
+    CheckpointMeta,
+    load_meta,
+    load_model,
+    load_network,
+    save_model,
+)
 
 __all__ = [
     "STORE_FILE",
@@ -11,6 +17,7 @@ __all__ = [
     "build_ae_set",
     "load_meta",
     "load_model",
+    "load_network",
     "open_ae_set",
     "save_model",
     "set_name",

@@ -1,14 +1,21 @@
 """Checkpoints of a run: ``<run>/models/<name>.pt`` (a state_dict) beside ``<name>.json``.
 
-The JSON metadata holds what rebuilds the network (architecture and options), the sha256 of the
-``.pt`` file, and free-form provenance (cache key, training recipe, seed, metrics). Both files are
+The JSON metadata records the network's architecture and options, the sha256 of the ``.pt``
+file, and free-form provenance (cache key, training recipe, seed, metrics). Both files are
 written atomically (``bench.files``), so an interrupted save never leaves a half-written
-checkpoint. Checkpoints are loaded with ``weights_only=True``: a state_dict never executes code.
+checkpoint.
+
+Nothing in a checkpoint decides what code runs: run directories are shared, so their files are
+data. The weights are loaded with ``weights_only=True`` (a state_dict never executes code), and
+the network is built from the architecture and options the caller's config asks for; the
+metadata must agree with them (``check_meta``), or the checkpoint is refused before anything is
+imported or built.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.config import NetConfig
 from bench.errors import CheckpointError
 from bench.files import atomic_write, atomic_write_text, sha256_file
 from bench.models import build_model
@@ -23,8 +31,9 @@ from bench.models import build_model
 
 @dataclass(frozen=True)
 class CheckpointMeta:
-    """What a checkpoint is: architecture + options rebuild it, sha256 identifies the weights,
-    ``info`` holds its provenance (``key``: the settings it was made with)."""
+    """What a checkpoint is: the architecture and options it was made with (checked against
+    the config, never built from), sha256 identifies the weights, ``info`` holds its provenance
+    (``key``: the settings it was made with)."""
 
     name: str
     arch: str
@@ -73,9 +82,41 @@ def load_meta(models_dir: Path, name: str) -> CheckpointMeta:
         ) from err
 
 
-def load_model(models_dir: Path, name: str, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild ``name`` from its metadata, verify the sha256, load the weights; eval mode."""
+def _plain(options: Mapping[str, Any]) -> Any:
+    """``options`` as the JSON metadata holds them (tuples become lists)."""
+    return json.loads(json.dumps(dict(options)))
+
+
+def check_meta(
+    models_dir: Path, name: str, meta: CheckpointMeta, arch: str, options: Mapping[str, Any]
+) -> None:
+    """Refuse (``CheckpointError``, one line naming the JSON file and the key) metadata that
+    names another architecture or other options than the config's ``arch`` and ``options``."""
+    path = Path(models_dir) / f"{name}.json"
+    fix = "delete the checkpoint or retrain it (bench train --retrain)"
+    if meta.arch != arch:
+        raise CheckpointError(
+            f"{path} names arch {meta.arch!r} but the config asks for {arch!r}; {fix}"
+        )
+    if meta.options != _plain(options):
+        raise CheckpointError(
+            f"{path} names options {meta.options!r} but the config asks for "
+            f"{_plain(options)!r}; {fix}"
+        )
+
+
+def load_model(
+    models_dir: Path,
+    name: str,
+    arch: str,
+    options: Mapping[str, Any],
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """Build ``arch`` with ``options`` (what the caller's config asks for, never what the
+    metadata says), check that the metadata agrees and the sha256, load the weights; eval mode.
+    """
     meta = load_meta(models_dir, name)
+    check_meta(models_dir, name, meta, arch, options)
     weights = Path(models_dir) / f"{name}.pt"
     if not weights.is_file():
         raise CheckpointError(f"missing weights {weights}; retrain the network (bench train)")
@@ -83,13 +124,21 @@ def load_model(models_dir: Path, name: str, device: str | torch.device = "cpu") 
         raise CheckpointError(
             f"{weights} does not match the sha256 in {name}.json (corrupt or replaced); retrain it"
         )
-    model = build_model(meta.arch, **meta.options)
+    model = build_model(arch, **options)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except Exception as err:  # a torn or foreign file: say which and what to do
         raise CheckpointError(f"cannot load {weights} ({err}); retrain the network") from err
     return model.to(device).eval()
+
+
+def load_network(
+    models_dir: Path, name: str, net: NetConfig, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """Checkpoint ``name`` built as the config's ``net`` asks (T, S: ``config.net(name)``; an
+    adaptive student: ``config.student``)."""
+    return load_model(models_dir, name, net.arch, net.options, device)
 
 
 def export_half(models_dir: Path, name: str, dest_dir: Path) -> CheckpointMeta:

@@ -15,7 +15,7 @@ from bench.models import ERFNet
 from bench.stages.context import RunContext
 from bench.stages.data_tree import prepare_data
 from bench.stages.networks import REFERENCE_DIR, static_key
-from bench.store.checkpoints import load_meta
+from bench.store.checkpoints import check_meta, load_meta
 from bench.store.rundir import RunDir
 
 from smokerun import invoke, run_args
@@ -104,4 +104,7 @@ def test_the_toy_preset_uses_the_shipped_reference_networks(tmp_path):
     prepare_data(config, progress=False)  # the toy city exactly as bench run draws it
     ctx = RunContext.open(config, RunDir(tmp_path / "run"), torch.device("cpu"), progress=False)
     for name in STATIC_NETS:
-        assert static_key(ctx, name) == load_meta(REFERENCE_DIR / "toy", name).info["key"]
+        meta = load_meta(REFERENCE_DIR / "toy", name)
+        assert static_key(ctx, name) == meta.info["key"]
+        net = config.net(name)  # installed only when its metadata agrees with the config too
+        check_meta(REFERENCE_DIR / "toy", name, meta, net.arch, net.options)

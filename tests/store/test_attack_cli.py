@@ -51,7 +51,7 @@ def test_attack_builds_then_reuses(run_dir, toy_root):
     second = CliRunner().invoke(main, args)
     assert second.output.count("reused") == 2
     images, _ = load_split(CityscapesSegmentation(toy_root, "mini_val", size=(32, 64)))
-    model = load_model(run_dir / "models", "T")
+    model = load_model(run_dir / "models", "T", "erfnet", {"width": 1})
     stored = open_ae_set(run_dir / "aes.h5", "/mini_val/llcm/transfer/T/eps2")
     assert torch.equal(stored.read(), LLCM()(model, images, eps=2))  # same batch (run's batch size)
 
