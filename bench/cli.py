@@ -152,6 +152,28 @@ def _existing_run(help_text: str):
     )
 
 
+def _trust_options(func):
+    """``--trust-plugin`` / ``--trust-run-code``: the plug-ins a run directory's config.toml
+    may name (by default none: a run directory cannot choose code to run)."""
+    func = click.option(
+        "--trust-run-code",
+        "trust_code",
+        is_flag=True,
+        help="Import every plug-in the run's config.toml names (teacher.arch, student.arch, "
+        "evaluate.defenses: module:name or file.py:name), i.e. run that code as yours. Only for "
+        "a run directory you wrote or checked.",
+    )(func)
+    return click.option(
+        "--trust-plugin",
+        "trusted_specs",
+        multiple=True,
+        metavar="SPEC",
+        help="Allow this one plug-in (module:name or file.py:name) that the run's config.toml "
+        "names; without it (or --trust-run-code) the run may name built-in architectures and "
+        "built-in or installed defenses only (repeatable).",
+    )(func)
+
+
 def _run_options(func):
     """Options shared by the commands that work on a run directory."""
     for option in reversed(
@@ -315,13 +337,26 @@ def report(run_dir: Path) -> None:
 @click.option("--batch-size", type=int, help="Images per batch [default: the run's].")
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def attack(run_dir, source, eps, attack_name, threat, subset, batch_size, device, quiet) -> None:
+@_trust_options
+def attack(
+    run_dir,
+    source,
+    eps,
+    attack_name,
+    threat,
+    subset,
+    batch_size,
+    device,
+    quiet,
+    trusted_specs,
+    trust_code,
+) -> None:
     """Build (or reuse, or finish) AE sets of a run in <run>/aes.h5."""
     from bench.config import load_run_config
     from bench.stages import attack_command, attack_settings
 
     config = attack_settings(
-        load_run_config(run_dir),
+        load_run_config(run_dir, trusted_specs=trusted_specs, trust_code=trust_code),
         name=attack_name,
         threat=threat,
         eps=eps,
@@ -356,13 +391,20 @@ def attack(run_dir, source, eps, attack_name, threat, subset, batch_size, device
     type=click.IntRange(min=1),
     help="CPU threads for torch [default: torch's]; 1 is steadiest on a shared machine.",
 )
-def perf_attack_command(preset, run_dir, eps, batch_size, repeats, device, threads) -> None:
+@_trust_options
+def perf_attack_command(
+    preset, run_dir, eps, batch_size, repeats, device, threads, trusted_specs, trust_code
+) -> None:
     """LLCM vs its floor (n_iter x (forward + input backward) + 1 forward) and vs ART's BIM;
     APGD on T, S and the joint objective vs its floor ((N + 1) x (forward + input backward))."""
     from bench.config import load_config, load_run_config
     from bench.perf import run_perf_attack
 
-    config = load_run_config(run_dir) if run_dir else load_config(preset)
+    config = (
+        load_run_config(run_dir, trusted_specs=trusted_specs, trust_code=trust_code)
+        if run_dir
+        else load_config(preset)
+    )
     run_perf_attack(
         config,
         device=device,

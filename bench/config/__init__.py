@@ -24,7 +24,15 @@ from bench.config.presets import (
     parse_override,
 )
 from bench.config.resolve import resolve_config, train_values
-from bench.config.runfile import CONFIG_FILE, PATH_KEYS, load_run_config, save_run_config
+from bench.config.runfile import (
+    CODE_KEYS,
+    CONFIG_FILE,
+    PATH_KEYS,
+    code_specs,
+    load_run_config,
+    read_run_config,
+    save_run_config,
+)
 from bench.config.schema import (
     EVALUATION_SUBSETS,
     OPTIMIZERS,
@@ -48,6 +56,7 @@ from bench.config.schema import (
 from bench.config.validation import validate, validate_finetune
 
 __all__ = [
+    "CODE_KEYS",
     "CONFIG_FILE",
     "EVALUATION_SUBSETS",
     "OPTIMIZERS",
@@ -71,10 +80,12 @@ __all__ = [
     "adaptive_students",
     "apply_overrides",
     "apply_values",
+    "code_specs",
     "config_from_dict",
     "load_config",
     "load_run_config",
     "parse_override",
+    "read_run_config",
     "resolve_config",
     "save_run_config",
     "train_values",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.config import AdaptiveStudents, RunConfig, adaptive_students, load_run_config
+from bench.config import AdaptiveStudents, RunConfig, adaptive_students, read_run_config
 from bench.errors import RunDirError
 from bench.report.findings import THRESHOLDS, adaptive_findings, findings
 from bench.report.plots import plot_d_ae_histograms, plot_miou_vs_eps, plot_qualitative
@@ -249,7 +249,7 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
     the stored rows in ``folder``."""
     folder = Path(folder)
     target = Path(out) if out is not None else folder
-    config = load_run_config(folder)
+    config = read_run_config(folder)  # names only: the report imports none of its code
     metrics = _requested(config, read_table(folder / METRICS_FILE, [*ROW_COLUMNS, "miou", "q"]))
     records = _requested(config, read_table(folder / RECORDS_FILE, ROW_COLUMNS))
     checks = (
