@@ -18,7 +18,7 @@ from bench.stages.networks import REFERENCE_DIR, static_key
 from bench.store.checkpoints import check_meta, load_meta
 from bench.store.rundir import RunDir
 
-from smokerun import invoke, run_args
+from smokerun import EXAMPLE, invoke, run_args
 
 PLUGIN = Path(__file__).with_name("plugin_nets.py")
 
@@ -62,6 +62,12 @@ def test_an_architecture_of_the_users_own_runs_the_benchmark(smoke_copy):
     assert "T " in output and "trained" in output
     meta = json.loads((smoke_copy / "models" / "A_body.2_a0.6_e1_bs4.json").read_text())
     assert meta["arch"].endswith("plugin_nets.py:build")
+    # bench attack builds T and S from the run's config.toml: its plug-ins named again
+    attack = ("attack", "--out", smoke_copy, "--device", "cpu", "--quiet")
+    refused = invoke(*attack, ok=False).output
+    assert f"teacher.arch = '{PLUGIN}:build' names code to import" in refused
+    trusted = ["--trust-plugin", f"{PLUGIN}:build", "--trust-plugin", f"{EXAMPLE}:PixelVote"]
+    assert "reused" in invoke(*attack, *trusted).output
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.config import load_run_config
+from bench.config import read_run_config
 
 from smokerun import invoke, published, run_args
 
@@ -68,7 +68,7 @@ def test_config_records_what_ran_without_machine_paths(smoke_run):
     run_dir, _ = smoke_run
     text = (run_dir / "config.toml").read_text()
     assert 'root = "../data"' in text and str(run_dir.parent) not in text
-    config = load_run_config(run_dir)
+    config = read_run_config(run_dir)
     assert config.evaluate.defenses[-1].endswith("my_defense.py:PixelVote")  # --defense recorded
     report = (run_dir / "report.md").read_text()
     assert "toy city (seed 0) at 32x64" in report and str(run_dir.parent) not in report

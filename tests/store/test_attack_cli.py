@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from attacks import LLCM
 from bench.cli import main
-from bench.config import load_config, save_run_config
+from bench.config import NetConfig, load_config, save_run_config
 from bench.data.cityscapes import CityscapesSegmentation
 from bench.models import ERFNet
 from bench.store import load_model, open_ae_set, save_model
@@ -21,8 +21,12 @@ from testdata import load_split
 @pytest.fixture
 def run_dir(tmp_path, toy_root):
     config = load_config("smoke")
+    tiny = NetConfig("erfnet", {"width": 1})  # T and S as the checkpoints below are made
     config = dataclasses.replace(
-        config, data=dataclasses.replace(config.data, root=str(toy_root), size=(32, 64))
+        config,
+        data=dataclasses.replace(config.data, root=str(toy_root), size=(32, 64)),
+        teacher=tiny,
+        student=tiny,
     )
     save_run_config(config, tmp_path)
     for seed, name in enumerate("TS"):
