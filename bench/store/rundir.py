@@ -60,7 +60,9 @@ PUBLISHED_DIRS = ("tables", "plots")
 PUBLISHED = (*PUBLISHED_ROWS, REPORT_FILE, *PUBLISHED_DIRS)
 PUBLICATIONS, CURRENT = ".published", "current"
 #: a link being put in place: ``.<name>.<pid>.link`` (a leftover of a kill is removed later)
-_NEW_LINK = re.compile(r"^\..+\.[0-9]+\.link$")
+_NEW_LINK = re.compile(r"^\.(?P<name>.+)\.[0-9]+\.link$")
+#: a published folder moved aside while its link is put in place, where folders cannot be swapped
+_ASIDE = re.compile(r"^\.(?P<name>.+)\.[0-9]+\.aside$")
 #: errors of a file system without symbolic links
 _NO_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 
@@ -117,8 +119,16 @@ class RunDir:
                     tmp.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             for entry in self.path.iterdir():
-                if _NEW_LINK.match(entry.name) and entry.is_symlink():
+                if (swapped := _NEW_LINK.match(entry.name)) and entry.is_symlink():
                     entry.unlink(missing_ok=True)
+                elif swapped and entry.is_dir() and (self.path / swapped["name"]).is_symlink():
+                    shutil.rmtree(entry)  # a folder swapped for its link, not yet removed
+                elif (aside := _ASIDE.match(entry.name)) and entry.is_dir():
+                    home = self.path / aside["name"]  # killed between a folder's two renames
+                    if os.path.lexists(home):
+                        shutil.rmtree(entry)
+                    else:
+                        os.replace(entry, home)
         with contextlib.suppress(OSError):
             self._drop_old_publications()
 
