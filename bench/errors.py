@@ -51,3 +51,7 @@ class StoreError(BenchError, RuntimeError):
 
 class RunDirError(BenchError, RuntimeError):
     """A run directory is busy, read-only, or holds no finished run."""
+
+
+class DiskFullError(RunDirError):
+    """A file could not be written because its disk (or the user's quota) is full."""

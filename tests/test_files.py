@@ -9,8 +9,8 @@ import tempfile
 
 import pytest
 
-from bench.errors import RunDirError
-from bench.files import atomic_write, atomic_write_text, exclusive_lock
+from bench.errors import DiskFullError, RunDirError
+from bench.files import atomic_write, atomic_write_text, exclusive_lock, stray_temporaries
 
 
 def test_atomic_files_get_ordinary_permissions(tmp_path):
@@ -51,3 +51,34 @@ def test_a_second_holder_of_a_lock_stops_at_once(tmp_path):
         pass
     with exclusive_lock(tmp_path / ".lock", "busy"):  # released with its holder
         pass
+
+
+@pytest.mark.parametrize(
+    "code, message",
+    [
+        (errno.ENOSPC, r"disk full while writing .*a\.txt; free space and re-run \(finished work"),
+        (errno.EDQUOT, r"disk full while writing .*a\.txt"),
+        (errno.EIO, r"I/O error while writing .*a\.txt; check the disk and re-run"),
+    ],
+)
+def test_a_failed_write_is_one_line_naming_the_path_and_leaves_no_temporary(
+    code, message, tmp_path
+):
+    path = atomic_write_text(tmp_path / "a.txt", "old")
+
+    def fail(tmp):
+        tmp.write_text("half")
+        raise OSError(code, os.strerror(code))
+
+    with pytest.raises(RunDirError, match=message) as info:
+        atomic_write(path, fail)
+    assert isinstance(info.value.__cause__, OSError)
+    assert (code == errno.EIO) != isinstance(info.value, DiskFullError)
+    assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_stray_temporaries_are_only_atomic_writes_own(tmp_path):
+    for name in (".a.txt.abcd_123.tmp", ".a.txt.tmp", "a.txt.abcd_123.tmp", ".b.ABCDEFGH.tmp"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / ".c.abcdefgh.tmp").mkdir()
+    assert [p.name for p in stray_temporaries(tmp_path)] == [".a.txt.abcd_123.tmp"]

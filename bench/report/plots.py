@@ -13,7 +13,16 @@ import numpy as np
 import pandas as pd
 
 from bench.data.labels import colorize
+from bench.files import atomic_write
 from bench.variants import CLEAN, TRANSFER, WORST_CASE, Variant
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    """The figure as a PNG at ``path``, written atomically (a full disk is one line naming it)."""
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def plot_miou_vs_eps(metrics: pd.DataFrame, subset: str, attack: str | None, path: Path) -> bool:
@@ -47,8 +56,7 @@ def plot_miou_vs_eps(metrics: pd.DataFrame, subset: str, attack: str | None, pat
     axes[0][0].set_ylabel("mIoU (%)")
     axes[0][-1].legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -75,8 +83,7 @@ def plot_d_ae_histograms(
     axes[0][0].set_ylabel("images")
     fig.suptitle(f"d_AE = D(T,A) - D(S,A) on {subset}; dashed: delta", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -105,5 +112,4 @@ def plot_qualitative(grid: Mapping[str, Mapping[str, np.ndarray]], path: Path) -
             if c == 0:
                 ax.set_ylabel(variant, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from bench.config import AdaptiveStudents, RunConfig, adaptive_students, read_run_config
 from bench.errors import RunDirError
+from bench.files import atomic_write_text, write_error
 from bench.report.findings import THRESHOLDS, adaptive_findings, findings
 from bench.report.plots import plot_d_ae_histograms, plot_miou_vs_eps, plot_qualitative
 from bench.report.tables import detection_table, leaderboard, metric_table, paper_numbers
@@ -36,13 +37,13 @@ PAPER_EPS = (1.0, 10.0)
 
 def _write_table(frame: pd.DataFrame, directory: Path, name: str) -> str:
     """CSV, Markdown and LaTeX files of one table; returns the Markdown."""
-    frame.to_csv(directory / f"{name}.csv")
+    atomic_write_text(directory / f"{name}.csv", frame.to_csv())
     flat = frame.reset_index() if isinstance(frame.index, pd.MultiIndex) else frame.copy()
     if isinstance(flat.columns, pd.MultiIndex):
         flat.columns = [" ".join(str(c) for c in col if c) for col in flat.columns]
     markdown = flat.to_markdown(floatfmt=".2f", index=not isinstance(frame.index, pd.MultiIndex))
-    (directory / f"{name}.md").write_text(markdown + "\n")
-    (directory / f"{name}.tex").write_text(flat.to_latex(float_format="%.2f", na_rep="-"))
+    atomic_write_text(directory / f"{name}.md", markdown + "\n")
+    atomic_write_text(directory / f"{name}.tex", flat.to_latex(float_format="%.2f", na_rep="-"))
     return markdown
 
 
@@ -261,8 +262,11 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
     if "d_ae" not in detections.columns:
         detections = detections.assign(d_ae=pd.Series(dtype=float))
     tables_dir, plots_dir = target / "tables", target / "plots"
-    tables_dir.mkdir(exist_ok=True)
-    plots_dir.mkdir(exist_ok=True)
+    for directory in (tables_dir, plots_dir):
+        try:
+            directory.mkdir(exist_ok=True)
+        except OSError as err:
+            raise write_error(directory, err) from err
 
     parts = _introduction(config, folder)
     parts += [f"- {line}" for line in findings(config, metrics, detections)]
@@ -287,5 +291,5 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
         plot_qualitative(_grid(folder / QUALITATIVE_FILE), plots_dir / "qualitative.png")
         parts += ["", "## Qualitative", "", "![qualitative grid](plots/qualitative.png)"]
     report = target / REPORT_FILE
-    report.write_text("\n".join(parts) + "\n")
+    atomic_write_text(report, "\n".join(parts) + "\n")
     return report

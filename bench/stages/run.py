@@ -3,8 +3,8 @@
 Every command checks the whole config first (``bench.config`` and ``bench.stages.preflight``),
 builds the run context (``bench.stages.context``) once, then holds the run directory's lock
 while it hands the context from stage to stage. ``bench run`` publishes config, rows, tables,
-plots and report together at the very end (``RunDir.publish``), so a failed or refused run never
-touches a finished one.
+plots and report together at the very end, in one step (``RunDir.publish``), so a failed, refused
+or killed run never touches a finished one.
 """
 
 from __future__ import annotations
@@ -92,6 +92,8 @@ def run_benchmark(
     ctx = _begin(config, run_dir, device, progress)
     echo = echo if dist.is_main() else _silent
     with _locked(ctx.run):
+        if dist.is_main():
+            ctx.run.require_links()  # publishing needs them: say so before hours of work
         with _stage("data", echo) as summary:
             _prepare_data(ctx)
             data_warnings = check_data(config, data_reads(config))
@@ -182,8 +184,8 @@ def _silent(_line: str) -> None:
 def publish_run(
     ctx: RunContext, evaluation: Evaluation, checks: pd.DataFrame, qualitative: Path | None
 ) -> Path:
-    """Stage config, rows, checks, grid and report in a sibling folder, then move them into the
-    run."""
+    """Stage config, rows, checks, grid and report in a sibling folder, then publish them as the
+    run's publication in one step (``RunDir.publish``)."""
     run = ctx.run
     with run.staging() as staged:
         save_run_config(ctx.config, staged)
@@ -199,11 +201,13 @@ def publish_run(
 
 def regenerate_report(run_dir: str | Path) -> Path:
     """``bench report``: tables, plots and report.md anew from the run's published rows (built
-    beside the run, then moved in; the rows themselves are left as they are)."""
+    beside the run with the rows unchanged, then published in one step)."""
     run = RunDir(run_dir)
     run.require_published()
     with run.lock(), run.staging() as staged:
+        run.require_links()
         write_report(run.path, out=staged)
+        run.stage_rows(staged)
         run.publish(staged)
     return run.path / REPORT_FILE
 

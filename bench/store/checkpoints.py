@@ -14,6 +14,7 @@ imported or built.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -57,10 +58,15 @@ def save_model(
 
 
 def _save_state(state: dict[str, torch.Tensor], path: Path) -> None:
-    # Saved through a handle, not a path: torch names the archive's inner folder after a path
-    # (here the temporary file's random name), so equal weights would give unequal files.
+    # Serialised into memory, not to a path: torch names the archive's inner folder after a path
+    # (here the temporary file's random name), so equal weights would give unequal files; and a
+    # failed write inside torch's archive writer surfaces as a RuntimeError ("unexpected pos"),
+    # while a plain write raises the OSError (a full disk) that ``atomic_write`` turns into one
+    # line. The bytes are those torch writes to a file handle.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with open(path, "wb") as handle:
-        torch.save(state, handle)
+        handle.write(buffer.getbuffer())
 
 
 def _write_meta(models_dir: Path, meta: CheckpointMeta) -> None:

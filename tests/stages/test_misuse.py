@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.files import atomic_write
 from bench.store.rundir import RunDir
 
 from smokerun import invoke, published, run_args
@@ -245,3 +246,126 @@ def test_a_kill_while_the_qualitative_grid_is_written_breaks_nothing(smoke_copy,
     invoke(*run_args(smoke_copy, "--set", "detect.delta=0.3"))
     assert grid.read_bytes() != old  # the grid shows the new delta's vote: rebuilt
     invoke("report", "--out", smoke_copy)
+
+
+def _one_line(result, *parts: str) -> None:
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[-1].startswith("Error: ") and "Traceback" not in result.output, result.output
+    for part in parts:
+        assert part in lines[-1], result.output
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+class _FullFile:
+    """A file handle whose writes find the disk full."""
+
+    def __init__(self, path, mode):
+        self._file = open(path, mode)  # noqa: SIM115
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._file.close()
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_the_next_run_resumes(
+    smoke_copy, monkeypatch
+):
+    import bench.store.checkpoints as checkpoints
+
+    before, weights = published(smoke_copy), (smoke_copy / "models" / "T.pt").read_bytes()
+    monkeypatch.setattr(checkpoints, "open", _FullFile, raising=False)
+    result = invoke(*run_args(smoke_copy, "--retrain"), ok=False)
+    _one_line(result, f"disk full while writing {smoke_copy / 'models'}", "free space and re-run")
+    monkeypatch.undo()
+    assert published(smoke_copy) == before
+    assert (smoke_copy / "models" / "T.pt").read_bytes() == weights
+    assert not list((smoke_copy / "models").glob(".*.tmp"))
+    assert "(cached)" in invoke(*run_args(smoke_copy)).output  # resumes from what was kept
+
+
+@pytest.mark.parametrize("where", ["plot", "table", "report"])
+def test_a_full_disk_while_writing_the_report_is_one_line(smoke_copy, monkeypatch, where):
+    import matplotlib.figure
+
+    import bench.report.report as report
+
+    before = published(smoke_copy)
+    if where == "plot":
+        monkeypatch.setattr(matplotlib.figure.Figure, "savefig", _disk_full)
+        named = ".png"
+    else:  # the first table file, or report.md
+        named = "tables" if where == "table" else "report.md"
+        real = report.atomic_write_text
+
+        def full_disk(path, text):
+            if named in str(path):  # the write itself finds the disk full
+                return atomic_write(path, _disk_full)
+            return real(path, text)
+
+        monkeypatch.setattr(report, "atomic_write_text", full_disk)
+    _one_line(invoke("report", "--out", smoke_copy, ok=False), "disk full while writing", named)
+    monkeypatch.undo()
+    assert published(smoke_copy) == before
+    invoke("report", "--out", smoke_copy)
+    assert published(smoke_copy) == before
+
+
+def test_a_full_disk_while_publishing_a_run_is_one_line_and_the_next_run_finishes(
+    smoke_copy, monkeypatch
+):
+    import bench.store.rundir as rundir
+
+    before = published(smoke_copy)
+
+    def full(what, path):
+        if what == "move the staged folder in":
+            _disk_full()
+
+    monkeypatch.setattr(rundir, "_step", full)
+    result = invoke(*run_args(smoke_copy, "--set", "detect.delta=0.3"), ok=False)
+    _one_line(result, f"disk full while writing {smoke_copy / '.published'}")
+    monkeypatch.undo()
+    assert published(smoke_copy) == before
+    invoke(*run_args(smoke_copy, "--set", "detect.delta=0.3"))
+    assert published(smoke_copy) != before and "delta 0.3" in (smoke_copy / "report.md").read_text()
+
+
+def test_a_kill_at_every_step_of_bench_report_leaves_the_run_whole(smoke_copy, monkeypatch):
+    import bench.store.rundir as rundir
+
+    invoke("report", "--out", smoke_copy)  # the copy (plain files) is adopted
+    before = published(smoke_copy)
+    steps: list[str] = []
+    monkeypatch.setattr(rundir, "_step", lambda what, path: steps.append(what))
+    invoke("report", "--out", smoke_copy)
+    monkeypatch.undo()
+    assert len(steps) == 4  # move in, make the new link, switch, remove the old publication
+    for k in range(1, len(steps) + 1):
+        pid = os.fork()
+        if pid == 0:  # the child is killed before its k-th step (no cleanup at all)
+            count = [0]
+
+            def step(what, path, k=k, count=count):
+                count[0] += 1
+                if count[0] == k:
+                    os._exit(9)
+
+            rundir._step = step
+            try:
+                invoke("report", "--out", smoke_copy)
+            finally:
+                os._exit(0)
+        assert os.WEXITSTATUS(os.waitpid(pid, 0)[1]) == 9
+        assert published(smoke_copy) == before
+    invoke(*run_args(smoke_copy))
+    assert published(smoke_copy) == before
+    assert len(list((smoke_copy / ".published").iterdir())) == 2  # current and its publication
