@@ -69,7 +69,7 @@ def _bad_values(path: Path) -> tuple[list[int], int] | None:
     as the loader decodes it); None when it cannot be decoded."""
     try:
         with Image.open(path) as image:
-            counts = np.array(image.convert("L").histogram())
+            counts = np.array((image if image.mode == "L" else image.convert("L")).histogram())
     except (OSError, UnidentifiedImageError, ValueError):
         return None
     bad = invalid_values(
