@@ -306,7 +306,7 @@ def report(run_dir: Path) -> None:
     """Regenerate tables, plots and report.md of a run from its stored rows alone."""
     from bench.stages import regenerate_report
 
-    click.echo(f"report: {regenerate_report(run_dir)}")
+    click.echo(f"report: {regenerate_report(run_dir, echo=click.echo)}")
 
 
 @main.command()

@@ -2,7 +2,8 @@
 
 One loader for every kind of plug-in (defenses, network architectures). Whatever goes wrong in
 the user's module becomes one line that names the plug-in: the module is the user's, so any
-exception its import raises is the user's to fix. That exception stays the error's cause, so
+exception its import raises, ``SystemExit`` included, is the user's to fix (``KeyboardInterrupt``
+stays the user's Ctrl-C). That exception stays the error's cause, so
 ``BENCH_DEBUG=1`` shows where in the plug-in it happened.
 """
 
@@ -48,6 +49,11 @@ def _import_module(module_name: str, spec: str, kind: str, error: type[BenchErro
         raise error(
             f"{kind} {spec!r}: importing {module_name} failed with "
             f"{type(err).__name__}: {err}; fix the plug-in"
+        ) from err
+    except SystemExit as err:  # sys.exit() in the plug-in's module; Ctrl-C is let through
+        raise error(
+            f"{kind} {spec!r}: importing {module_name} called sys.exit({err.code!r}); a "
+            "plug-in must not exit when imported: fix the plug-in"
         ) from err
 
 

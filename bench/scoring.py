@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from bench.data.labels import NUM_CLASSES
-from bench.errors import DefenseError
+from bench.errors import BenchError, DefenseError
 from bench.metrics import ConfusionMatrix, image_counts
 from defenses.base import Defense, Prediction, Record, predict_labels
 
@@ -100,6 +100,29 @@ def clean_confusion(
     return cm
 
 
+def _predict(defense: Defense, images: Tensor, who: str, plugin: bool) -> Prediction:
+    """``defense.predict(images)``; a ``BenchError`` it raises (a bad ``Prediction``) names the
+    defense, and so does any exception of a plug-in's (the user's code: one line, the exception
+    its cause). A built-in's other exceptions are bugs and keep their tracebacks."""
+    try:
+        prediction = defense.predict(images)
+    except BenchError as err:
+        raise DefenseError(f"defense {who}: {err}") from err
+    except Exception as err:
+        if not plugin:
+            raise
+        raise DefenseError(
+            f"defense {who}: predict failed with {type(err).__name__}: {err}; fix the plug-in "
+            "(BENCH_DEBUG=1 shows where)"
+        ) from err
+    if not isinstance(prediction, Prediction):
+        raise DefenseError(
+            f"defense {who}: predict returned a {type(prediction).__name__}; it must "
+            "return defenses.Prediction(labels, records)"
+        )
+    return prediction
+
+
 def evaluate_defenses(
     defenses: Mapping[str, Callable[[], Defense]],
     batches: Iterable[tuple[Tensor, Tensor]],
@@ -107,6 +130,7 @@ def evaluate_defenses(
     progress: bool = True,
     desc: str = "evaluate",
     upsample: bool = False,
+    plugins: Mapping[str, str] | None = None,
 ) -> dict[str, tuple[ConfusionMatrix, list[Record]]]:
     """Run every defense on every batch of one data variant.
 
@@ -115,22 +139,21 @@ def evaluate_defenses(
     record gets its counts (``bench.metrics.image_counts``: ``i<c>``, ``u<c>``, ``correct``,
     ``valid``), from which the worst case over attacks is computed. With ``upsample``, label
     maps smaller than the labels (a plug-in scoring at the data size while the run scores at full
-    resolution) are upsampled (nearest).
+    resolution) are upsampled (nearest). ``plugins`` maps the rows of users' defenses to their
+    specs: messages about a row name it (and its spec), and an exception of a plug-in's
+    ``predict`` becomes a one-line ``DefenseError``.
 
     Shapes:
         batches: (images uint8 (N, 3, H, W), labels int64 (N, H, W) trainIds, 255 = ignore).
         returns: {row name: (confusion matrix over the variant, one record per image)}.
     """
+    plugins = plugins or {}
+    who = {n: f"{n!r} ({plugins[n]})" if n in plugins else repr(n) for n in defenses}
     instances = {name: make() for name, make in defenses.items()}
     results = {name: (ConfusionMatrix(), []) for name in instances}
     for images, labels in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
         for name, defense in instances.items():
-            prediction = defense.predict(images)
-            if not isinstance(prediction, Prediction):
-                raise DefenseError(
-                    f"defense {name!r}: predict returned a {type(prediction).__name__}; it must "
-                    "return defenses.Prediction(labels, records)"
-                )
+            prediction = _predict(defense, images, who[name], name in plugins)
             if (
                 prediction.labels.shape[0] == labels.shape[0]
                 and upsample
@@ -140,7 +163,7 @@ def evaluate_defenses(
                 prediction = Prediction(resized[:, 0].long(), prediction.records)
             if prediction.labels.shape != labels.shape:
                 raise DefenseError(
-                    f"defense {name!r} returned labels {tuple(prediction.labels.shape)} for "
+                    f"defense {who[name]} returned labels {tuple(prediction.labels.shape)} for "
                     f"images {tuple(images.shape)}; expected {tuple(labels.shape)}"
                 )
             confusion, records = results[name]

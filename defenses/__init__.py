@@ -31,6 +31,8 @@ from defenses.registry import (
     ENTRY_POINT_GROUP,
     available_defenses,
     build_defense,
+    defense_name,
+    is_plugin,
     load_defense,
 )
 from defenses.single import SingleNetwork
@@ -56,9 +58,11 @@ __all__ = [
     "build_defense",
     "check_images",
     "d_ae",
+    "defense_name",
     "finetune_adaptive",
     "hamming",
     "ifm_loss",
+    "is_plugin",
     "load_defense",
     "predict_labels",
     "require_networks",

@@ -20,11 +20,13 @@ joint attacks only and is marked "not adaptively evaluated".
 
 from __future__ import annotations
 
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, final, runtime_checkable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -37,6 +39,35 @@ from bench.errors import DefenseError
 Networks = Mapping[str, nn.Module]
 # One record per image: str keys, values numbers / strings / bools / None (table-ready).
 Record = dict[str, Any]
+
+
+def _record_value(value: object) -> bool:
+    """What a record may hold: a real number (Python's or NumPy's), a string, a bool, None."""
+    return value is None or isinstance(value, (str, bool, np.bool_, numbers.Real))
+
+
+def check_records(records: object, count: int) -> None:
+    """Raise ``DefenseError`` unless ``records`` is a list of ``count`` dicts with str keys and
+    table-ready values (``_record_value``): anything else would reach records.csv as its repr."""
+    if not isinstance(records, (list, tuple)):
+        raise DefenseError(
+            f"a defense must return its records as a list of dicts, got a {type(records).__name__}"
+        )
+    if len(records) != count:
+        raise DefenseError(
+            f"a defense must return one record per image: {count} images, {len(records)} records"
+        )
+    for record in records:
+        if not isinstance(record, Mapping):
+            raise DefenseError(f"a defense's record must be a dict, got a {type(record).__name__}")
+        for key, value in record.items():
+            if not isinstance(key, str):
+                raise DefenseError(f"a defense's record has the key {key!r}; keys must be str")
+            if not _record_value(value):
+                raise DefenseError(
+                    f"a defense's record holds {key!r}: {type(value).__name__}; records hold "
+                    "numbers, strings, bools or None (convert it, e.g. float(x) or str(x))"
+                )
 
 
 @dataclass(frozen=True)
@@ -55,16 +86,16 @@ class Prediction:
     records: list[Record]
 
     def __post_init__(self) -> None:
+        if not isinstance(self.labels, Tensor):
+            raise DefenseError(
+                f"a defense must return labels as a torch.Tensor, got a {type(self.labels).__name__}"
+            )
         if self.labels.ndim != 3 or self.labels.dtype != torch.int64:
             raise DefenseError(
                 f"a defense must return labels int64 (N, H, W), got {self.labels.dtype} "
                 f"{tuple(self.labels.shape)}"
             )
-        if len(self.records) != self.labels.shape[0]:
-            raise DefenseError(
-                f"a defense must return one record per image: {self.labels.shape[0]} images, "
-                f"{len(self.records)} records"
-            )
+        check_records(self.records, self.labels.shape[0])
         if self.labels.numel() and (self.labels.min() < 0 or self.labels.max() >= NUM_CLASSES):
             raise DefenseError(
                 f"a defense must return trainIds 0..{NUM_CLASSES - 1}, got values "

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from bench.errors import DefenseError
+from bench.errors import BenchError, DefenseError
 from bench.registry import Registry
 from defenses.base import Defense, Networks
 from defenses.preprocess import METHODS, InputTransform
@@ -57,11 +57,27 @@ def load_defense(spec: str) -> Callable[..., Defense]:
     return REGISTRY.get(spec)
 
 
+def is_plugin(spec: str) -> bool:
+    """True for a user's defense (a class spec or an entry point), False for a built-in."""
+    return spec not in BUILTINS
+
+
+def defense_name(spec: str) -> str | None:
+    """The row name the defense of ``spec`` will have, where it is known without building it:
+    a built-in's is its name, a plug-in class's its ``name`` class attribute (None when only
+    its constructor sets one)."""
+    if not is_plugin(spec):
+        return spec
+    name = getattr(load_defense(spec), "name", None)
+    return name if isinstance(name, str) else None
+
+
 def build_defense(spec: str, networks: Networks, **options: Any) -> Defense:
     """Load ``spec`` and build it as ``Class(networks, **options)``; checks the result.
 
-    Raises ``DefenseError`` for unknown names, options the class does not take, and objects
-    without ``name`` and ``predict``.
+    Raises ``DefenseError`` for unknown names, options the class does not take, objects
+    without ``name`` and ``predict``, and any exception a plug-in's constructor raises (one line
+    naming the spec; the exception stays its cause).
     """
     factory = load_defense(spec)
     try:
@@ -70,7 +86,17 @@ def build_defense(spec: str, networks: Networks, **options: Any) -> Defense:
         raise DefenseError(
             f"defense {spec!r} cannot be built as Class(networks, **options): {err}"
         ) from err
-    defense = factory(networks, **options)
+    try:
+        defense = factory(networks, **options)
+    except BenchError:
+        raise
+    except Exception as err:
+        if not is_plugin(spec):
+            raise  # a built-in's failure is a bug: its traceback stays
+        raise DefenseError(
+            f"defense {spec!r}: its constructor failed with {type(err).__name__}: {err}; fix "
+            "the plug-in (BENCH_DEBUG=1 shows where)"
+        ) from err
     if not isinstance(defense, Defense) or not isinstance(defense.name, str):
         raise DefenseError(
             f"defense {spec!r} built a {type(defense).__name__}, which lacks a str 'name' or a "

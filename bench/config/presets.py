@@ -68,6 +68,11 @@ def _read_preset(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any
     base = values.pop("base", None)
     if base is None:
         return values
+    if not isinstance(base, str) or not base:
+        raise ConfigError(
+            f'{path}: base = {base!r} is not a preset; write base = "toy" (a preset name or '
+            "a .toml file, in quotes)"
+        )
     return _merge(_read_preset(base, (*seen, path.resolve())), values)
 
 

@@ -22,7 +22,13 @@ from torch.utils.data import Dataset
 
 from bench.config import SPLITS, SUBSETS
 from bench.data.identity import data_identity
-from bench.data.labels import label_ids_to_train_ids
+from bench.data.labels import (
+    describe_values,
+    holds_train_ids,
+    invalid_values,
+    label_ids_to_train_ids,
+    values_rule,
+)
 from bench.errors import DataError
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -94,11 +100,7 @@ class CityscapesSegmentation(Dataset):
         self.samples = self._index()
 
     def _index(self) -> list[Sample]:
-        if not self.root.is_dir():
-            raise DataError(
-                f"data root {self.root} does not exist; pass the folder holding leftImg8bit/ "
-                "(or generate one: bench data toycity --out DIR)"
-            )
+        require_root(self.root)
         image_dir = self.root / "leftImg8bit" / self.split
         if not image_dir.is_dir():
             raise DataError(f"missing split folder {image_dir}; expected the Cityscapes layout")
@@ -149,9 +151,16 @@ class CityscapesSegmentation(Dataset):
                 f"{image.size[1]}x{image.size[0]}; every label must have its image's size"
             )
         raw = np.asarray(label if self.full_labels else _resize(label, self.size, Image.NEAREST))
-        train_ids = (
-            raw if sample.label.name.endswith("labelTrainIds.png") else label_ids_to_train_ids(raw)
-        )
+        is_train_ids = holds_train_ids(sample.label.name)
+        # the data check reads every label of the evaluated subsets and a sample of the others:
+        # a bad value it did not see stops here, named, not as an IndexError in a loss
+        bad = invalid_values(raw, train_ids=is_train_ids)
+        if bad:
+            raise DataError(
+                f"label {sample.label} holds {describe_values(bad)}: "
+                f"{values_rule(train_ids=is_train_ids)}"
+            )
+        train_ids = raw if is_train_ids else label_ids_to_train_ids(raw)
         return _to_tensor(_resize(image, self.size, Image.BILINEAR)), torch.from_numpy(
             train_ids.astype(np.int64)
         )
@@ -167,6 +176,21 @@ class CityscapesSegmentation(Dataset):
         if self.full_labels:
             selection.append("full-resolution labels")
         return data_identity(self.root, self.files(), selection)
+
+
+def require_root(root: Path) -> None:
+    """Raise ``DataError`` unless ``root`` is a folder (one line: missing, or a file)."""
+    if root.is_dir():
+        return
+    if root.exists():
+        raise DataError(
+            f"data root {root} is a file, not a folder; pass the folder holding leftImg8bit/ "
+            "(e.g. the one you unzipped Cityscapes into)"
+        )
+    raise DataError(
+        f"data root {root} does not exist; pass the folder holding leftImg8bit/ "
+        "(or generate one: bench data toycity --out DIR)"
+    )
 
 
 def _read_png(path: Path, mode: str) -> Image.Image:
@@ -190,4 +214,4 @@ def _to_tensor(img: Image.Image) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1)))
 
 
-__all__ = ["CityscapesSegmentation", "image_path", "label_kind", "label_path"]
+__all__ = ["CityscapesSegmentation", "image_path", "label_kind", "label_path", "require_root"]

@@ -68,6 +68,41 @@ TRAIN_TO_LABEL = np.array(
     dtype=np.uint8,
 )
 LABEL_ID: dict[str, int] = {name: label_id for name, label_id, _, _ in LABELS}
+# The values a label PNG may hold: trainIds 0..18 and 255 (ignore) in ``*_labelTrainIds.png``;
+# the table's labelIds 0..33 and 255 (-1, the licence plate, as uint8) in ``*_labelIds.png``.
+VALID_TRAIN_IDS = np.zeros(256, dtype=bool)
+VALID_TRAIN_IDS[[*range(NUM_CLASSES), IGNORE_INDEX]] = True
+VALID_LABEL_IDS = np.zeros(256, dtype=bool)
+VALID_LABEL_IDS[[*(label_id for _, label_id, _, _ in LABELS), 255]] = True
+
+
+def holds_train_ids(name: str) -> bool:
+    """A ``*_labelTrainIds.png`` holds trainIds; every other label file holds labelIds."""
+    return name.endswith("labelTrainIds.png")
+
+
+def values_rule(*, train_ids: bool) -> str:
+    """What a label file of its kind may hold and how to fix one that holds more."""
+    if train_ids:
+        return (
+            "trainIds must be 0..18 or 255 (ignore); regenerate it (cityscapesscripts' "
+            "createTrainIdLabelImgs) or delete it so that its labelIds file is read"
+        )
+    return "labelIds must be Cityscapes' ids 0..33 (or 255); regenerate it (json2labelImg)"
+
+
+def describe_values(values: list[int], limit: int = 5) -> str:
+    """``[50, 254]`` -> ``"50, 254"`` (the first ``limit``, then how many more)."""
+    shown = ", ".join(map(str, values[:limit]))
+    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
+
+
+def invalid_values(values: np.ndarray, *, train_ids: bool) -> list[int]:
+    """The values of a uint8 label map (any shape) that its kind of file may not hold, sorted."""
+    valid = VALID_TRAIN_IDS if train_ids else VALID_LABEL_IDS
+    if valid[values].all():  # the common case, one pass
+        return []
+    return [int(v) for v in np.unique(values) if not valid[v]]
 
 
 def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:

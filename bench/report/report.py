@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.config import AdaptiveStudents, RunConfig, adaptive_students, read_run_config
-from bench.errors import RunDirError
+from bench.errors import RunDirError, StoreError
 from bench.files import atomic_write_text, write_error
 from bench.report.findings import THRESHOLDS, adaptive_findings, findings
 from bench.report.plots import plot_d_ae_histograms, plot_miou_vs_eps, plot_qualitative
@@ -29,6 +29,7 @@ from bench.store.rundir import (
     read_table,
 )
 from bench.variants import WORST_CASE, variants
+from defenses import is_plugin
 
 # The detection tables (4, 6) and histograms read the per-image records of the T/A vote.
 DETECTION_DEFENSE = "TA-vote"
@@ -150,12 +151,69 @@ def _sweep_tables(
 ROW_COLUMNS = ["defense", "subset", "threat", "attack", "source", "eps"]
 
 
+def _eps(config: RunConfig) -> set[float]:
+    """Every eps the config's attacks run with."""
+    return {float(e) for spec in config.attack.suite for e in config.attack.eps_of(spec)}
+
+
 def _requested(config: RunConfig, frame: pd.DataFrame) -> pd.DataFrame:
-    """Only the rows of the config's subsets and attacks (the evaluation stage publishes only
-    the config's rows; this guards tables edited or copied by hand)."""
+    """Only the rows of the config's subsets, attacks and eps (the evaluation stage publishes
+    only the config's rows; this guards tables edited or copied by hand)."""
     attacks = {spec.tag for spec in config.attack.suite} | {"clean"}
     kept = frame["attack"].isin(attacks) | frame["threat"].isin([WORST_CASE])
-    return frame[frame["subset"].isin(config.attack.subsets) & kept]
+    eps = frame["threat"].eq("clean") | frame["eps"].isin(_eps(config))
+    return frame[frame["subset"].isin(config.attack.subsets) & kept & eps]
+
+
+def _listed(values: set) -> str:
+    return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in sorted(values))
+
+
+def check_rows(folder: str | Path) -> list[str]:
+    """``config.toml`` and ``metrics.csv`` of a run describe the same run: every eps, subset and
+    defense the config asks for has rows. Raises ``StoreError`` (one line naming what differs)
+    when not; returns warnings for rows the config does not ask for (left out of the report,
+    except a defense's: a plug-in's row name is known only to its code)."""
+    folder = Path(folder)
+    config = read_run_config(folder)
+    metrics = read_table(folder / METRICS_FILE, [*ROW_COLUMNS, "miou", "q"])
+    attacked = metrics[metrics["threat"] != "clean"]
+    students = [row for row, _ in adaptive_students(config).all()[1:]]
+    specs = config.evaluate.defenses
+    named = {s for s in specs if not is_plugin(s)} | set(students)
+    plugins = [s for s in specs if is_plugin(s)]
+    asked = {"eps": _eps(config), "subsets": set(config.attack.subsets), "defenses": named}
+    held = {
+        "eps": {float(e) for e in attacked["eps"]},
+        "subsets": set(metrics["subset"]),
+        "defenses": set(metrics["defense"]),
+    }
+    missing = [f"{k} {_listed(asked[k] - held[k])}" for k in asked if asked[k] - held[k]]
+    others = held["defenses"] - named
+    if len(others) < len(plugins):
+        missing.append(
+            f"plug-in defenses {', '.join(plugins)} ({len(plugins)}, rows of {len(others)} other "
+            "defenses held)"
+        )
+    if missing:
+        raise StoreError(
+            f"{folder / 'config.toml'} does not match {folder / METRICS_FILE}: the config asks for "
+            f"{'; '.join(missing)}, which the metrics hold no rows of (they hold eps "
+            f"{_listed(held['eps'])}; subsets {_listed(held['subsets'])}); restore config.toml or "
+            "rerun bench run there"
+        )
+    warnings = [
+        f"{METRICS_FILE} also holds rows of {k} {_listed(held[k] - asked[k])} that config.toml "
+        "does not ask for; the report leaves them out"
+        for k in ("eps", "subsets")
+        if held[k] - asked[k]
+    ]
+    if len(others) > len(plugins):
+        warnings.append(
+            f"{METRICS_FILE} holds rows of {len(others)} defenses config.toml does not name "
+            f"as built-ins ({_listed(others)}) for {len(plugins)} plug-ins; the report shows them"
+        )
+    return warnings
 
 
 def describe_data(config: RunConfig, folder: Path) -> str:

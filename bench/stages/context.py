@@ -100,6 +100,8 @@ class DefenseEntry:
     surface_key: str
     #: one of the sweeps' extra adaptive students (evaluated on the transfer sets only)
     sweep: bool = False
+    #: the spec of a user's defense (its errors name it), "" for the built-ins and the sweeps
+    plugin: str = ""
 
     @property
     def learns(self) -> bool:

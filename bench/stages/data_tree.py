@@ -49,5 +49,10 @@ def data_reads(
 
 def check_data(config: RunConfig, reads: list[tuple[str, bool]]) -> list[str]:
     """Stop with one line per problem of the data tree before any work; the warnings (image
-    counts that differ from real Cityscapes', for a tree that is not a toy city)."""
-    return require_tree(config.data.root, reads, real=not config.data.toycity)
+    counts that differ from real Cityscapes', for a tree that is not a toy city).
+
+    Label values are read in full for every subset the run evaluates and on a sample of the
+    training split (``bench.data.check.LABEL_SAMPLE`` files)."""
+    evaluated = {split for split, _ in data_reads(config, train=False, finetune=False)}
+    sampled = {config.data.train_split} - evaluated
+    return require_tree(config.data.root, reads, real=not config.data.toycity, sampled=sampled)

@@ -31,6 +31,7 @@ from defenses import (
     SingleNetwork,
     attack_surface,
     build_defense,
+    is_plugin,
     load_defense,
     predict_labels,
 )
@@ -68,6 +69,7 @@ def build_defense_rows(ctx: RunContext) -> RunDefenses:
     detect, finetune = ctx.config.detect, ctx.config.finetune
     offered = dict(zip(OFFERED, (detect.delta, detect.delta_t, detect.delta_s, tau, finetune)))
     entries: dict[str, DefenseEntry] = {}
+    specs: dict[str, str] = {}
     for spec in ctx.config.evaluate.defenses:
         factory = load_defense(spec)
         accepted = inspect.signature(factory).parameters
@@ -75,8 +77,10 @@ def build_defense_rows(ctx: RunContext) -> RunDefenses:
         defense = build_defense(spec, networks.memos, **options)
         if defense.name in entries:
             raise DefenseError(
-                f"two defenses are named {defense.name!r}; give one of them another name"
+                f"defenses {specs[defense.name]!r} and {spec!r} are both named "
+                f"{defense.name!r}; give one of them another name"
             )
+        specs[defense.name] = spec
         source = "" if spec in BUILTINS else _source_digest(factory)
         surface = attack_surface(defense)
         entries[defense.name] = DefenseEntry(
@@ -84,9 +88,15 @@ def build_defense_rows(ctx: RunContext) -> RunDefenses:
             cache_key(spec, options, networks.sha256, source, __version__),
             surface,
             surface_key(surface, networks.sha256) if surface is not None else "",
+            plugin=spec if is_plugin(spec) else "",
         )
     students = {}
     for row, settings in adaptive_students(ctx.config).all()[1:]:
+        if row in entries:
+            raise DefenseError(
+                f"defense {row!r} has the name of the sweep's adaptive student {row}; give it "
+                "another name"
+            )
         sha256 = load_meta(ctx.run.models, settings.checkpoint_name).sha256
         students[row] = ForwardMemo(
             load_network(ctx.run.models, settings.checkpoint_name, ctx.config.student, ctx.device)

@@ -15,14 +15,14 @@ from torch import nn
 
 from attacks import build_attack
 from bench import dist
-from bench.config import RunConfig
+from bench.config import RunConfig, adaptive_students
 from bench.data.toycity import SceneStyle
 from bench.errors import ConfigError, DefenseError, ModelError
 from bench.models import build_model, check_output
 from bench.models.taps import expand_taps
 from bench.plugins import is_spec
 from bench.stages.defense_rows import OFFERED
-from defenses import load_defense
+from defenses import defense_name, load_defense
 
 
 def check_run(config: RunConfig, device: torch.device | None = None) -> None:
@@ -53,6 +53,7 @@ def check_run(config: RunConfig, device: torch.device | None = None) -> None:
         build_attack(spec.name, **options)
     for spec in config.evaluate.defenses:
         _check_defense(spec)
+    _check_defense_names(config)
 
 
 def _check_processes(config: RunConfig, device: torch.device | None) -> None:
@@ -113,3 +114,21 @@ def _check_defense(spec: str) -> None:
             f"defense {spec!r}: {factory.__name__} has no predict(images) method "
             "(see defenses/base.py)"
         )
+
+
+def _check_defense_names(config: RunConfig) -> None:
+    """No two rows of the results share a name: the built-ins' names are their specs, a
+    plug-in's is its class's ``name`` attribute (one its constructor sets is checked when the
+    defenses are built), the sweeps' extra students are named by their settings."""
+    rows = {row: "the sweep's adaptive student" for row, _ in adaptive_students(config).all()[1:]}
+    for spec in config.evaluate.defenses:
+        name = defense_name(spec)
+        if name is None:
+            continue
+        if name in rows:
+            raise DefenseError(
+                f"evaluate.defenses: {spec!r} and {rows[name]} are both named {name!r} (their "
+                "result rows would collide); give one of them another name (a plug-in's class "
+                "attribute name)"
+            )
+        rows[name] = repr(spec)

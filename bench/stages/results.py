@@ -129,6 +129,9 @@ def _evaluate_variant(
                 progress=progress,
                 desc=desc,
                 upsample=label_size is not None,
+                plugins={
+                    n: defenses.entries[n].plugin for n in names if defenses.entries[n].plugin
+                },
             )
             indices = [i for start, stop in share for i in range(start, stop)]
             for name, (confusion, records) in results.items():

@@ -20,7 +20,7 @@ import torch
 from bench import dist
 from bench.config import RunConfig, adaptive_students, apply_values, save_run_config
 from bench.files import atomic_copy
-from bench.report import write_report
+from bench.report import check_rows, write_report
 from bench.stages.ae_sets import PlannedSet, build_ae_sets
 from bench.stages.context import RunContext
 from bench.stages.data_tree import check_data, data_reads, prepare_data
@@ -199,13 +199,16 @@ def publish_run(
     return run.path / REPORT_FILE
 
 
-def regenerate_report(run_dir: str | Path) -> Path:
+def regenerate_report(run_dir: str | Path, *, echo: Callable[[str], None] = print) -> Path:
     """``bench report``: tables, plots and report.md anew from the run's published rows (built
-    beside the run with the rows unchanged, then published in one step)."""
+    beside the run with the rows unchanged, then published in one step). A config.toml that
+    asks for rows metrics.csv lacks is refused (``check_rows``) before anything is written."""
     run = RunDir(run_dir)
     run.require_published()
     with run.lock(), run.staging() as staged:
         run.require_links()
+        for message in check_rows(run.path):
+            echo(f"warning: {message}")
         write_report(run.path, out=staged)
         run.stage_rows(staged)
         run.publish(staged)

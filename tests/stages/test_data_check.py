@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from bench.data.check import check_tree
+from bench.data.labels import label_ids_to_train_ids
 
 from smokerun import invoke
 
@@ -80,3 +81,72 @@ def test_counts_that_differ_from_real_cityscapes_are_warned(real_tree, tmp_path)
     assert "checks.csv" not in output
     checks = (tmp_path / "run" / "checks.csv").read_text()
     assert "real Cityscapes 441" in checks  # in the report's checks too
+
+
+def _label(tree, city="frankfurt", kind="labelIds"):
+    return next((tree / "gtFine" / "val" / city).glob(f"*_{kind}.png"))
+
+
+def _with_value(path, value, target=None):
+    """The label at ``path`` with a few pixels set to ``value``, saved as ``target`` (trainIds
+    for a ``*_labelTrainIds.png``)."""
+    labels = np.asarray(Image.open(path)).copy()
+    if target is not None and target.name.endswith("labelTrainIds.png"):
+        labels = label_ids_to_train_ids(labels)
+    labels[0, :5] = value
+    Image.fromarray(labels).save(target or path)
+    return target or path
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "rule"),
+    [
+        ("labelTrainIds", 50, "trainIds must be 0..18 or 255 (ignore)"),
+        ("labelTrainIds", 254, "trainIds must be 0..18 or 255 (ignore)"),
+        ("labelIds", 50, "labelIds must be Cityscapes' ids 0..33 (or 255)"),
+    ],
+)
+def test_labels_out_of_range_stop_the_run_before_any_work(real_tree, tmp_path, kind, value, rule):
+    source = _label(real_tree)
+    target = source.with_name(source.name.replace("labelIds", kind))
+    _with_value(source, value, target)
+    result = _run(real_tree, tmp_path / "run")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"mini_test: {target.relative_to(real_tree)} holds {value} (5 pixels): {rule}" in (
+        result.output
+    )
+    assert "[networks]" not in result.output and not (tmp_path / "run" / "models").exists()
+
+
+@pytest.mark.parametrize(
+    "what", ["leftImg8bit/val/munster", "gtFine/val/munster", "leftImg8bit/train_extra"]
+)
+def test_truncated_pngs_stop_the_run_before_any_work(real_tree, tmp_path, what):
+    path = sorted((real_tree / what).rglob("*.png"))[0]
+    path.write_bytes(path.read_bytes()[:-40])  # cut inside the last data chunk
+    result = _run(real_tree, tmp_path / "run")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"1 truncated files (their PNG ends early), e.g. {path}; copy or unzip" in result.output
+    assert "[networks]" not in result.output and not (tmp_path / "run" / "models").exists()
+
+
+def test_label_values_of_the_training_split_are_sampled(real_tree, monkeypatch):
+    labels = sorted((real_tree / "gtFine" / "train").rglob("*_labelIds.png"))
+    for label in labels:
+        _with_value(label, 200)
+    monkeypatch.setattr("bench.data.check.LABEL_SAMPLE", 2)
+    full = check_tree(real_tree, [("train", True)]).problems
+    sampled = check_tree(real_tree, [("train", True)], sampled={"train"}).problems
+    assert len(full) == 4 and full[-1].startswith(f"train: {len(labels) - 3} more label files hold")
+    assert len(sampled) == 2 and all("holds 200 (5 pixels)" in p for p in sampled)
+    # files: the first and the last in file order
+    assert labels[0].name in sampled[0] and labels[-1].name in sampled[1]
+
+
+def test_a_bad_value_the_sample_missed_is_one_line_when_loaded(real_tree):
+    from bench.data.cityscapes import CityscapesSegmentation
+    from bench.errors import DataError
+
+    label = _with_value(sorted((real_tree / "gtFine" / "train").rglob("*_labelIds.png"))[0], 77)
+    with pytest.raises(DataError, match=rf"label {label} holds 77: labelIds must be"):
+        CityscapesSegmentation(real_tree, "train", size=(32, 64))[0]

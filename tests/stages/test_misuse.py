@@ -10,8 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.config import load_config
+from bench.errors import DefenseError
 from bench.files import atomic_write
+from bench.stages import with_defenses
+from bench.stages.preflight import check_run
 from bench.store.rundir import RunDir
+from defenses import load_defense
 
 from smokerun import invoke, published, run_args
 
@@ -43,6 +48,76 @@ class Void:
         n, _, h, w = images.shape
         return Prediction(torch.full((n, h, w), 255), [{} for _ in range(n)])
 """
+BAD_PLUGINS = """
+import torch
+from defenses import Prediction, predict_labels
+
+
+class _Base:
+    def __init__(self, networks):
+        self.net = networks["T"]
+
+    def labels(self, images):
+        return predict_labels(self.net, images)
+
+    def predict(self, images):
+        labels = self.labels(images)
+        return Prediction(labels, [{} for _ in labels])
+
+
+class RaisesInPredict(_Base):
+    name = "raises-in-predict"
+
+    def predict(self, images):
+        raise ValueError("no prediction today")
+
+
+class RaisesInInit(_Base):
+    name = "raises-in-init"
+
+    def __init__(self, networks):
+        raise ValueError("no construction today")
+
+
+class ObjectRecord(_Base):
+    name = "object-record"
+
+    def predict(self, images):
+        labels = self.labels(images)
+        return Prediction(labels, [{"x": object()} for _ in labels])
+
+
+class Int32Labels(_Base):
+    name = "int32-labels"
+
+    def predict(self, images):
+        labels = self.labels(images)
+        return Prediction(labels.int(), [{} for _ in labels])
+
+
+class OneRecord(_Base):
+    name = "one-record"
+
+    def predict(self, images):
+        return Prediction(self.labels(images), [{}])
+
+
+class Class19(_Base):
+    name = "class-19"
+
+    def predict(self, images):
+        labels = self.labels(images)
+        return Prediction(torch.full_like(labels, 19), [{} for _ in labels])
+
+
+class Twin(_Base):
+    name = "twin"
+
+
+class OtherTwin(Twin):
+    pass
+"""
+EXITING_PLUGIN = "import sys\nsys.exit(3)\n"
 TUPLE_PLUGIN = """
 from defenses import predict_labels
 
@@ -84,8 +159,45 @@ class TupleDefense:
         ),
         (
             ["--defense", "{tmp}/tuple.py:TupleDefense"],
-            "defense 'tuple-defense': predict returned a tuple; it must return defenses.Prediction",
+            "defense 'tuple-defense' ({tmp}/tuple.py:TupleDefense): predict returned a tuple; it "
+            "must return defenses.Prediction",
         ),
+        (
+            ["--defense", "{tmp}/bad.py:RaisesInPredict"],
+            "defense 'raises-in-predict' ({tmp}/bad.py:RaisesInPredict): predict failed with "
+            "ValueError: no prediction today; fix the plug-in",
+        ),
+        (
+            ["--defense", "{tmp}/bad.py:RaisesInInit"],
+            "defense '{tmp}/bad.py:RaisesInInit': its constructor failed with ValueError: no "
+            "construction today; fix the plug-in",
+        ),
+        (
+            ["--defense", "{tmp}/bad.py:ObjectRecord"],
+            "defense 'object-record' ({tmp}/bad.py:ObjectRecord): a defense's record holds 'x': "
+            "object; records hold numbers, strings, bools or None",
+        ),
+        (
+            ["--defense", "{tmp}/bad.py:Int32Labels"],
+            "defense 'int32-labels' ({tmp}/bad.py:Int32Labels): a defense must return labels "
+            "int64 (N, H, W), got torch.int32",
+        ),
+        (
+            ["--defense", "{tmp}/bad.py:OneRecord"],
+            "defense 'one-record' ({tmp}/bad.py:OneRecord): a defense must return one record per "
+            "image: 2 images, 1 records",
+        ),
+        (
+            ["--defense", "{tmp}/bad.py:Class19"],
+            "defense 'class-19' ({tmp}/bad.py:Class19): a defense must return trainIds 0..18, got "
+            "values 19..19",
+        ),
+        (
+            ["--defense", "{tmp}/exits.py:Thing"],
+            "defense '{tmp}/exits.py:Thing': importing {tmp}/exits.py called sys.exit(3); a "
+            "plug-in must not exit when imported",
+        ),
+        (["--data", "{tmp}/bad.py"], "data root {tmp}/bad.py is a file, not a folder"),
     ],
     ids=[
         "eps-300",
@@ -104,6 +216,14 @@ class TupleDefense:
         "data",
         "plugin-import",
         "plugin-tuple",
+        "plugin-predict-raises",
+        "plugin-init-raises",
+        "plugin-object-record",
+        "plugin-int32",
+        "plugin-record-count",
+        "plugin-class-19",
+        "plugin-exits",
+        "data-file",
     ],
 )
 def test_bad_input_is_one_line_and_leaves_the_finished_run_untouched(
@@ -112,6 +232,8 @@ def test_bad_input_is_one_line_and_leaves_the_finished_run_untouched(
     (tmp_path / "broken.py").write_text(BROKEN_PLUGIN)
     (tmp_path / "tuple.py").write_text(TUPLE_PLUGIN)
     (tmp_path / "void.py").write_text(VOID_PLUGIN)
+    (tmp_path / "bad.py").write_text(BAD_PLUGINS)
+    (tmp_path / "exits.py").write_text(EXITING_PLUGIN)
     before = published(smoke_copy)
     args = [a.replace("{tmp}", str(tmp_path)) for a in extra]
     result = invoke(*run_args(smoke_copy, *args), ok=False)
@@ -120,6 +242,7 @@ def test_bad_input_is_one_line_and_leaves_the_finished_run_untouched(
     assert lines[-1].startswith("Error: ") or "Invalid value" in lines[-1], result.output
     assert message.replace("{tmp}", str(tmp_path)) in result.output, result.output
     assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
+    assert result.exit_code == 1 or "Invalid value" in lines[-1]
     assert published(smoke_copy) == before
 
 
@@ -369,3 +492,83 @@ def test_a_kill_at_every_step_of_bench_report_leaves_the_run_whole(smoke_copy, m
     invoke(*run_args(smoke_copy))
     assert published(smoke_copy) == before
     assert len(list((smoke_copy / ".published").iterdir())) == 2  # current and its publication
+
+
+def test_plugin_errors_keep_their_cause_for_bench_debug(smoke_copy, tmp_path, monkeypatch):
+    (tmp_path / "bad.py").write_text(BAD_PLUGINS)
+    monkeypatch.setenv("BENCH_DEBUG", "1")
+    for name, cause in (("RaisesInInit", "no construction"), ("RaisesInPredict", "no prediction")):
+        result = invoke(*run_args(smoke_copy, "--defense", f"{tmp_path}/bad.py:{name}"), ok=False)
+        assert isinstance(result.exception, DefenseError)
+        assert isinstance(result.exception.__cause__, ValueError)
+        assert cause in str(result.exception.__cause__)
+
+
+def test_a_plugin_interrupted_at_import_is_not_swallowed(tmp_path):
+    (tmp_path / "interrupted.py").write_text("raise KeyboardInterrupt\n")
+    with pytest.raises(KeyboardInterrupt):
+        load_defense(f"{tmp_path}/interrupted.py:Thing")
+
+
+def test_duplicate_defense_names_stop_before_the_networks(tmp_path):
+    (tmp_path / "bad.py").write_text(BAD_PLUGINS)
+    run_dir = tmp_path / "run"
+    args = run_args(run_dir, "--defense", f"{tmp_path}/bad.py:Twin")
+    args += ["--defense", f"{tmp_path}/bad.py:OtherTwin"]
+    result = invoke(*args, ok=False)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert (
+        f"'{tmp_path}/bad.py:OtherTwin' and '{tmp_path}/bad.py:Twin' are both named 'twin'"
+        in result.output
+    )
+    assert "[data]" not in result.output and not (run_dir / "models").exists()
+
+
+def test_a_plugin_named_like_a_builtin_stops_before_the_networks(tmp_path):
+    (tmp_path / "bad.py").write_text(BAD_PLUGINS.replace('name = "twin"', 'name = "TA-vote"'))
+    config = with_defenses(load_config("smoke"), [f"{tmp_path}/bad.py:Twin"])
+    with pytest.raises(DefenseError, match=r"bad.py:Twin' and 'TA-vote' are both named 'TA-vote'"):
+        check_run(config)
+
+
+def test_a_preset_whose_base_is_not_a_name_is_one_line(tmp_path):
+    preset = tmp_path / "mine.toml"
+    preset.write_text("base = 5\n")
+    result = invoke("run", "--preset", preset, "--out", tmp_path / "run", ok=False)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f'{preset}: base = 5 is not a preset; write base = "toy"' in result.output
+
+
+def _set_eps(config_file, old, new):
+    text = config_file.read_text()
+    assert old in text
+    config_file.write_text(text.replace(old, new, 1))
+
+
+def test_report_refuses_a_config_that_asks_for_rows_metrics_lack(smoke_copy):
+    before = published(smoke_copy)
+    _set_eps(
+        smoke_copy / "config.toml",
+        "eps = [\n    1.0,\n    10.0,\n]",
+        "eps = [\n    1.0,\n    4.0,\n]",
+    )
+    result = invoke("report", "--out", smoke_copy, ok=False)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert (
+        f"{smoke_copy / 'config.toml'} does not match {smoke_copy / 'metrics.csv'}" in result.output
+    )
+    assert "the config asks for eps 4, which the metrics hold no rows of (they hold eps 1, 10" in (
+        result.output
+    )
+    published_now = published(smoke_copy)
+    published_now.pop("config.toml"), before.pop("config.toml")
+    assert published_now == before
+
+
+def test_report_warns_of_rows_the_config_leaves_out(smoke_copy):
+    _set_eps(smoke_copy / "config.toml", "eps = [\n    1.0,\n    10.0,\n]", "eps = [\n    10.0,\n]")
+    result = invoke("report", "--out", smoke_copy)
+    assert "warning: metrics.csv also holds rows of eps 1 that config.toml does not ask for" in (
+        result.output
+    )
+    assert "eps=1 " not in (smoke_copy / "tables" / "table1.md").read_text()
