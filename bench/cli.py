@@ -316,7 +316,7 @@ def report(run_dir: Path) -> None:
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def attack(run_dir, source, eps, attack_name, threat, subset, batch_size, device, quiet) -> None:
-    """Build (or reuse, or finish) AE sets of a run in <run>/aes.h5."""
+    """Build (or reuse, or finish) AE sets of a run in <run>/aes/."""
     from bench.config import load_run_config
     from bench.stages import attack_command, attack_settings
 
