@@ -463,10 +463,15 @@ def _early_allocation() -> h5py.h5p.PropDCID:
 
 @contextlib.contextmanager
 def _writing(path: Path, name: str) -> Iterator[None]:
-    """Turn a full disk (or quota) while writing ``path`` into one line."""
+    """Turn a full disk (or quota) or a read-only folder while writing ``path`` into one line."""
     try:
         yield
     except (OSError, RuntimeError) as err:
+        if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise StoreError(
+                f"cannot write AE set {name} to {path}: {path.parent} is read-only; "
+                "choose a writable folder (--out DIR)"
+            ) from err
         if not _disk_full(err):
             raise
         raise StoreError(
