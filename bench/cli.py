@@ -351,7 +351,7 @@ def attack(
     trusted_specs,
     trust_code,
 ) -> None:
-    """Build (or reuse, or finish) AE sets of a run in <run>/aes.h5."""
+    """Build (or reuse, or finish) AE sets of a run in <run>/aes/."""
     from bench.config import load_run_config
     from bench.stages import attack_command, attack_settings
 

@@ -74,25 +74,23 @@ def _fresh(single: Path, name: str, networks: str = "*") -> Path:
     return out
 
 
-def _sets(path: Path) -> dict[str, np.ndarray]:
+def _sets(store: Path) -> dict[str, np.ndarray]:
+    """The finished sets in the store folder, by name."""
     found = {}
-
-    def visit(name: str, node: object) -> None:  # returning a value would stop the walk
-        if isinstance(node, h5py.Group) and "done" in node:
-            found[name] = node["images"][()]
-
-    with h5py.File(path, "r") as store:
-        store.visititems(visit)
+    for path in store.rglob("*.h5"):
+        with h5py.File(path, "r") as part:
+            found["/" + path.relative_to(store).with_suffix("").as_posix()] = part["images"][()]
     return found
 
 
 def _assert_same(single: Path, other: Path) -> None:
-    ours, theirs = _sets(single / "aes.h5"), _sets(other / "aes.h5")
+    ours, theirs = _sets(single / "aes"), _sets(other / "aes")
     assert ours.keys() == theirs.keys() and len(ours) == 19  # one against the online vote
     assert all(np.array_equal(ours[k], theirs[k]) for k in ours)
     for table in ("metrics.csv", "records.csv"):
         assert pd.read_csv(single / table).equals(pd.read_csv(other / table)), table
-    assert not list(other.glob("aes.rank*.h5"))  # shards stitched into the store and removed
+    assert not list((other / "aes").rglob("*.rank*.h5"))  # shards stitched into the sets, removed
+    assert not list((other / "aes").rglob("*.partial.h5"))  # every set finished
 
 
 def _free_port() -> int:
@@ -170,7 +168,7 @@ def test_a_rank_killed_during_the_attacks_loses_nothing(single):
     command = [str(TORCHRUN), "--nproc-per-node", "2", *_run_args(out, single.parent / "data")]
     launch = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
-    while not (out / "aes.rank1.h5").exists() and time.monotonic() < deadline:
+    while not list((out / "aes").rglob("*.rank1.h5")) and time.monotonic() < deadline:
         time.sleep(0.05)  # rank 1 has started its share of the AE sets
     pid = _worker_pid(1, out)
     assert pid is not None

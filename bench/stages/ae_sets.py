@@ -27,7 +27,7 @@ from bench.config import AttackSpec, RunConfig, apply_values
 from bench.errors import ConfigError
 from bench.stages.context import RunContext
 from bench.stages.defense_rows import surface_networks
-from bench.store.aesets import STORE_FILE, AESet, SetSpec, build_ae_set
+from bench.store.aesets import STORE_DIR, AESet, SetSpec, build_ae_set
 from bench.variants import JOINT, JOINT_SOURCE, TRANSFER, WHITE_BOX, Variant
 
 
@@ -140,7 +140,7 @@ def build_ae_sets(ctx: RunContext) -> list[tuple[PlannedSet, AESet]]:
     attacks = {spec.tag: _attack(ctx, spec) for spec in ctx.config.attack.suite}
     for plan in plan_sets(ctx):
         ae_set = build_ae_set(
-            ctx.run.path / STORE_FILE,
+            ctx.run.path / STORE_DIR,
             plan.spec,
             model=plan.target.model,
             dataset=ctx.data.split(plan.spec.subset),

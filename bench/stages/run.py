@@ -46,7 +46,7 @@ from bench.stages.networks import (
 from bench.stages.preflight import check_run
 from bench.stages.qualitative import qualitative_grid
 from bench.stages.results import Evaluation, evaluate_run
-from bench.store.aesets import STORE_FILE, AESet
+from bench.store.aesets import STORE_DIR, AESet
 from bench.store.rundir import (
     CHECKS_FILE,
     METRICS_FILE,
@@ -107,7 +107,7 @@ def run_benchmark(
             ae_sets = build_ae_sets(ctx)
             threats = sorted({plan.spec.threat for plan, _ in ae_sets})
             summary.append(
-                f"{len(ae_sets)} AE sets ({', '.join(threats)}) in {ctx.run.path / STORE_FILE}"
+                f"{len(ae_sets)} AE sets ({', '.join(threats)}) in {ctx.run.path / STORE_DIR}"
             )
         with _stage("evaluate", echo) as summary:
             evaluation = evaluate_run(ctx, ae_sets)

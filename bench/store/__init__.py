@@ -1,6 +1,6 @@
 """What a run keeps: its directory (``rundir``), checkpoints and cached AE sets (``aesets``)."""
 
-from bench.store.aesets import STORE_FILE, AESet, SetSpec, build_ae_set, open_ae_set, set_name
+from bench.store.aesets import STORE_DIR, AESet, SetSpec, build_ae_set, open_ae_set, set_name
 from bench.store.checkpoints import (
     CheckpointMeta,
     load_meta,
@@ -10,7 +10,7 @@ from bench.store.checkpoints import (
 )
 
 __all__ = [
-    "STORE_FILE",
+    "STORE_DIR",
     "AESet",
     "CheckpointMeta",
     "SetSpec",

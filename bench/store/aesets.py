@@ -1,7 +1,8 @@
-"""Cached adversarial-example (AE) sets: ``<run>/aes.h5`` (HDF5 through h5py).
+"""Cached adversarial-example (AE) sets: ``<run>/aes/``, one HDF5 file (through h5py) per set.
 
-One group per AE set, named ``/<subset>/<attack>/<threat model>/<source>/eps<eps>`` (e.g.
-``/mini_test/llcm/transfer/T/eps10``, ``/mini_test/apgd-ce/white-box/jpeg(T)/eps10``), holding
+A set named ``/<subset>/<attack>/<threat model>/<source>/eps<eps>`` (e.g.
+``/mini_test/llcm/transfer/T/eps10``, ``/mini_test/apgd-ce/white-box/jpeg(T)/eps10``) lives in
+``<run>/aes/mini_test/llcm/transfer/T/eps10.h5`` once finished. The file holds
 
     images   uint8 (N, 3, H, W), chunked one image per chunk
     done     uint8 (N,), 1 where the image has been written
@@ -11,22 +12,34 @@ every network the attack used, the attacked surface's settings, the subset and i
 image shape, code version), the generation settings (batch size, device) and provenance (torch
 version).
 
-A set is reused only when every key field matches; otherwise it is deleted and rebuilt, never
-mixed. Generation writes batch by batch: the images, a flush, then their ``done`` entries and a
-flush. Both datasets are allocated in full when the set is created, so these writes touch raw
-data only, never HDF5 metadata: a process killed between two batches leaves a consistent file,
-and the next call resumes at the first missing batch with the same batch boundaries (the same
-batch size and device are required; otherwise the set restarts), which gives bit-identical
-images. A file that HDF5 cannot open (truncated, overwritten) is moved aside to
-``aes.h5.corrupt`` with a warning, and the store starts afresh. One writer at a time.
+While a set is built it is ``eps10.partial.h5`` beside that name: generation writes batch by
+batch, the images, a flush, then their ``done`` entries and a flush, so an interrupted build
+resumes at the first missing batch with the same batch boundaries (the same batch size and
+device are required; otherwise the set restarts), which gives bit-identical images. Both
+datasets are allocated in full, and the disk space reserved, when the file is created: a full
+disk stops the build there, with one line, before any attack. A finished set is flushed,
+synced and renamed into place, and never opened for writing again, so no write, killed or
+failed, can damage it. A set is reused only when every key field matches; otherwise it is
+rebuilt (the old file stays until the new one replaces it), never mixed.
+
+A file that HDF5 cannot read (a kill or a full disk in the middle of an HDF5 metadata write,
+truncation, overwritten bytes) is moved aside to ``<file>.damaged-<time>`` with one warning,
+and its set rebuilt. Stray ``*.tmp`` files in the store's folder (left by kills) are removed at
+the start of every build. Under torchrun rank k writes its share of a set into
+``eps10.rank<k>.h5``; rank 0 copies the shards into the set and removes them. ``aes.h5``, the
+single-file store of earlier versions, is still read: a finished set in it whose key matches
+is copied into the store instead of being attacked again. One writer at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +57,17 @@ from bench import dist
 from bench.devices import module_device
 from bench.errors import StoreError
 
-STORE_FILE = "aes.h5"
+STORE_DIR = "aes"
+#: the single-file store of earlier versions, beside ``STORE_DIR``; read, never written
+LEGACY_FILE = "aes.h5"
+# Part of every set's key (and so of the evaluation's cache keys): the images of a set do not
+# depend on the file layout, so the per-set files kept the version of the single-file store.
 CODE_VERSION = f"attacks-{ATTACKS_VERSION}/store-1"
 
 log = logging.getLogger(__name__)
+
+# What h5py raises when HDF5 cannot read a file's structure (its messages vary by damage).
+_UNREADABLE = (OSError, RuntimeError, KeyError, ValueError, TypeError)
 
 
 @dataclass(frozen=True)
@@ -78,8 +98,23 @@ class SetSpec:
 
 
 def set_name(subset: str, attack: str, threat: str, source: str, eps: float) -> str:
-    """The group of an AE set, e.g. ``/mini_test/llcm/transfer/T/eps10``."""
+    """The name of an AE set, e.g. ``/mini_test/llcm/transfer/T/eps10``."""
     return f"/{subset}/{attack}/{threat}/{source}/eps{check_eps(eps):g}"
+
+
+def set_file(store: str | Path, name: str) -> Path:
+    """The file of the finished set ``name`` in the store folder ``store``
+    (``<run>/aes/mini_test/llcm/transfer/T/eps10.h5``)."""
+    return Path(store, *name.strip("/").split("/")[:-1], name.rsplit("/", 1)[-1] + ".h5")
+
+
+def shard_path(final: Path, rank: int) -> Path:
+    """The file rank ``rank`` writes its share of a set into (``eps10.rank1.h5``)."""
+    return final.with_name(f"{final.name[:-3]}.rank{rank}.h5")
+
+
+def _partial_path(final: Path) -> Path:
+    return final.with_name(f"{final.name[:-3]}.partial.h5")
 
 
 @dataclass(frozen=True)
@@ -108,9 +143,16 @@ class AESet:
         if spans is None:
             spans = dist.batch_spans(self.length, batch_size)
         with _open_read(self.path) as store:
-            images = store[self.name]["images"]
+            images = store["images"]
             for start, stop in spans:
-                yield torch.from_numpy(images[start:stop])
+                try:
+                    batch = images[start:stop]
+                except _UNREADABLE as err:
+                    raise StoreError(
+                        f"cannot read AE set {self.name} from {self.path} ({err}); rerun the "
+                        "command: the damaged file is moved aside and the set rebuilt"
+                    ) from err
+                yield torch.from_numpy(batch)
 
     def read(self) -> Tensor:
         """The whole set at once (small sets and tests)."""
@@ -118,7 +160,7 @@ class AESet:
 
 
 def build_ae_set(
-    store_path: str | Path,
+    store: str | Path,
     spec: SetSpec,
     *,
     model: nn.Module,
@@ -133,7 +175,7 @@ def build_ae_set(
     finishing it in the store when needed.
 
     Args:
-        store_path: the HDF5 file, normally ``<run>/aes.h5``.
+        store: the store's folder, normally ``<run>/aes``.
         spec: the set's identity (see ``SetSpec``).
         model: the attacked network or ensemble; the attack runs on its device.
         dataset: items ``(image uint8 (3, H, W), label int64 (H, W))`` with a ``fingerprint()``
@@ -147,7 +189,7 @@ def build_ae_set(
     if batch_size < 1:
         raise StoreError(f"batch_size must be >= 1, got {batch_size}")
     eps = check_eps(spec.eps)
-    store_path = Path(store_path)
+    store = Path(store)
     first_image = dataset[0][0]
     key = {
         "threat": spec.threat,
@@ -166,19 +208,24 @@ def build_ae_set(
     }
     generation = {"batch_size": batch_size, "device": str(module_device(model))}
     job = _Job(spec.name, model, dataset, attack, eps, batch_size, progress, after_batch)
+    final = set_file(store, spec.name)
     if dist.size() > 1 and after_batch is None:
-        return _build_sharded(store_path, job, key, generation, rebuild)
+        return _build_sharded(store, final, job, key, generation, rebuild)
     built = 0
     if dist.is_main():  # a defense that learns sees one ordered stream: rank 0 alone builds
-        with _open_write(store_path) as store:
-            restart = rebuild or (after_batch is not None and not _finished(store, spec.name))
-            group = _prepare_group(store, spec.name, key, generation, restart)
-            # what an interrupted torchrun left in shards counts, unless the set starts over
-            _merge_shards(store, group, spec.name, store_path, discard=restart)
-            built = _generate(store, group, job)
+        remove_strays(store)
+        if rebuild or not _reusable(final, key):
+            partial = _partial_path(final)
+            restart = rebuild or after_batch is not None
+            if rebuild or not _from_legacy(store, final, key, generation):
+                with _open_partial(partial, job.name, key, generation, restart) as part:
+                    # what an interrupted torchrun left in shards counts, unless it starts over
+                    _merge_shards(part, final, job.name, discard=restart)
+                    built = _generate(part, partial, job)
+                _finish(partial, final, job.name)
     dist.barrier()
-    # every rank has read the set before rank 0 may open the store for the next one
-    return dataclasses.replace(open_ae_set(store_path, spec.name), built=sum(dist.gather(built)))
+    # every rank has read the set before rank 0 may write the next one
+    return dataclasses.replace(open_ae_set(store, spec.name), built=sum(dist.gather(built)))
 
 
 @dataclass(frozen=True)
@@ -195,177 +242,217 @@ class _Job:
     after_batch: Callable[[Tensor], None] | None = None
 
 
-def shard_path(store_path: Path, rank: int) -> Path:
-    """The file rank ``rank`` writes its share of the sets into (``aes.rank1.h5``)."""
-    return store_path.with_name(f"{store_path.stem}.rank{rank}{store_path.suffix}")
-
-
 def _build_sharded(
-    store_path: Path, job: _Job, key: dict[str, Any], generation: dict[str, Any], rebuild: bool
+    store: Path,
+    final: Path,
+    job: _Job,
+    key: dict[str, Any],
+    generation: dict[str, Any],
+    rebuild: bool,
 ) -> AESet:
     """Several processes build one set: batch b belongs to rank b % world size (the batches a
     single process would attack, so the images come out the same); each rank writes its own
-    shard file, and rank 0 copies the shards into the store. A rank killed mid-set loses its
+    shard file, and rank 0 copies the shards into the set. A rank killed mid-set loses its
     unfinished batch only: the next run first copies what every shard holds, then resumes."""
-    done = None
+    partial, done, reused = _partial_path(final), None, False
     if dist.is_main():
-        with _open_write(store_path) as store:
-            group = _prepare_group(store, job.name, key, generation, rebuild)
-            _merge_shards(store, group, job.name, store_path, discard=rebuild)
-            done = group["done"][()].astype(bool)
+        remove_strays(store)
+        reused = not rebuild and _reusable(final, key)
+        if not reused and not rebuild:
+            reused = _from_legacy(store, final, key, generation)
+        if reused:
+            done = np.ones(key["n_images"], dtype=bool)
+        else:
+            with _open_partial(partial, job.name, key, generation, rebuild) as part:
+                _merge_shards(part, final, job.name, discard=rebuild)
+                done = part["done"][()].astype(bool)
     done = dist.broadcast(done)
     spans = dist.mine(dist.batch_spans(len(done), job.batch_size))
     todo = [(start, stop) for start, stop in spans if not done[start:stop].all()]
     built = 0
     if todo:
-        with _open_write(shard_path(store_path, dist.rank())) as shard:
-            group = _prepare_group(shard, job.name, key, generation, False)
-            built = _generate(shard, group, job, spans=todo)
+        shard = shard_path(final, dist.rank())
+        with _open_partial(shard, job.name, key, generation, False) as part:
+            built = _generate(part, shard, job, spans=todo)
     dist.barrier()
-    if dist.is_main():
-        with _open_write(store_path) as store:
-            _merge_shards(store, store[job.name], job.name, store_path)
+    if dist.is_main() and not reused:
+        with _open_partial(partial, job.name, key, generation, False) as part:
+            _merge_shards(part, final, job.name)
+        _finish(partial, final, job.name)
     dist.barrier()
-    return dataclasses.replace(open_ae_set(store_path, job.name), built=sum(dist.gather(built)))
+    return dataclasses.replace(open_ae_set(store, job.name), built=sum(dist.gather(built)))
 
 
-def _holds_sets(store: h5py.File) -> bool:
-    """Whether any dataset is left in the file (its emptied groups do not count)."""
-    found: list[str] = []
-    store.visititems(
-        lambda name, node: found.append(name) if isinstance(node, h5py.Dataset) else None
-    )
-    return bool(found)
-
-
-def _merge_shards(
-    store: h5py.File, group: h5py.Group, name: str, store_path: Path, *, discard: bool = False
-) -> None:
-    """Copy every image the shard files hold for this set into it, then drop the set from the
-    shards. Only shard images made under the set's key and generation settings count (the
-    device's type, not its index: rank 1 works on cuda:1); ``discard`` drops them unread."""
-    for path in sorted(store_path.parent.glob(f"{store_path.stem}.rank*{store_path.suffix}")):
-        with _open_write(path) as shard:
-            part = shard.get(name)
-            if not discard and _same_making(part, group):
-                done = part["done"][()].astype(bool)
-                for index in np.flatnonzero(done & ~group["done"][()].astype(bool)):
-                    group["images"][index] = part["images"][index]
-                store.flush()  # the images reach the file before they are marked done
-                group["done"][done] = 1
-                store.flush()
-            if part is not None:
-                del shard[name]
-            empty = not _holds_sets(shard)
-        if empty:
-            path.unlink()  # every set it held is in the store now
-
-
-def _same_making(part: Any, group: h5py.Group) -> bool:
-    """Whether a shard's set was made like the store's (same key, batch size, device type);
-    a damaged or half-created shard set is not."""
-
-    def making(node: h5py.Group) -> dict[str, Any]:
-        attrs = _read_attrs(node)
-        attrs.pop("torch_version", None)
-        attrs["device"] = str(attrs.get("device", "")).split(":")[0]
-        return attrs
-
-    if not isinstance(part, h5py.Group) or "images" not in part or "done" not in part:
-        return False
-    try:
-        return part["done"].shape == group["done"].shape and making(part) == making(group)
-    except (OSError, ValueError):
-        return False
-
-
-def open_ae_set(store_path: str | Path, name: str) -> AESet:
-    """A complete set already in the store, by its group name (``SetSpec.name``)."""
-    store_path = Path(store_path)
-    with _open_read(store_path) as store:
-        group = store.get(name)
-        if not isinstance(group, h5py.Group) or "done" not in group or "images" not in group:
-            raise StoreError(f"no AE set {name} in {store_path}; build it first (bench attack)")
-        done = group["done"][()]
-        if not done.all():
+def open_ae_set(store: str | Path, name: str) -> AESet:
+    """A complete set already in the store, by its name (``SetSpec.name``)."""
+    final = set_file(store, name)
+    if not final.is_file():
+        done = _partial_done(_partial_path(final))
+        if done is not None:
             raise StoreError(
-                f"AE set {name} in {store_path} is incomplete ({int(done.sum())}/{len(done)} "
+                f"AE set {name} in {store} is incomplete ({int(done.sum())}/{len(done)} "
                 "images); rerun bench attack to finish it"
             )
-        return AESet(store_path, name, len(done), _read_attrs(group))
+        raise StoreError(f"no AE set {name} in {store}; build it first (bench attack)")
+    with _open_read(final) as part:
+        try:
+            attrs, done = _read_attrs(part), part["done"][()]
+        except _UNREADABLE as err:
+            raise StoreError(
+                f"cannot read AE set {name} from {final} ({err}); rerun the command: the damaged "
+                "file is moved aside and the set rebuilt"
+            ) from err
+    return AESet(final, name, len(done), attrs)
+
+
+def _partial_done(partial: Path) -> np.ndarray | None:
+    """The ``done`` mask of an unfinished set, or None (none there, or unreadable)."""
+    try:
+        with h5py.File(partial, "r") as part:
+            return part["done"][()]
+    except (*_UNREADABLE, FileNotFoundError):
+        return None
+
+
+def remove_strays(store: Path) -> list[Path]:
+    """Remove the temporary files (``*.tmp``) that kills left in the store's folder; return
+    them. Nothing else is touched: unfinished sets (``*.partial.h5``) resume, shards are merged,
+    damaged files stay for the user to look at."""
+    removed = []
+    if store.is_dir():
+        for path in sorted(store.rglob("*.tmp")):
+            if path.is_file() and not path.is_symlink():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path)
+    return removed
 
 
 # --- internals ---------------------------------------------------------------------------------
 
 
 def _open_read(path: Path) -> h5py.File:
-    if not path.is_file():
-        raise StoreError(f"no AE store {path}; build the sets first (bench attack)")
     try:
         return h5py.File(path, "r")
     except OSError as err:
         raise StoreError(
-            f"cannot read AE store {path} ({err}); "
-            "if it is corrupt, rerun bench attack to rebuild it"
+            f"cannot read AE set file {path} ({err}); rerun the command: the damaged file is "
+            "moved aside and the set rebuilt"
         ) from err
 
 
-def _open_write(path: Path) -> h5py.File:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _inspect(path: Path) -> tuple[dict[str, Any], np.ndarray]:
+    """The attributes and ``done`` mask of a set file, after a look at every part HDF5 needs to
+    read it (superblock, object headers, attributes, the chunk index); raises what h5py raises
+    on a damaged file."""
+    with h5py.File(path, "r") as part:
+        attrs = _read_attrs(part)
+        images, done = part["images"], part["done"][()]
+        if images.shape[:1] != done.shape or images.dtype != np.uint8:
+            raise ValueError(f"images {images.shape} do not match done {done.shape}")
+        chunks: list[int] = []
+        images.id.chunk_iter(lambda info: chunks.append(info.size))
+        if len(chunks) != len(done):
+            raise ValueError(f"{len(chunks)} chunks for {len(done)} images")
+        return attrs, done
+
+
+def _checked(path: Path) -> tuple[dict[str, Any], np.ndarray] | None:
+    """``_inspect(path)``, or None when the file is missing or damaged (moved aside then)."""
+    if not path.is_file():
+        return None
     try:
-        return h5py.File(path, "a")
-    except OSError as err:
-        if "unable to lock file" in str(err):
-            raise StoreError(
-                f"AE store {path} is open in another process; wait for it to finish"
-            ) from err
-        corrupt = path.with_name(path.name + ".corrupt")
-        log.warning(
-            "AE store %s is truncated or corrupt (%s); moved it to %s and rebuilding the AE sets",
-            path,
-            err,
-            corrupt.name,
-        )
-        os.replace(path, corrupt)
-        return h5py.File(path, "a")
+        return _inspect(path)
+    except _UNREADABLE as err:
+        _move_aside(path, err)
+        return None
 
 
-def _finished(store: h5py.File, name: str) -> bool:
-    node = store.get(name)
-    return isinstance(node, h5py.Group) and "done" in node and bool(node["done"][()].all())
-
-
-def _read_attrs(group: h5py.Group) -> dict[str, Any]:
-    return {k: json.loads(v) for k, v in group.attrs.items()}
-
-
-def _prepare_group(
-    store: h5py.File, name: str, key: dict[str, Any], generation: dict[str, Any], rebuild: bool
-) -> h5py.Group:
-    """The set's group, reused when its key (and, for an unfinished set, its generation
-    settings) match; otherwise deleted and created afresh."""
-    if name in store:
-        reason = "restart" if rebuild else _mismatch(store[name], key, generation)
-        if reason is None:
-            return store[name]
-        log.info("rebuilding AE set %s: %s", name, reason)
-        del store[name]
-    group = store.create_group(name)
-    for field, value in {**key, **generation, "torch_version": torch.__version__}.items():
-        group.attrs[field] = json.dumps(value, sort_keys=True)
-    n, shape = key["n_images"], tuple(key["image_shape"])
-    # Allocate everything now: later batch writes then change raw data only, never metadata.
-    group.create_dataset(
-        "images",
-        shape=(n, *shape),
-        dtype=np.uint8,
-        chunks=(1, *shape),
-        dcpl=_early_allocation(),
-        fill_time="never",
+def _move_aside(path: Path, err: BaseException) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    for n in range(2, 1000):
+        if not aside.exists():
+            break
+        aside = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
+    os.replace(path, aside)
+    detail = " ".join(str(err).split())
+    log.warning(
+        "AE set file %s cannot be read (%s); moved it to %s and rebuilding", path, detail, aside
     )
-    group.create_dataset("done", shape=(n,), dtype=np.uint8, dcpl=_early_allocation(), fillvalue=0)
-    store.flush()
-    return group
+    return aside
+
+
+def _reusable(final: Path, key: dict[str, Any]) -> bool:
+    """Whether the finished set file holds the set of ``key``, readable and complete."""
+    found = _checked(final)
+    if found is None:
+        return False
+    attrs, done = found
+    reason = _key_mismatch(attrs, key) or (None if done.all() else "unfinished")
+    if reason is not None:
+        log.info("rebuilding AE set %s: %s", final, reason)
+    return reason is None
+
+
+@contextlib.contextmanager
+def _open_partial(
+    path: Path, name: str, key: dict[str, Any], generation: dict[str, Any], restart: bool
+) -> Iterator[h5py.File]:
+    """The unfinished set file ``path`` for writing: reused when readable and made under the
+    same key and generation settings, else created afresh (a damaged one moved aside)."""
+    found = None if restart else _checked(path)
+    if found is not None:
+        reason = _key_mismatch(found[0], key) or _generation_mismatch(found[0], generation)
+        if reason is not None:
+            log.info("restarting AE set %s: %s", name, reason)
+            found = None
+    with _writing(path, name):
+        if found is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.unlink(missing_ok=True)
+            _create(path, key, generation)
+        part = h5py.File(path, "r+")
+    try:
+        yield part
+    except BaseException:
+        with contextlib.suppress(OSError, RuntimeError):
+            part.close()  # after a failed write HDF5 may fail to close too: the first error counts
+        raise
+    with _writing(path, name):
+        part.close()
+
+
+def _create(path: Path, key: dict[str, Any], generation: dict[str, Any]) -> None:
+    """A new set file with both datasets allocated in full (later batch writes then change raw
+    data only, never metadata) and the disk space of the whole file reserved; made under a
+    temporary name (``.eps10.partial.h5.<pid>.tmp``) and renamed into place when complete."""
+    n, shape = key["n_images"], tuple(key["image_shape"])
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(tmp, "w") as part:
+            for field, value in {**key, **generation, "torch_version": torch.__version__}.items():
+                part.attrs[field] = json.dumps(value, sort_keys=True)
+            part.create_dataset(
+                "images",
+                shape=(n, *shape),
+                dtype=np.uint8,
+                chunks=(1, *shape),
+                dcpl=_early_allocation(),
+                fill_time="never",
+            )
+            part.create_dataset("done", shape=(n,), dtype=np.uint8, dcpl=_early_allocation())
+            part.flush()
+            size = part.id.get_filesize()
+        fd = os.open(tmp, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _early_allocation() -> h5py.h5p.PropDCID:
@@ -374,32 +461,146 @@ def _early_allocation() -> h5py.h5p.PropDCID:
     return dcpl
 
 
-def _mismatch(node: Any, key: dict[str, Any], generation: dict[str, Any]) -> str | None:
-    """Why an existing set cannot be reused, or None."""
-    if not isinstance(node, h5py.Group) or "images" not in node or "done" not in node:
-        return "incomplete group"
+@contextlib.contextmanager
+def _writing(path: Path, name: str) -> Iterator[None]:
+    """Turn a full disk (or quota) or a read-only folder while writing ``path`` into one line."""
     try:
-        stored = _read_attrs(node)
-    except (OSError, ValueError) as err:
-        return f"unreadable attributes ({err})"
+        yield
+    except (OSError, RuntimeError) as err:
+        if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise StoreError(
+                f"cannot write AE set {name} to {path}: {path.parent} is read-only; "
+                "choose a writable folder (--out DIR)"
+            ) from err
+        if not _disk_full(err):
+            raise
+        raise StoreError(
+            f"cannot write AE set {name} to {path}: disk full ({os.strerror(errno.ENOSPC)}); "
+            "free space, then rerun: the set resumes"
+        ) from err
+
+
+def _disk_full(err: BaseException) -> bool:
+    for cause in (err, err.__cause__, err.__context__):
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if cause is not None and (
+            f"errno = {errno.ENOSPC}," in str(cause) or f"errno = {errno.EDQUOT}," in str(cause)
+        ):
+            return True  # h5py reports HDF5's failed writes as RuntimeError
+    return False
+
+
+def _finish(partial: Path, final: Path, name: str) -> None:
+    """Put a complete set in place: synced, then renamed over any older file of its name."""
+    with _writing(partial, name):
+        with h5py.File(partial, "r") as part:
+            if not part["done"][()].all():
+                return  # a rank failed; the error that stopped it is reported elsewhere
+        fd = os.open(partial, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(partial, final)
+
+
+def _read_attrs(node: h5py.Group) -> dict[str, Any]:
+    return {k: json.loads(v) for k, v in node.attrs.items()}
+
+
+def _key_mismatch(attrs: dict[str, Any], key: dict[str, Any]) -> str | None:
     for field, value in key.items():
-        if stored.get(field) != json.loads(json.dumps(value, sort_keys=True)):
-            return f"{field} changed ({stored.get(field)!r} -> {value!r})"
-    if not node["done"][()].all():
-        for field, value in generation.items():
-            if stored.get(field) != value:
-                was = stored.get(field)
-                return f"unfinished set was generated with {field}={was!r}, now {value!r}"
+        if attrs.get(field) != json.loads(json.dumps(value, sort_keys=True)):
+            return f"{field} changed ({attrs.get(field)!r} -> {value!r})"
     return None
 
 
+def _generation_mismatch(attrs: dict[str, Any], generation: dict[str, Any]) -> str | None:
+    for field, value in generation.items():
+        if attrs.get(field) != value:
+            return f"unfinished set was generated with {field}={attrs.get(field)!r}, now {value!r}"
+    return None
+
+
+def _making(attrs: dict[str, Any]) -> dict[str, Any]:
+    """A set's key and generation settings, the device's type only (rank 1 works on cuda:1)."""
+    attrs = dict(attrs)
+    attrs.pop("torch_version", None)
+    attrs["device"] = str(attrs.get("device", "")).split(":")[0]
+    return attrs
+
+
+def _copy_done(source: Any, part: h5py.File) -> None:
+    """Copy the images ``source`` (a set file or group) holds and ``part`` lacks."""
+    done = source["done"][()].astype(bool)
+    for index in np.flatnonzero(done & ~part["done"][()].astype(bool)):
+        part["images"][index] = source["images"][index]
+    part.flush()  # the images reach the file before they are marked done
+    part["done"][done] = 1
+    part.flush()
+
+
+def _merge_shards(part: h5py.File, final: Path, name: str, *, discard: bool = False) -> None:
+    """Copy every image the shard files hold for this set into it, then remove the shards. Only
+    shard images made under the set's key and generation settings count (the device's type, not
+    its index); ``discard`` drops them unread, and a damaged shard is moved aside."""
+    mine = _making(_read_attrs(part))
+    for shard in sorted(final.parent.glob(f"{final.name[:-3]}.rank*.h5")):
+        found = None if discard else _checked(shard)
+        if found is not None and _making(found[0]) == mine and len(found[1]) == len(part["done"]):
+            with _writing(part.filename, name), h5py.File(shard, "r") as source:
+                _copy_done(source, part)
+        shard.unlink(missing_ok=True)
+
+
+def _from_legacy(store: Path, final: Path, key: dict[str, Any], generation: dict[str, Any]) -> bool:
+    """Copy a finished set with this key from the single-file store of earlier versions
+    (``<run>/aes.h5``), if there is one; whether it was there. Never writes that file."""
+    legacy = store.parent / LEGACY_FILE
+    name = "/" + "/".join(final.relative_to(store).with_suffix("").parts)
+    if not legacy.is_file():
+        return False
+    try:
+        old = h5py.File(legacy, "r")
+    except OSError as err:
+        log.info("AE set %s not taken from %s: %s", name, legacy, err)
+        return False
+    partial = _partial_path(final)
+    with old:
+        try:
+            group = old.get(name)
+            if not isinstance(group, h5py.Group) or _key_mismatch(_read_attrs(group), key):
+                return False
+            if not group["done"][()].all():
+                return False
+            attrs, images = dict(group.attrs.items()), group["images"]
+        except _UNREADABLE as err:
+            log.info("AE set %s not taken from %s: %s", name, legacy, err)
+            return False
+        with _open_partial(partial, name, key, generation, True) as part:
+            with _writing(partial, name):
+                for field, value in attrs.items():
+                    part.attrs[field] = value  # its own generation settings and provenance
+            for index in range(len(images)):
+                try:
+                    image = images[index]
+                except _UNREADABLE as err:
+                    log.info("AE set %s not taken from %s: %s", name, legacy, err)
+                    return False
+                with _writing(partial, name):
+                    _write_batch(part, index, index + 1, image[None])
+    _finish(partial, final, name)
+    log.info("AE set %s copied from %s", name, legacy)
+    return True
+
+
 def _generate(
-    store: h5py.File, group: h5py.Group, job: _Job, spans: list[tuple[int, int]] | None = None
+    part: h5py.File, path: Path, job: _Job, spans: list[tuple[int, int]] | None = None
 ) -> int:
     """Attack every batch (of ``spans``, default all) whose images are not all done, in order;
     write and flush each. Returns the number of images attacked."""
-    images, done_ds = group["images"], group["done"]
-    done = done_ds[()].astype(bool)
+    done = part["done"][()].astype(bool)
     n, built = len(done), 0
     name, model, dataset, attack, eps = job.name, job.model, job.dataset, job.attack, job.eps
     batch_size, after_batch = job.batch_size, job.after_batch
@@ -423,10 +624,16 @@ def _generate(
             adv = attack(model, clean, eps=eps, labels=labels, index=torch.arange(start, stop))
             if after_batch is not None:
                 after_batch(adv)
-            images[start:stop] = adv.cpu().numpy()
-            store.flush()  # the images reach the file before they are marked done
-            done_ds[start:stop] = 1
-            store.flush()
+            with _writing(path, name):
+                _write_batch(part, start, stop, adv.cpu().numpy())
             bar.update(stop - start - int(done[start:stop].sum()))
             built += stop - start
     return built
+
+
+def _write_batch(part: h5py.File, start: int, stop: int, images: np.ndarray) -> None:
+    """Write one batch: its images, a flush, then its ``done`` entries and a flush."""
+    part["images"][start:stop] = images
+    part.flush()  # the images reach the file before they are marked done
+    part["done"][start:stop] = 1
+    part.flush()

@@ -7,7 +7,7 @@
     <run>/checks.csv         warnings of the evaluation's own checks    }
     <run>/tables/ plots/ report.md                                      } never stale, never torn
     <run>/models/            checkpoints (``checkpoints``)              } caches, reused while
-    <run>/aes.h5             AE sets (``aesets``)                       } their keys match
+    <run>/aes/               AE sets, one HDF5 file each (``aesets``)   } their keys match
     <run>/cache/             every metrics row and image record computed so far, and the grid
 
 A run first fills the caches, then stages the published files in a sibling folder and publishes

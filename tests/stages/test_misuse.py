@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import tempfile
 
@@ -308,6 +309,18 @@ def test_damaged_caches_are_rebuilt_with_a_warning(smoke_copy, name, caplog):
     # the same rows, once each: nothing lost, nothing doubled
     assert len(pd.read_csv(smoke_copy / "records.csv")) == len(records)
     assert len(pd.read_csv(smoke_copy / "metrics.csv")) == len(metrics)
+
+
+def test_a_damaged_ae_set_is_moved_aside_and_rebuilt_by_the_next_run(smoke_copy, caplog):
+    """The probe's case: a set file left unreadable (here zeroed) by a kill or a full disk."""
+    path = smoke_copy / "aes" / "mini_test" / "llcm" / "transfer" / "T" / "eps10.h5"
+    path.write_bytes(bytes(path.stat().st_size))
+    before = {f: (smoke_copy / f).read_bytes() for f in ("metrics.csv", "records.csv")}
+    with caplog.at_level(logging.WARNING, logger="bench.store.aesets"):
+        invoke(*run_args(smoke_copy))
+    assert caplog.text.count("cannot be read") == 1 and ".damaged-" in caplog.text
+    assert len(list(path.parent.glob("eps10.h5.damaged-*"))) == 1
+    assert {f: (smoke_copy / f).read_bytes() for f in before} == before
 
 
 def test_a_defense_record_cannot_rename_its_row(smoke_copy, tmp_path):

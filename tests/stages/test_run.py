@@ -98,7 +98,7 @@ def test_rerun_reuses_everything_and_report_needs_only_published_rows(smoke_copy
     shutil.copytree(
         smoke_copy,
         copy,
-        ignore=shutil.ignore_patterns("models", "aes.h5", "cache", "tables", "plots", "report.md"),
+        ignore=shutil.ignore_patterns("models", "aes", "cache", "tables", "plots", "report.md"),
     )
     invoke("report", "--out", copy)
     assert (copy / "report.md").read_text() == (smoke_copy / "report.md").read_text()

@@ -56,7 +56,7 @@ def test_attack_builds_then_reuses(run_dir, toy_root):
     assert second.output.count("reused") == 2
     images, _ = load_split(CityscapesSegmentation(toy_root, "mini_val", size=(32, 64)))
     model = load_model(run_dir / "models", "T", "erfnet", {"width": 1})
-    stored = open_ae_set(run_dir / "aes.h5", "/mini_val/llcm/transfer/T/eps2")
+    stored = open_ae_set(run_dir / "aes", "/mini_val/llcm/transfer/T/eps2")
     assert torch.equal(stored.read(), LLCM()(model, images, eps=2))  # same batch (run's batch size)
 
 
@@ -64,7 +64,7 @@ def test_attack_errors_are_one_line(run_dir):
     bad_eps = CliRunner().invoke(main, ["attack", "--run", str(run_dir), "--eps", "1,-1"])
     assert bad_eps.exit_code == 1
     assert "attack.eps = [1.0, -1.0]: every eps must lie in (0, 255]" in bad_eps.output
-    assert not (run_dir / "aes.h5").exists()
+    assert not (run_dir / "aes").exists()
     bad_name = CliRunner().invoke(main, ["attack", "--run", str(run_dir), "--attack", "cw"])
     assert bad_name.exit_code == 1
     assert "unknown attack 'cw'; choose from llcm, apgd, fgsm, bim, pgd, mifgsm" in bad_name.output
