@@ -1,4 +1,5 @@
-"""What a run keeps: its directory (``rundir``), checkpoints and cached AE sets (``aesets``)."""
+"""What a run keeps: its directory (``rundir``), checkpoints and cached AE sets (``aesets``; the
+file of one set: ``aeset_files``)."""
 
 from bench.store.aesets import STORE_DIR, AESet, SetSpec, build_ae_set, open_ae_set, set_name
 from bench.store.checkpoints import (

@@ -115,7 +115,7 @@ class RunDir:
             folders += [Path(root) for root, _, _ in os.walk(sub)]
         for folder in folders:
             for tmp in stray_temporaries(folder):
-                if not tmp.name.startswith(".aes."):  # the AE store's: ``aesets`` handles them
+                if not tmp.name.startswith(".aes."):  # the AE store's: ``aeset_files`` handles them
                     tmp.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             for entry in self.path.iterdir():

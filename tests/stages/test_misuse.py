@@ -316,7 +316,7 @@ def test_a_damaged_ae_set_is_moved_aside_and_rebuilt_by_the_next_run(smoke_copy,
     path = smoke_copy / "aes" / "mini_test" / "llcm" / "transfer" / "T" / "eps10.h5"
     path.write_bytes(bytes(path.stat().st_size))
     before = {f: (smoke_copy / f).read_bytes() for f in ("metrics.csv", "records.csv")}
-    with caplog.at_level(logging.WARNING, logger="bench.store.aesets"):
+    with caplog.at_level(logging.WARNING, logger="bench.store.aeset_files"):
         invoke(*run_args(smoke_copy))
     assert caplog.text.count("cannot be read") == 1 and ".damaged-" in caplog.text
     assert len(list(path.parent.glob("eps10.h5.damaged-*"))) == 1

@@ -21,7 +21,7 @@ from attacks import LLCM
 from bench.data.cityscapes import CityscapesSegmentation
 from bench.errors import StoreError
 from bench.store import SetSpec, build_ae_set, open_ae_set, set_name
-from bench.store.aesets import set_file, shard_path
+from bench.store.aeset_files import set_file, shard_path
 
 from testdata import load_split
 

@@ -25,7 +25,7 @@ from torch import nn
 import bench.store.aesets as aesets
 from bench.errors import StoreError
 from bench.store import SetSpec, build_ae_set, open_ae_set
-from bench.store.aesets import LEGACY_FILE, set_file
+from bench.store.aeset_files import LEGACY_FILE, set_file
 
 NAME = "/mini_test/shift/transfer/S/eps10"
 SPEC = SetSpec("mini_test", "shift", "transfer", "S", 10.0, {"S": "0" * 64})
@@ -120,7 +120,7 @@ def test_a_damaged_set_file_is_moved_aside_and_rebuilt(
         _interrupted(store, model, mini_test, after=2)
         path = _partial(store)
     _damage(path, how)
-    with caplog.at_level(logging.WARNING, logger="bench.store.aesets"):
+    with caplog.at_level(logging.WARNING, logger="bench.store.aeset_files"):
         rebuilt = _build(store, model, mini_test)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "\n" not in warnings[0], warnings
@@ -150,7 +150,7 @@ _MOMENTS = [
     (os, "posix_fallocate"),
     (os, "fsync"),
     (os, "replace"),
-    (aesets, "_write_batch"),
+    (aesets, "write_batch"),  # the name generation calls it by
 ]
 
 
@@ -301,7 +301,7 @@ def test_a_kill_inside_every_hdf5_write_resumes_or_rebuilds(tmp_path, model, min
 def test_a_full_disk_stops_with_one_line_and_the_next_build_finishes(
     tmp_path, model, mini_test, clean, monkeypatch, k
 ):
-    write = aesets._write_batch
+    write = aesets.write_batch
     calls = []
 
     def full(*args):
@@ -310,7 +310,7 @@ def test_a_full_disk_stops_with_one_line_and_the_next_build_finishes(
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return write(*args)
 
-    monkeypatch.setattr(aesets, "_write_batch", full)
+    monkeypatch.setattr(aesets, "write_batch", full)
     with pytest.raises(StoreError) as caught:
         _build(tmp_path / "aes", model, mini_test)
     message = str(caught.value)
@@ -320,7 +320,7 @@ def test_a_full_disk_stops_with_one_line_and_the_next_build_finishes(
         and str(_partial(tmp_path / "aes")) in message
     )
     assert isinstance(caught.value.__cause__, OSError)
-    monkeypatch.setattr(aesets, "_write_batch", write)  # space again
+    monkeypatch.setattr(aesets, "write_batch", write)  # space again
     attack = Shift()
     ae_set = _build(tmp_path / "aes", model, mini_test, attack=attack)
     assert attack.images == 4 - (k - 1) and np.array_equal(ae_set.read().numpy(), clean)
