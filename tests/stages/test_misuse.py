@@ -20,6 +20,7 @@ from bench.store.rundir import RunDir
 from defenses import load_defense
 
 from smokerun import invoke, published, run_args
+from testdata import FullDiskFile
 
 BROKEN_PLUGIN = "import torch\nraise RuntimeError('the plug-in is broken')\n"
 SHADOW_PLUGIN = """
@@ -396,29 +397,13 @@ def _disk_full(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
-class _FullFile:
-    """A file handle whose writes find the disk full."""
-
-    def __init__(self, path, mode):
-        self._file = open(path, mode)  # noqa: SIM115
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._file.close()
-
-    def write(self, data):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-
 def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_the_next_run_resumes(
     smoke_copy, monkeypatch
 ):
     import bench.store.checkpoints as checkpoints
 
     before, weights = published(smoke_copy), (smoke_copy / "models" / "T.pt").read_bytes()
-    monkeypatch.setattr(checkpoints, "open", _FullFile, raising=False)
+    monkeypatch.setattr(checkpoints, "open", FullDiskFile, raising=False)
     result = invoke(*run_args(smoke_copy, "--retrain"), ok=False)
     _one_line(result, f"disk full while writing {smoke_copy / 'models'}", "free space and re-run")
     monkeypatch.undo()

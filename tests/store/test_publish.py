@@ -20,6 +20,8 @@ from bench.files import atomic_write_text
 from bench.report.plots import plot_qualitative
 from bench.store.rundir import PUBLICATIONS, PUBLISHED, RunDir, write_table
 
+from testdata import FullDiskFile
+
 FILES = ("config.toml", "metrics.csv", "records.csv", "checks.csv", "qualitative.npz", "report.md")
 
 
@@ -277,25 +279,11 @@ def test_a_full_disk_while_publishing_is_one_line_and_keeps_the_old_run(tmp_path
     assert view(run.path) == old
 
 
-class _FullHandle:
-    def __init__(self, path, mode):
-        self._file = open(path, mode)  # noqa: SIM115
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._file.close()
-
-    def write(self, data):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-
 def test_a_full_disk_while_saving_a_checkpoint_is_one_line(tmp_path, monkeypatch):
     models = tmp_path / "models"
     checkpoints.save_model(nn.Linear(2, 2), models, "T", "erfnet", {})
     before = (models / "T.pt").read_bytes()
-    monkeypatch.setattr(checkpoints, "open", _FullHandle, raising=False)
+    monkeypatch.setattr(checkpoints, "open", FullDiskFile, raising=False)
     with pytest.raises(DiskFullError, match=rf"disk full while writing {models / 'T.pt'}; free"):
         checkpoints.save_model(nn.Linear(2, 2), models, "T", "erfnet", {})
     assert (models / "T.pt").read_bytes() == before  # the finished checkpoint is kept
