@@ -105,8 +105,9 @@ class RunDir:
 
     def tidy(self) -> None:
         """Remove what killed commands left (the caller holds the lock): staging folders,
-        ``atomic_write``'s temporary files in the run, ``models/`` and ``cache/`` (the AE store's
-        own files excepted), half-placed links, and publications not in force."""
+        ``atomic_write``'s temporary files in the run, ``models/`` and ``cache/`` (``aes/`` is
+        the AE store's to tidy: ``aeset_files.remove_strays``), half-placed links, and
+        publications not in force."""
         parent = self.path.resolve().parent
         for stale in parent.glob(f".{self.path.name}.staging-*"):
             shutil.rmtree(stale, ignore_errors=True)
@@ -115,8 +116,7 @@ class RunDir:
             folders += [Path(root) for root, _, _ in os.walk(sub)]
         for folder in folders:
             for tmp in stray_temporaries(folder):
-                if not tmp.name.startswith(".aes."):  # the AE store's: ``aeset_files`` handles them
-                    tmp.unlink(missing_ok=True)
+                tmp.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             for entry in self.path.iterdir():
                 if (swapped := _NEW_LINK.match(entry.name)) and entry.is_symlink():

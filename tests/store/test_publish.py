@@ -227,9 +227,10 @@ def test_the_lock_removes_only_this_projects_leftovers(tmp_path):
         run.path / ".config.toml.ab3_9xyz.tmp",
         run.models / ".T.pt.k2j4h5g6.tmp",
         run.cache / ".metrics.csv.zzzzzzzz.tmp",
+        run.path / ".aes.h5.abcdefgh.tmp",  # the AE store lives in aes/ now: no exception here
     ]
     kept = [
-        run.path / ".aes.h5.abcdefgh.tmp",  # the AE store's own: not ours to remove
+        run.path / "aes" / ".eps10.partial.h5.123.tmp",  # the AE store's: it tidies aes/ itself
         run.path / "notes.tmp",
         run.path / ".notes.tmp",
         run.path / "my.data.abcdefgh.tmp",
