@@ -108,6 +108,7 @@ class RunDir:
         ``atomic_write``'s temporary files in the run, ``models/`` and ``cache/`` (``aes/`` is
         the AE store's to tidy: ``aeset_files.remove_strays``), half-placed links, and
         publications not in force."""
+        self._require_own_publications()
         parent = self.path.resolve().parent
         for stale in parent.glob(f".{self.path.name}.staging-*"):
             shutil.rmtree(stale, ignore_errors=True)
@@ -131,6 +132,18 @@ class RunDir:
                         os.replace(entry, home)
         with contextlib.suppress(OSError):
             self._drop_old_publications()
+
+    def _require_own_publications(self) -> None:
+        """Stop with one line when ``.published`` is a link: publishing removes every entry of
+        it but the one in force, so a shared run directory could otherwise make it empty any
+        folder the link names."""
+        publications = self.path / PUBLICATIONS
+        if publications.is_symlink():
+            raise RunDirError(
+                f"{publications} is a link to {os.readlink(publications)}, not a folder of the "
+                "run; a run directory cannot point bench at other folders: remove the link, or "
+                "choose another --out DIR"
+            )
 
     def require_links(self) -> None:
         """Stop with one line, before any work, when the run's file system has no symbolic

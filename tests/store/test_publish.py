@@ -251,6 +251,19 @@ def test_the_lock_removes_only_this_projects_leftovers(tmp_path):
     assert len(list((run.path / PUBLICATIONS).iterdir())) == 2
 
 
+def test_a_publications_link_out_of_the_run_is_refused_and_its_target_kept(tmp_path):
+    victim = tmp_path / "elsewhere"
+    (victim / "sub").mkdir(parents=True)
+    (victim / "file.txt").write_text("precious")
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    os.symlink(victim, run.path / PUBLICATIONS)
+    refused = pytest.raises(RunDirError, match=r"\.published is a link to .*: remove the link")
+    with refused, run.lock():
+        pass
+    assert sorted(p.name for p in victim.iterdir()) == ["file.txt", "sub"]
+
+
 def test_a_file_system_without_links_is_one_line(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise OSError(errno.EPERM, "Operation not permitted")
