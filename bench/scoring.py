@@ -100,10 +100,17 @@ def clean_confusion(
     return cm
 
 
-def _predict(defense: Defense, images: Tensor, who: str, plugin: bool) -> Prediction:
+def defense_label(name: str, plugin: str = "") -> str:
+    """How messages name a defense row: ``'pixel-vote' (my_defense:PixelVote)`` for a plug-in
+    (its spec), ``'TA-vote'`` for a built-in."""
+    return f"{name!r} ({plugin})" if plugin else repr(name)
+
+
+def checked_predict(defense: Defense, images: Tensor, who: str, plugin: bool) -> Prediction:
     """``defense.predict(images)``; a ``BenchError`` it raises (a bad ``Prediction``) names the
-    defense, and so does any exception of a plug-in's (the user's code: one line, the exception
-    its cause). A built-in's other exceptions are bugs and keep their tracebacks."""
+    defense (``who``: ``defense_label``), and so does any exception of a plug-in's (the user's
+    code: one line, the exception its cause). A built-in's other exceptions are bugs and keep
+    their tracebacks."""
     try:
         prediction = defense.predict(images)
     except BenchError as err:
@@ -148,12 +155,12 @@ def evaluate_defenses(
         returns: {row name: (confusion matrix over the variant, one record per image)}.
     """
     plugins = plugins or {}
-    who = {n: f"{n!r} ({plugins[n]})" if n in plugins else repr(n) for n in defenses}
+    who = {n: defense_label(n, plugins.get(n, "")) for n in defenses}
     instances = {name: make() for name, make in defenses.items()}
     results = {name: (ConfusionMatrix(), []) for name in instances}
     for images, labels in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
         for name, defense in instances.items():
-            prediction = _predict(defense, images, who[name], name in plugins)
+            prediction = checked_predict(defense, images, who[name], name in plugins)
             if (
                 prediction.labels.shape[0] == labels.shape[0]
                 and upsample

@@ -33,8 +33,8 @@ from bench.data.toycity.canvas import SceneStyle
 from bench.data.toycity.scene import render_scene
 from bench.metrics import ConfusionMatrix
 from bench.models import build_model, count_parameters
-from bench.scoring import predict_labels
 from bench.train import pretrain
+from defenses import predict_labels
 
 HERE = Path(__file__).parent
 RECORDS = HERE / "recipe_sweep.jsonl"

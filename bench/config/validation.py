@@ -1,7 +1,7 @@
 """The ranges and cross-field rules of a config, one function per section.
 
 What needs the registries (architectures, attacks, defenses, feature taps) is checked by
-``bench.stages.checks`` before any work; this covers everything the config alone decides. The
+``bench.stages.preflight`` before any work; this covers everything the config alone decides. The
 rules a constructor checks too live in ``bench.config.rules``.
 """
 

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from bench import __version__, dist
 from bench.config import adaptive_students
-from bench.errors import DefenseError
+from bench.errors import BenchError, DefenseError
 from bench.files import sha256_file
 from bench.keys import cache_key
 from bench.scoring import ForwardMemo
@@ -28,6 +28,7 @@ from bench.store.checkpoints import load_meta, load_network
 from defenses import (
     BUILTINS,
     AttackSurface,
+    Defense,
     SingleNetwork,
     attack_surface,
     build_defense,
@@ -82,7 +83,7 @@ def build_defense_rows(ctx: RunContext) -> RunDefenses:
             )
         specs[defense.name] = spec
         source = "" if spec in BUILTINS else _source_digest(factory)
-        surface = attack_surface(defense)
+        surface = _surface(defense, spec)
         entries[defense.name] = DefenseEntry(
             partial(build_defense, spec, networks.memos, **options),
             cache_key(spec, options, networks.sha256, source, __version__),
@@ -110,6 +111,22 @@ def build_defense_rows(ctx: RunContext) -> RunDefenses:
             sweep=True,
         )
     return RunDefenses(entries, tau, students)
+
+
+def _surface(defense: Defense, spec: str) -> AttackSurface | None:
+    """The defense's attack surface; an exception of a plug-in's ``attack_surface()`` (the
+    user's code) is one line naming it, its cause kept. A built-in's failure is a bug."""
+    try:
+        return attack_surface(defense)
+    except BenchError:
+        raise
+    except Exception as err:
+        if not is_plugin(spec):
+            raise
+        raise DefenseError(
+            f"defense {spec!r}: attack_surface() failed with {type(err).__name__}: {err}; fix "
+            "the plug-in (BENCH_DEBUG=1 shows where)"
+        ) from err
 
 
 def surface_networks(surface: AttackSurface, weights: dict[str, str]) -> dict[str, str]:

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from attacks.objectives import ce_loss, summed_loss
 from bench.metrics import TIE_POINTS
+from bench.scoring import checked_predict, defense_label
 from bench.stages.ae_sets import PlannedSet
 from bench.stages.context import RunContext
 from bench.variants import TRANSFER, WHITE_BOX
@@ -72,12 +73,14 @@ def gradient_checks(ctx: RunContext, plans: Sequence[PlannedSet]) -> list[Findin
 @torch.no_grad()
 def random_checks(ctx: RunContext) -> list[Finding]:
     """A defense that gives two fresh instances of itself the same batch and answers differently
-    is randomised: its numbers need EOT, and its surface must say ``random=True``."""
+    is randomised: its numbers need EOT, and its surface must say ``random=True``. A plug-in
+    that fails here (its rows may all come from the cache) is one line, as in the evaluation."""
     loader = DataLoader(ctx.data.split(ctx.config.data.val_subset), ctx.config.evaluate.batch_size)
     images, _ = next(iter(loader))
     warnings = []
     for name, entry in ctx.require_defenses().entries.items():
-        first, second = entry.make().predict(images), entry.make().predict(images)
+        who, plugin = defense_label(name, entry.plugin), bool(entry.plugin)
+        first, second = (checked_predict(entry.make(), images, who, plugin) for _ in range(2))
         surface_random = entry.surface is not None and entry.surface.random
         if not torch.equal(first.labels, second.labels) and not surface_random:
             warnings.append(

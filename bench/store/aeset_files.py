@@ -21,8 +21,8 @@ or failed, can damage it. Under torchrun rank k writes its share into ``eps10.ra
 
 A file that HDF5 cannot read (a kill or a full disk in the middle of an HDF5 metadata write,
 truncation, overwritten bytes) is moved aside to ``<file>.damaged-<time>`` with one warning, and
-its set rebuilt. Stray ``*.tmp`` files in the store's folder (left by kills) are removed at the
-start of every build. ``aes.h5``, the single-file store of earlier versions, is still read: a
+its set rebuilt. The store's own temporary files (``.*.h5.*.tmp``) that kills left are removed
+at the start of every build. ``aes.h5``, the single-file store of earlier versions, is still read: a
 finished set in it whose key matches is copied into the store instead of being attacked again.
 """
 
@@ -106,12 +106,13 @@ def partial_done(partial: Path) -> np.ndarray | None:
 
 
 def remove_strays(store: Path) -> list[Path]:
-    """Remove the temporary files (``*.tmp``) that kills left in the store's folder; return
-    them. Nothing else is touched: unfinished sets (``*.partial.h5``) resume, shards are merged,
-    damaged files stay for the user to look at."""
+    """Remove the temporary files that kills left in the store's folder (``_create``'s
+    ``.<set file>.h5.<pid>.tmp``); return them. Nothing else is touched: unfinished sets
+    (``*.partial.h5``) resume, shards are merged, damaged files stay for the user to look at,
+    and other ``*.tmp`` files are not ours (``aes/`` may be a link to another disk)."""
     removed = []
     if store.is_dir():
-        for path in sorted(store.rglob("*.tmp")):
+        for path in sorted(store.rglob(".*.h5.*.tmp")):
             if path.is_file() and not path.is_symlink():
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()

@@ -105,8 +105,10 @@ class RunDir:
 
     def tidy(self) -> None:
         """Remove what killed commands left (the caller holds the lock): staging folders,
-        ``atomic_write``'s temporary files in the run, ``models/`` and ``cache/`` (the AE store's
-        own files excepted), half-placed links, and publications not in force."""
+        ``atomic_write``'s temporary files in the run, ``models/`` and ``cache/`` (``aes/`` is
+        the AE store's to tidy: ``aeset_files.remove_strays``), half-placed links, and
+        publications not in force."""
+        self._require_own_publications()
         parent = self.path.resolve().parent
         for stale in parent.glob(f".{self.path.name}.staging-*"):
             shutil.rmtree(stale, ignore_errors=True)
@@ -115,8 +117,7 @@ class RunDir:
             folders += [Path(root) for root, _, _ in os.walk(sub)]
         for folder in folders:
             for tmp in stray_temporaries(folder):
-                if not tmp.name.startswith(".aes."):  # the AE store's: ``aeset_files`` handles them
-                    tmp.unlink(missing_ok=True)
+                tmp.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             for entry in self.path.iterdir():
                 if (swapped := _NEW_LINK.match(entry.name)) and entry.is_symlink():
@@ -131,6 +132,18 @@ class RunDir:
                         os.replace(entry, home)
         with contextlib.suppress(OSError):
             self._drop_old_publications()
+
+    def _require_own_publications(self) -> None:
+        """Stop with one line when ``.published`` is a link: publishing removes every entry of
+        it but the one in force, so a shared run directory could otherwise make it empty any
+        folder the link names."""
+        publications = self.path / PUBLICATIONS
+        if publications.is_symlink():
+            raise RunDirError(
+                f"{publications} is a link to {os.readlink(publications)}, not a folder of the "
+                "run; a run directory cannot point bench at other folders: remove the link, or "
+                "choose another --out DIR"
+            )
 
     def require_links(self) -> None:
         """Stop with one line, before any work, when the run's file system has no symbolic

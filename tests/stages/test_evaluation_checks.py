@@ -6,11 +6,13 @@ from __future__ import annotations
 import dataclasses
 
 import pandas as pd
+import pytest
 import torch
 from torch import nn
 
 from attacks.objectives import Ensemble
 from bench.config import load_config
+from bench.errors import DefenseError
 from bench.stages.context import DefenseEntry, RunContext, RunDefenses
 from bench.stages.evaluation_checks import masked_gradient_share, random_checks, weaker_checks
 from bench.store.rundir import RunDir
@@ -52,6 +54,24 @@ def test_a_random_defense_without_eot_is_flagged(toy_root, tmp_path):
     warnings = random_checks(ctx.with_defenses(RunDefenses(entries, 0.0)))
     assert [w["subject"] for w in warnings] == ["coin"]
     assert "randomised" in warnings[0]["message"]
+
+
+class Fails:
+    """A plug-in whose predict raises (its rows may all come from the cache of an earlier run)."""
+
+    name = "fails"
+
+    def predict(self, images):
+        raise ZeroDivisionError("division by zero")
+
+
+def test_a_plugin_failing_in_the_randomness_check_is_one_line(toy_root, tmp_path):
+    config = load_config("smoke")
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=str(toy_root)))
+    ctx = RunContext.open(config, RunDir(tmp_path), torch.device("cpu"), progress=False)
+    entries = {"fails": DefenseEntry(Fails, "", None, "", plugin="bad.py:Fails")}
+    with pytest.raises(DefenseError, match=r"defense 'fails' \(bad.py:Fails\): predict failed"):
+        random_checks(ctx.with_defenses(RunDefenses(entries, 0.0)))
 
 
 def test_a_white_box_attack_weaker_than_a_transfer_one_is_flagged():

@@ -74,6 +74,13 @@ class RaisesInPredict(_Base):
         raise ValueError("no prediction today")
 
 
+class RaisesInSurface(_Base):
+    name = "raises-in-surface"
+
+    def attack_surface(self):
+        raise ValueError("no surface today")
+
+
 class RaisesInInit(_Base):
     name = "raises-in-init"
 
@@ -175,6 +182,11 @@ class TupleDefense:
             "construction today; fix the plug-in",
         ),
         (
+            ["--defense", "{tmp}/bad.py:RaisesInSurface"],
+            "defense '{tmp}/bad.py:RaisesInSurface': attack_surface() failed with ValueError: "
+            "no surface today; fix the plug-in",
+        ),
+        (
             ["--defense", "{tmp}/bad.py:ObjectRecord"],
             "defense 'object-record' ({tmp}/bad.py:ObjectRecord): a defense's record holds 'x': "
             "object; records hold numbers, strings, bools or None",
@@ -220,6 +232,7 @@ class TupleDefense:
         "plugin-tuple",
         "plugin-predict-raises",
         "plugin-init-raises",
+        "plugin-surface-raises",
         "plugin-object-record",
         "plugin-int32",
         "plugin-record-count",

@@ -227,9 +227,10 @@ def test_the_lock_removes_only_this_projects_leftovers(tmp_path):
         run.path / ".config.toml.ab3_9xyz.tmp",
         run.models / ".T.pt.k2j4h5g6.tmp",
         run.cache / ".metrics.csv.zzzzzzzz.tmp",
+        run.path / ".aes.h5.abcdefgh.tmp",  # the AE store lives in aes/ now: no exception here
     ]
     kept = [
-        run.path / ".aes.h5.abcdefgh.tmp",  # the AE store's own: not ours to remove
+        run.path / "aes" / ".eps10.partial.h5.123.tmp",  # the AE store's: it tidies aes/ itself
         run.path / "notes.tmp",
         run.path / ".notes.tmp",
         run.path / "my.data.abcdefgh.tmp",
@@ -248,6 +249,19 @@ def test_the_lock_removes_only_this_projects_leftovers(tmp_path):
     assert not os.path.lexists(run.path / ".metrics.csv.123.link")
     assert not (tmp_path / ".run.staging-999").exists()
     assert len(list((run.path / PUBLICATIONS).iterdir())) == 2
+
+
+def test_a_publications_link_out_of_the_run_is_refused_and_its_target_kept(tmp_path):
+    victim = tmp_path / "elsewhere"
+    (victim / "sub").mkdir(parents=True)
+    (victim / "file.txt").write_text("precious")
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    os.symlink(victim, run.path / PUBLICATIONS)
+    refused = pytest.raises(RunDirError, match=r"\.published is a link to .*: remove the link")
+    with refused, run.lock():
+        pass
+    assert sorted(p.name for p in victim.iterdir()) == ["file.txt", "sub"]
 
 
 def test_a_file_system_without_links_is_one_line(tmp_path, monkeypatch):
