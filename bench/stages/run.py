@@ -182,7 +182,7 @@ def _silent(_line: str) -> None:
 
 
 def publish_run(
-    ctx: RunContext, evaluation: Evaluation, checks: pd.DataFrame, qualitative: Path | None
+    ctx: RunContext, evaluation: Evaluation, checks: pd.DataFrame, qualitative: Path
 ) -> Path:
     """Stage config, rows, checks, grid and report in a sibling folder, then publish them as the
     run's publication in one step (``RunDir.publish``)."""
@@ -192,8 +192,7 @@ def publish_run(
         write_table(evaluation.metrics, staged / METRICS_FILE)
         write_table(evaluation.records, staged / RECORDS_FILE)
         write_table(checks, staged / CHECKS_FILE)
-        if qualitative is not None:
-            atomic_copy(qualitative, staged / QUALITATIVE_FILE)
+        atomic_copy(qualitative, staged / QUALITATIVE_FILE)
         write_report(staged)
         run.publish(staged)
     return run.path / REPORT_FILE
