@@ -33,17 +33,33 @@ def _type_name(hint: Any) -> str:
     return {int: "integer", float: "number", bool: "boolean", str: "string"}.get(hint, str(hint))
 
 
+def _described(hint: Any) -> str:
+    """The type ``hint`` names, as a message says it: "a number", "a list of numbers"."""
+    name = _type_name(hint)
+    return f"an {name}" if name == "integer" else name if " " in name else f"a {name}"
+
+
+def _list_example(value: Any, hint: Any, key: str) -> str:
+    """How a list is written, for a value that is not one (``1,2`` or an unquoted ``[down9]``,
+    which TOML read as a string): its items in TOML, strings quoted, e.g. ``[1, 2]``."""
+    if typing.get_origin(hint) is not tuple or isinstance(value, (list, tuple)):
+        return ""
+    items = [v.strip() for v in str(value).strip("[]").split(",") if v.strip()]
+    numbers = all(a in (int, float) for a in typing.get_args(hint) if a is not Ellipsis)
+    if not numbers:
+        items = [f'"{v.strip(chr(34) + chr(39))}"' for v in items]
+    shown = f"[{', '.join(items)}]"
+    quoting = "" if numbers else f" (on the command line quote it whole: '{key}={shown}')"
+    return f", e.g. {shown}{quoting}"
+
+
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     """``value`` as the type ``hint`` names (ints become floats where floats are wanted, lists
     become tuples); a ConfigError naming the key, the value and the expected type otherwise."""
     origin = typing.get_origin(hint)
-    example = (
-        f", e.g. [{value!r}]"
-        if typing.get_origin(hint) is tuple and not isinstance(value, (list, tuple))
-        else ""
-    )
     bad = ConfigError(
-        f"{key} = {value!r} is not {_type_name(hint)}{example}; fix it in the preset or --set"
+        f"{key} = {value!r} is not {_described(hint)}{_list_example(value, hint, key)}; fix it in the "
+        "preset or --set"
     )
     if origin in (typing.Union, types.UnionType):
         if value is None:

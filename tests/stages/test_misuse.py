@@ -147,7 +147,7 @@ class TupleDefense:
     [
         (["--set", "attack.eps=[300]"], "attack.eps = [300.0]: every eps must lie in (0, 255]"),
         (["--set", "attack.eps=[]"], "attack.eps = []: name at least one eps"),
-        (["--set", "attack.batch_size=2.5"], "attack.batch_size = 2.5 is not integer"),
+        (["--set", "attack.batch_size=2.5"], "attack.batch_size = 2.5 is not an integer"),
         (["--set", "detect.delta=nan"], "detect.delta = nan is not a finite number"),
         (["--set", "attack.sources=['T', 'X']"], "unknown source 'X'; choose from T, S"),
         (["--set", "attack.suite=[{name='cw'}]"], "unknown attack 'cw'; choose from llcm"),
