@@ -10,14 +10,16 @@ from bench.data.check import require_tree
 from bench.data.toycity import SceneStyle, generate_toycity
 
 
-def prepare_data(config: RunConfig, *, progress: bool = True) -> Path:
-    """Return the data root; generate the toy city there first when it is missing and allowed.
+def prepare_data(config: RunConfig, *, progress: bool = True) -> bool:
+    """Generate the toy city at the data root when it is missing and allowed; whether it was
+    generated now (False: the tree was there).
 
     ``generate_toycity`` returns at once for a finished tree of the same settings and stops with
     a clear error for a tree made with other settings.
     """
     data = config.data
     root = Path(data.root)
+    missing = not root.is_dir()
     if data.toycity:
         generate_toycity(
             root,
@@ -27,7 +29,7 @@ def prepare_data(config: RunConfig, *, progress: bool = True) -> Path:
             progress=progress,
             **data.toycity_counts,
         )
-    return root
+    return data.toycity and missing
 
 
 def data_reads(

@@ -95,9 +95,10 @@ def run_benchmark(
         if dist.is_main():
             ctx.run.require_links()  # publishing needs them: say so before hours of work
         with _stage("data", echo) as summary:
-            _prepare_data(ctx)
+            generated = _prepare_data(ctx)
             data_warnings = check_data(config, data_reads(config))
-            summary.append(f"{config.data.root} checked")
+            made = "toy city generated in " if generated else ""
+            summary.append(f"{made}{config.data.root} checked")
         for message in data_warnings:
             echo(f"warning: {message}")
         with _stage("networks", echo) as summary:
@@ -170,11 +171,12 @@ def _locked(run: RunDir) -> contextlib.AbstractContextManager:
     return run.lock() if dist.is_main() else contextlib.nullcontext()
 
 
-def _prepare_data(ctx: RunContext) -> None:
-    """Rank 0 generates the toy city when needed; every process waits for it."""
-    if dist.is_main():
-        prepare_data(ctx.config, progress=ctx.progress)
+def _prepare_data(ctx: RunContext) -> bool:
+    """Rank 0 generates the toy city when needed; every process waits for it. Whether it was
+    generated now (on rank 0; False elsewhere)."""
+    generated = prepare_data(ctx.config, progress=ctx.progress) if dist.is_main() else False
     dist.barrier()
+    return generated
 
 
 def _silent(_line: str) -> None:
