@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from bench.devices import module_device
 from bench.errors import ModelError
 
 
@@ -99,7 +100,7 @@ def check_output(
     model.eval()
     try:
         with torch.no_grad():
-            out = model(torch.full((1, 3, *size), 128.0, device=next(model.parameters()).device))
+            out = model(torch.full((1, 3, *size), 128.0, device=module_device(model)))
     except Exception as err:
         raise ModelError(f"{source} fails on a (1, 3, {size[0]}, {size[1]}) input: {err}") from err
     finally:

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from attacks.objectives import ce_loss, summed_loss
+from bench.devices import module_device
 from bench.metrics import TIE_POINTS
 from bench.scoring import checked_predict, defense_label
 from bench.stages.ae_sets import PlannedSet
@@ -39,10 +40,12 @@ def masked_gradient_share(model: nn.Module, images: Tensor, labels: Tensor) -> f
     Shapes:
         images: (N, 3, H, W) uint8 gray values 0..255; labels: (N, H, W) int64 trainIds.
     """
-    device = next(model.parameters()).device
+    device = module_device(model)  # a surface may run networks without parameters
     x = images.to(device).float().requires_grad_(True)
     with torch.enable_grad():
         loss = summed_loss(ce_loss, model(x), labels.to(device)).sum()
+        if not loss.requires_grad:  # an output cut off from the input: zero gradient everywhere
+            return 1.0
         (grad,) = torch.autograd.grad(loss, x)
     return float(((grad == 0) | grad.isnan()).float().mean())
 

@@ -10,6 +10,7 @@ from bench.models import (
     DeepLabV3Plus,
     ERFNet,
     build_model,
+    check_output,
     count_parameters,
     load_weights,
 )
@@ -111,3 +112,16 @@ def test_the_original_pooling_branch_cannot_train_on_one_image():
         model.train()(torch.rand(1, 3, 32, 64) * 255)
     with pytest.raises(ModelError, match="pool_norm must be one of none, group, batch"):
         build_model("deeplabv3plus", pool_norm="layer")
+
+
+class _Uniform(torch.nn.Module):
+    """A brought-in network without parameters (every class equally likely)."""
+
+    def forward(self, x):
+        return torch.zeros(x.shape[0], 19, *x.shape[2:])
+
+
+def test_a_network_without_parameters_passes_the_output_check():
+    check_output(_Uniform(), (8, 16), "student.arch mine.py:build")  # no StopIteration
+    with pytest.raises(ModelError, match="must return logits"):
+        check_output(torch.nn.Flatten(), (8, 16), "student.arch mine.py:build")

@@ -36,6 +36,29 @@ def test_a_gradient_that_a_transform_kills_is_flagged():
     assert masked_gradient_share(rounding, images, labels) == 1.0
 
 
+class NoParameters(nn.Module):
+    """A network without parameters: a fixed colour-to-class rule."""
+
+    def forward(self, x):
+        return x.mean(1, keepdim=True) * torch.linspace(-1, 1, 19)[None, :, None, None]
+
+
+class Constant(nn.Module):
+    """Ignores its input: the same logits for every image."""
+
+    def forward(self, x):
+        return torch.zeros(x.shape[0], 19, *x.shape[2:])
+
+
+def test_networks_without_parameters_are_checked_not_crashed():
+    """A plug-in's surface may run a network without parameters (it used to end the run in a
+    StopIteration); one whose output ignores the input has a zero gradient everywhere."""
+    images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    labels = torch.randint(0, 19, (2, 8, 8))
+    assert masked_gradient_share(Ensemble({"T": NoParameters()}), images, labels) < 0.1
+    assert masked_gradient_share(Ensemble({"T": Constant()}), images, labels) == 1.0
+
+
 class Coin:
     """Answers at random: its two instances disagree on the same batch."""
 
