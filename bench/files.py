@@ -86,14 +86,20 @@ def stray_temporaries(folder: str | Path) -> list[Path]:
     return sorted(p for p in entries if TEMPORARY.match(p.name) and p.is_file())
 
 
+#: errno of a write that found the disk (or the quota) full, and of a folder that cannot be
+#: written: every store of the project reports them alike
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
 def write_error(path: str | Path, err: OSError) -> RunDirError:
     """One line naming ``path`` for a failed write (raise it ``from err``)."""
     path = Path(path)
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+    if err.errno in DISK_FULL:
         return DiskFullError(
             f"disk full while writing {path}; free space and re-run (finished work is kept)"
         )
-    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if err.errno in READ_ONLY:
         return RunDirError(
             f"cannot write {path}: {path.parent} is read-only; choose a writable folder (--out DIR)"
         )

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from bench.errors import StoreError
+from bench.files import DISK_FULL, READ_ONLY
 
 #: the single-file store of earlier versions, beside the store's folder; read, never written
 LEGACY_FILE = "aes.h5"
@@ -186,7 +187,7 @@ def writing(path: Path, name: str) -> Iterator[None]:
     try:
         yield
     except (OSError, RuntimeError) as err:
-        if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if isinstance(err, OSError) and err.errno in READ_ONLY:
             raise StoreError(
                 f"cannot write AE set {name} to {path}: {path.parent} is read-only; "
                 "choose a writable folder (--out DIR)"
@@ -352,11 +353,9 @@ def _early_allocation() -> h5py.h5p.PropDCID:
 
 def _disk_full(err: BaseException) -> bool:
     for cause in (err, err.__cause__, err.__context__):
-        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+        if isinstance(cause, OSError) and cause.errno in DISK_FULL:
             return True
-        if cause is not None and (
-            f"errno = {errno.ENOSPC}," in str(cause) or f"errno = {errno.EDQUOT}," in str(cause)
-        ):
+        if cause is not None and any(f"errno = {code}," in str(cause) for code in DISK_FULL):
             return True  # h5py reports HDF5's failed writes as RuntimeError
     return False
 

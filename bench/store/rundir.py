@@ -164,12 +164,9 @@ class RunDir:
         """A fresh sibling folder to build the published files in; ``publish`` moves it in.
 
         A sibling (not a subfolder) so that paths relative to the run resolve alike from both.
-        Leftovers of killed runs are removed first (the caller holds the lock).
+        The caller holds the lock, whose ``tidy`` removed the staging folders of killed runs.
         """
-        parent = self.path.resolve().parent
-        for stale in parent.glob(f".{self.path.name}.staging-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        folder = parent / f".{self.path.name}.staging-{os.getpid()}"
+        folder = self.path.resolve().parent / f".{self.path.name}.staging-{os.getpid()}"
         try:
             folder.mkdir(parents=True)
         except OSError as err:
