@@ -122,10 +122,11 @@ def check_replacements(ctx: RunContext, names: tuple[str, ...]) -> None:
             )
 
 
-def _install_reference(ctx: RunContext, name: str, key: str) -> CheckpointMeta | None:
-    """Copy a shipped reference checkpoint of ``name`` into the run when one was trained with
-    exactly this recipe (same key, whatever the preset's name); None otherwise."""
-    net = ctx.config.net(name)
+def _install_reference(
+    ctx: RunContext, name: str, key: str, net: NetConfig
+) -> CheckpointMeta | None:
+    """Copy a shipped reference checkpoint of ``name`` (built as ``net``) into the run when one
+    was trained with exactly this recipe (same key, whatever the preset's name); None otherwise."""
     for reference in sorted(p.parent for p in REFERENCE_DIR.glob(f"*/{name}.json")):
         if _reusable(reference, name, key, net) is not None:
             models = ctx.run.models
@@ -153,7 +154,7 @@ def train_static(
     if not retrain and dist.is_main():  # rank 0 decides, every rank follows
         if _reusable(models, name, key, config.net(name)):
             origin = "cached"
-        elif _install_reference(ctx, name, key):
+        elif _install_reference(ctx, name, key, config.net(name)):
             origin = "reference"
     if origin := dist.broadcast(origin):
         return load_meta(models, name), origin
@@ -248,19 +249,18 @@ def finetune_students(
     the other by all ranks together with DistributedDataParallel. Measured on 2 CPU processes
     (benchmarks/dist_speedup.py): two students spread took 32 s, with DDP 39 s.
 
-    Returns (metadata, "trained" or "cached") per student, in order.
+    Returns (metadata, "trained", "cached" or "reference") per student, in order.
     """
-    models = ctx.run.models
+    models, net = ctx.run.models, ctx.config.student
     keys = [adaptive_key(ctx, settings) for settings in students]
-    cached = None
+    origins = None
     if dist.is_main():  # rank 0 decides, every rank follows
-        cached = [
-            not retrain
-            and _reusable(models, settings.checkpoint_name, key, ctx.config.student) is not None
+        origins = [
+            _found_student(ctx, settings.checkpoint_name, key, net, retrain)
             for settings, key in zip(students, keys)
         ]
-    cached = dist.broadcast(cached)
-    todo = [i for i, found in enumerate(cached) if not found]
+    origins = dist.broadcast(origins)
+    todo = [i for i, origin in enumerate(origins) if origin is None]
     spread = len(todo) - len(todo) % dist.size()
     for turn, i in enumerate(todo):
         alone = turn < spread
@@ -268,9 +268,21 @@ def finetune_students(
             _finetune(ctx, students[i], keys[i], alone=alone)
     dist.barrier()  # every checkpoint written before any rank reads one
     return [
-        (load_meta(models, settings.checkpoint_name), "cached" if found else "trained")
-        for settings, found in zip(students, cached)
+        (load_meta(models, settings.checkpoint_name), origin or "trained")
+        for settings, origin in zip(students, origins)
     ]
+
+
+def _found_student(
+    ctx: RunContext, name: str, key: str, net: NetConfig, retrain: bool
+) -> str | None:
+    """ "cached" (a valid checkpoint in the run), "reference" (a shipped one of the same key,
+    installed now) or None (to be finetuned)."""
+    if retrain:
+        return None
+    if _reusable(ctx.run.models, name, key, net):
+        return "cached"
+    return "reference" if _install_reference(ctx, name, key, net) else None
 
 
 def _finetune(ctx: RunContext, settings: FinetuneConfig, key: str, *, alone: bool) -> None:

@@ -167,15 +167,44 @@ def test_shipped_reference_checkpoints_are_used_when_the_recipe_matches(
     run_dir, _ = smoke_run
     reference = tmp_path / "reference" / "smoke"
     reference.mkdir(parents=True)
-    for name in ("T.pt", "T.json", "S.pt", "S.json"):
-        shutil.copy(run_dir / "models" / name, reference / name)
+    student = "A_down2_a0.6_e1_bs4"  # the smoke preset's adaptive student
+    for name in ("T", "S", student):
+        for suffix in (".pt", ".json"):
+            shutil.copy(run_dir / "models" / f"{name}{suffix}", reference / f"{name}{suffix}")
     monkeypatch.setattr(bench.stages.networks, "REFERENCE_DIR", tmp_path / "reference")
     data = f"data.root={run_dir.parent / 'data'}"
     output = invoke(
-        "train", "--preset", "smoke", "--out", tmp_path / "new", "--set", data, "--quiet"
+        "train",
+        "--preset",
+        "smoke",
+        "--out",
+        tmp_path / "new",
+        "--set",
+        data,
+        "--net",
+        "T,S,A",
+        "--quiet",
     ).output
-    assert output.count("shipped reference checkpoint") == 2
-    assert (tmp_path / "new/models/T.pt").read_bytes() == (run_dir / "models/T.pt").read_bytes()
+    assert output.count("shipped reference checkpoint") == 3
+    for name in ("T", "S", student):
+        shipped = (run_dir / "models" / f"{name}.pt").read_bytes()
+        assert (tmp_path / "new/models" / f"{name}.pt").read_bytes() == shipped
+    # a student of other settings is finetuned, not taken from the reference
+    output = invoke(
+        "train",
+        "--preset",
+        "smoke",
+        "--out",
+        tmp_path / "new",
+        "--set",
+        data,
+        "--set",
+        "finetune.alpha=0.5",
+        "--net",
+        "A",
+        "--quiet",
+    ).output
+    assert "shipped reference checkpoint" not in output and "trained in" in output
     assert (tmp_path / "new/config.toml").is_file()  # a new run directory gets train's config
     # another recipe: the reference does not apply, S is trained
     output = invoke(
