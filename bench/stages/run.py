@@ -97,8 +97,8 @@ def run_benchmark(
         with _stage("data", echo) as summary:
             generated = _prepare_data(ctx)
             data_warnings = check_data(config, data_reads(config))
-            made = "toy city generated in " if generated else ""
-            summary.append(f"{made}{config.data.root} checked")
+            made = "toy city generated and checked" if generated else "checked"
+            summary.append(f"{config.data.root}: {made}")
         for message in data_warnings:
             echo(f"warning: {message}")
         with _stage("networks", echo) as summary:

@@ -93,9 +93,9 @@ def test_report_tables_and_plots(smoke_run):
 def test_rerun_reuses_everything_and_report_needs_only_published_rows(
     smoke_run, smoke_copy, tmp_path
 ):
-    assert "[data] toy city generated in " in smoke_run[1]  # the first run made the toy city
+    assert ": toy city generated and checked" in smoke_run[1]  # the first run made the toy city
     output = invoke(*run_args(smoke_copy)).output
-    assert "[data] toy city generated" not in output and "checked (" in output
+    assert "toy city generated" not in output and ": checked (" in output
     assert output.count("(cached)") == 4  # T, S, A, A_all
     assert "trained" not in output and "0 AE sets" not in output
     copy = tmp_path / "copy"
