@@ -57,13 +57,13 @@ class Flag:
 #: check kind (``checks.csv``'s ``check``) -> its flag
 CHECK_FLAGS: dict[str, Flag] = {
     "gradient masking": Flag(
-        "masked", False, "white-box gradient masked, no differentiable stand-in (BPDA)"
+        "masked", False, "its white-box gradient is masked and has no differentiable stand-in"
     ),
     "randomness": Flag("random-no-EOT", False, "randomised, attacked without EOT"),
     "input independence": Flag(
-        "ignores input", False, "ignores its input: its robust mIoU is exact but meaningless"
+        "ignores input", False, "its output ignores its input: its robust mIoU is meaningless"
     ),
-    NO_SURFACE: Flag("no surface", False, "no attack surface: not adaptively evaluated"),
+    NO_SURFACE: Flag("no surface", False, "not adaptively evaluated: no attack surface"),
     "not converged": Flag("not converged", False, "its attacks had not converged"),
     "adaptive weaker than transfer": Flag(
         "white-box weaker", True, "a white-box attack left more than a transfer one"

@@ -137,7 +137,7 @@ def test_a_flagged_defense_never_ranks_above_a_trusted_one():
     assert list(board["flags"]) == ["a check added later", "", "masked", "random-no-EOT"]
     sentence = ranking_sentence(ranking, metrics, "s")
     apart = sentence.split("ranked apart", 1)[1]
-    assert "masked" in apart and "BPDA" in apart and "without EOT" in apart
+    assert "masked" in apart and "stand-in" in apart and "without EOT" in apart
     assert "odd" not in apart
 
 
