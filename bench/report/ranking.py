@@ -79,14 +79,20 @@ def flag_of(kind: str) -> Flag:
     return CHECK_FLAGS.get(kind, Flag(kind, True, "a check the ranking does not know (a note)"))
 
 
-def row_flags(board: pd.DataFrame, checks: pd.DataFrame) -> dict[str, list[Flag]]:
-    """Each leaderboard row's flags, in the order of ``checks`` (one per kind), then its missing
-    surface and its clean cost (``board`` needs ``threat models`` and ``clean drop vs T``)."""
+def row_flags(board: pd.DataFrame, checks: pd.DataFrame, subset: str) -> dict[str, list[Flag]]:
+    """Each leaderboard row's flags: the checks of ``subset`` (or of every subset: no or an
+    empty ``subset`` column) in their order, one per kind; then a missing surface, where others
+    on the board met white-box attacks (a subset attacked by transfer alone says so in its
+    headline); then the clean cost (``board`` needs ``threat models`` and ``clean drop vs
+    T``)."""
+    if "subset" in checks.columns:
+        checks = checks[checks["subset"].isna() | checks["subset"].isin(["", subset])]
+    unevaluated = board["threat models"].str.contains("not adaptively evaluated", regex=False)
     flags: dict[str, list[Flag]] = {}
     for defense in board.index:
         kinds = list(dict.fromkeys(checks.loc[checks["subject"] == defense, "check"]))
         mine = [flag_of(str(kind)) for kind in kinds]
-        if "not adaptively evaluated" in str(board.at[defense, "threat models"]):
+        if unevaluated[defense] and not unevaluated.all():
             mine.append(flag_of(NO_SURFACE))
         drop = board.at[defense, "clean drop vs T"]
         if drop < -CLEAN_COST_POINTS:
@@ -170,7 +176,7 @@ def ranked_leaderboard(
     if board.empty:
         return Ranking(board, [], None)
     board["clean drop vs T"] = board["clean"] - board["clean"].get("T", math.nan)
-    flags = row_flags(board, checks)
+    flags = row_flags(board, checks, subset)
     board["flags"] = [", ".join(f.text for f in flags[d]) for d in board.index]
     board["trusted"] = [all(f.trusted for f in flags[d]) for d in board.index]
     robust_columns = [c for c in board.columns if c.startswith("robust mIoU eps=")]

@@ -29,8 +29,8 @@ from bench.stages.ae_sets import PlannedSet
 from bench.stages.context import RunContext
 from bench.variants import TRANSFER, WHITE_BOX
 
-#: the columns of ``checks.csv``
-CHECK_COLUMNS = ["check", "subject", "message"]
+#: the columns of ``checks.csv``; ``subset`` only where a finding holds for one subset alone
+CHECK_COLUMNS = ["check", "subject", "message", "subset"]
 #: a white-box gradient that is zero or NaN on more than this share of the input warns
 MASKED_GRADIENT_SHARE = 0.5
 
@@ -159,6 +159,7 @@ def weaker_checks(metrics: pd.DataFrame) -> list[Finding]:
                 {
                     "check": "adaptive weaker than transfer",
                     "subject": defense,
+                    "subset": subset,
                     "message": f"{defense} on {subset} at eps {eps:g}: the white-box attack leaves "
                     f"{adaptive.min():.1f}% mIoU, a transfer attack {transfer.min():.1f}%; "
                     "the white-box attack needs more iterations or another loss",

@@ -170,3 +170,41 @@ def test_the_pareto_front_keeps_only_undominated_points():
     clean = np.array([40.0, 45.0, 44.0, 30.0, 45.0])
     robust = np.array([23.0, 19.0, 18.0, 20.0, 19.0])
     assert pareto_front(clean, robust).tolist() == [True, True, False, False, True]
+
+
+def test_checks_of_another_subset_leave_the_row_alone():
+    metrics, records = _run({"T": (0.6, 0.3), "d": (0.6, 0.4)})
+    checks = pd.DataFrame(
+        [
+            {
+                "check": "adaptive weaker than transfer",
+                "subject": "d",
+                "message": "",
+                "subset": "x",
+            },
+            {"check": "gradient masking", "subject": "T", "message": "", "subset": ""},
+        ]
+    )
+    board = ranked_leaderboard(metrics, records, checks, subset="s").board
+    assert board.at["d", "flags"] == "" and board.at["T", "flags"] == "masked"
+
+
+def _without_white_box(metrics, records, defenses):
+    """The run with the white-box rows of ``defenses`` gone, the worst case recomputed."""
+    gone = (records["threat"] == "white-box") & records["defense"].isin(defenses)
+    records = records[~gone]
+    kept = metrics[~metrics["threat"].isin(["worst-case", "white-box"])]
+    white_box = metrics[(metrics["threat"] == "white-box") & ~metrics["defense"].isin(defenses)]
+    return pd.concat([kept, white_box, worst_case_rows(records)], ignore_index=True), records
+
+
+def test_no_surface_is_flagged_only_beside_defenses_that_met_white_box_attacks():
+    metrics, records = _run({"T": (0.6, 0.3), "d": (0.6, 0.4), "e": (0.5, 0.4)})
+    transfer = _without_white_box(metrics, records, ["T", "d", "e"])
+    board = ranked_leaderboard(*transfer, NO_CHECKS, subset="s").board
+    assert "apart" not in set(board["rank"]) and "no surface" not in "".join(board["flags"])
+    assert "eps 1, 4: transfer only" in headline(transfer[0], "s")
+    mixed = _without_white_box(metrics, records, ["T", "e"])
+    board = ranked_leaderboard(*mixed, NO_CHECKS, subset="s").board
+    assert list(board.index) == ["d", "T", "e"] and list(board["rank"]) == ["1", "apart", "apart"]
+    assert list(board["flags"]) == ["", "no surface", "no surface, clean -10"]

@@ -116,6 +116,7 @@ def test_a_white_box_attack_weaker_than_a_transfer_one_is_flagged():
     warnings = weaker_checks(rows)
     assert [w["subject"] for w in warnings] == ["d"]  # within the tie margin: no warning for e
     assert "needs more iterations or another loss" in warnings[0]["message"]
+    assert warnings[0]["subset"] == "s"  # the leaderboards of other subsets do not show it
 
 
 class OnNet:
