@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
 #: mIoU (or Q) differences of at most this many points are ties (evaluation checks and findings).
 TIE_POINTS = 1.0
+#: resamples of the paired bootstrap over images (``resample_weights``) and its interval's level
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_LEVEL = 0.95
 
 
 class ConfusionMatrix:
@@ -136,3 +140,40 @@ def worst_pixel_accuracy(correct: Tensor, valid: Tensor) -> Tensor:
         returns: (N,) in [0, 1] (images without labelled pixels: NaN).
     """
     return correct.double().min(0).values / valid.double().where(valid > 0, torch.nan)
+
+
+def resample_weights(
+    n_images: int, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> np.ndarray:
+    """How often each image is drawn in each resample of a bootstrap over images (n of n, with
+    replacement). One matrix serves every defense and data variant of a subset, so differences
+    between them are paired (the same images in each resample).
+
+    Shapes:
+        returns: (resamples, n_images) float64 counts, every row summing to ``n_images``.
+    """
+    draws = np.random.default_rng(seed).integers(0, n_images, size=(resamples, n_images))
+    flat = (draws + n_images * np.arange(resamples)[:, None]).ravel()
+    return np.bincount(flat, minlength=resamples * n_images).reshape(resamples, n_images) * 1.0
+
+
+def bootstrap_miou(inter: np.ndarray, union: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The mIoU of every resample, from the pooled per-image counts (one confusion matrix per
+    resample, as ``ConfusionMatrix.miou``: classes with union 0 left out).
+
+    Shapes:
+        inter, union: (N, C) per image and class (``image_counts``); weights: (B, N).
+        returns: (B,) mIoU in [0, 1]; NaN for a resample in which no class occurs.
+    """
+    pooled_i, pooled_u = weights @ inter, weights @ union
+    present = pooled_u > 0
+    iou = np.where(present, pooled_i / np.maximum(pooled_u, 1), 0.0)
+    classes = present.sum(1)
+    return np.where(classes > 0, iou.sum(1) / np.maximum(classes, 1), np.nan)
+
+
+def interval(samples: np.ndarray, level: float = BOOTSTRAP_LEVEL) -> tuple[float, float]:
+    """The two-sided percentile interval of bootstrap ``samples`` (B,) at ``level``."""
+    tail = 100 * (1 - level) / 2
+    low, high = np.nanpercentile(samples, [tail, 100 - tail])
+    return float(low), float(high)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -22,6 +24,29 @@ COUNT_COLUMNS = (
     + [f"u{c}" for c in range(NUM_CLASSES)]
     + ["correct", "valid"]
 )
+#: the variant columns of a record (threat model, attack, source network or surface)
+VARIANT_COLUMNS = ["threat", "attack", "source"]
+
+
+def stacked_counts(records: pd.DataFrame) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The per-image counts of one defense's records on one subset and eps, stacked per data
+    variant (in the records' order), images in the order of their index.
+
+    Shapes:
+        returns: inter, union (A, N, C) int64 per variant, image and class; correct (A, N)
+        int64; valid (N,) int64 (the labelled pixels, the same on every variant).
+    """
+    by_variant = [g.sort_values("image") for _, g in records.groupby(VARIANT_COLUMNS, sort=False)]
+
+    def stack(columns: list[str] | str) -> Tensor:
+        return torch.tensor(np.stack([g[columns].to_numpy(np.int64) for g in by_variant]))
+
+    return (
+        stack(COUNT_COLUMNS[:NUM_CLASSES]),
+        stack(COUNT_COLUMNS[NUM_CLASSES : 2 * NUM_CLASSES]),
+        stack("correct"),
+        torch.tensor(by_variant[0]["valid"].to_numpy(np.int64)),
+    )
 
 
 class ForwardMemo(nn.Module):

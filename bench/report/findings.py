@@ -14,8 +14,7 @@ import pandas as pd
 
 from bench.config import RunConfig, adaptive_students
 from bench.metrics import TIE_POINTS
-from bench.report.tables import leaderboard
-from bench.variants import JOINT, TRANSFER, WHITE_BOX, WORST_CASE, Variant, variants
+from bench.variants import JOINT, TRANSFER, WHITE_BOX, Variant, variants
 
 #: Below this clean mIoU (%) a network has not learned, and no finding is judged.
 UNTRAINED_MIOU = 5.0
@@ -212,8 +211,6 @@ def adaptive_findings(
             f"What the disagreement vote buys over the T/A vote (mIoU, eps {top:g}, {subset}; "
             "the worst set where a threat model has several): " + ", ".join(parts) + "."
         )
-    if (rows["threat"] == WORST_CASE).any():
-        lines.append(_robust_ranking(metrics, rows, subset))
     return lines
 
 
@@ -231,19 +228,3 @@ def _vote_choices(
     left = 100 * float((mine["chosen"] != "T").mean()) if len(mine) else math.nan
     median = float(mine["d_ae"].median()) if len(mine) else math.nan
     return left, median
-
-
-def _robust_ranking(metrics: pd.DataFrame, rows: pd.DataFrame, subset: str) -> str:
-    """The leaderboard's order of the adaptively evaluated defenses, against the order the
-    transfer attacks alone give (``rows``: the metrics of ``subset``)."""
-    board = leaderboard(metrics, subset=subset)
-    adaptive = board[~board["threat models"].str.contains("not adaptively", regex=False)]
-    others = board.index.difference(adaptive.index)
-    transfer_only = rows[rows["threat"] == TRANSFER].groupby("defense")["miou"].mean()
-    return (
-        f"Robust ranking ({subset}; worst case over every attack and threat model, mean over "
-        "eps): "
-        + " > ".join(f"{d} {v:.1f}" for d, v in adaptive["robust mIoU"].items())
-        + (f"; not adaptively evaluated: {', '.join(others)}" if len(others) else "")
-        + f". Ranked by the transfer attacks alone, {transfer_only.idxmax()} came first."
-    )

@@ -113,3 +113,51 @@ def plot_qualitative(grid: Mapping[str, Mapping[str, np.ndarray]], path: Path) -
                 ax.set_ylabel(variant, fontsize=8)
     fig.tight_layout()
     _save(fig, path)
+
+
+def pareto_front(clean: np.ndarray, robust: np.ndarray) -> np.ndarray:
+    """Which points no other point beats on both axes (at least as high on both, higher on one).
+
+    Shapes: clean, robust (P,) mIoU; returns (P,) bool.
+    """
+    at_least = (clean[None, :] >= clean[:, None]) & (robust[None, :] >= robust[:, None])
+    better = (clean[None, :] > clean[:, None]) | (robust[None, :] > robust[:, None])
+    return ~(at_least & better).any(1)
+
+
+def plot_clean_vs_robust(board: pd.DataFrame, subset: str, path: Path) -> bool:
+    """Clean against robust mIoU (%), one labelled point per defense of a ranked leaderboard
+    (``bench.report.ranking``), the Pareto front of the trusted ones drawn as a step line and
+    the ones ranked apart hollow; False (and no file) when no defense has both numbers."""
+    rows = board.dropna(subset=["clean", "robust mIoU"])
+    if rows.empty:
+        return False
+    trusted = rows[rows["trusted"].astype(bool)]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for defense, row in rows.iterrows():
+        style = {"color": "tab:blue"} if row["trusted"] else {"facecolors": "none"}
+        ax.scatter(row["clean"], row["robust mIoU"], edgecolors="tab:blue", **style)
+        ax.annotate(
+            f"{defense}" + (f" ({row['flags']})" if row["flags"] else ""),
+            (row["clean"], row["robust mIoU"]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
+    if len(trusted):
+        front = trusted[
+            pareto_front(trusted["clean"].to_numpy(), trusted["robust mIoU"].to_numpy())
+        ]
+        front = front.sort_values("clean")
+        ax.step(front["clean"], front["robust mIoU"], where="pre", color="tab:red", linewidth=1)
+    ax.set_xlabel("clean mIoU (%)")
+    ax.set_ylabel("robust mIoU (%), worst case, mean over eps")
+    ax.set_title(
+        f"clean vs robust, {subset}; red: Pareto front of the trusted defenses; hollow: ranked "
+        "apart",
+        fontsize=8,
+    )
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+    return True

@@ -17,8 +17,14 @@ from bench.config import AdaptiveStudents, RunConfig, adaptive_students, read_ru
 from bench.errors import RunDirError, StoreError
 from bench.files import atomic_write_text, write_error
 from bench.report.findings import THRESHOLDS, adaptive_findings, findings
-from bench.report.plots import plot_d_ae_histograms, plot_miou_vs_eps, plot_qualitative
-from bench.report.tables import detection_table, leaderboard, metric_table, paper_numbers
+from bench.report.plots import (
+    plot_clean_vs_robust,
+    plot_d_ae_histograms,
+    plot_miou_vs_eps,
+    plot_qualitative,
+)
+from bench.report.ranking import Ranking, ranked_leaderboard, ranking_sentence
+from bench.report.tables import detection_table, metric_table, paper_numbers
 from bench.store.rundir import (
     CHECKS_FILE,
     METRICS_FILE,
@@ -36,9 +42,13 @@ DETECTION_DEFENSE = "TA-vote"
 PAPER_EPS = (1.0, 10.0)
 
 
-def _write_table(frame: pd.DataFrame, directory: Path, name: str) -> str:
-    """CSV, Markdown and LaTeX files of one table; returns the Markdown."""
+def _write_table(
+    frame: pd.DataFrame, directory: Path, name: str, shown: pd.DataFrame | None = None
+) -> str:
+    """CSV, Markdown and LaTeX files of one table (Markdown and LaTeX of ``shown`` when given:
+    the same table formatted for reading); returns the Markdown."""
     atomic_write_text(directory / f"{name}.csv", frame.to_csv())
+    frame = frame if shown is None else shown
     flat = frame.reset_index() if isinstance(frame.index, pd.MultiIndex) else frame.copy()
     if isinstance(flat.columns, pd.MultiIndex):
         flat.columns = [" ".join(str(c) for c in col if c) for col in flat.columns]
@@ -269,15 +279,30 @@ def _introduction(config: RunConfig, folder: Path) -> list[str]:
     ]
 
 
+def _shown(board: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard as the report shows it: each interval beside its mIoU as
+    ``value [lo, hi]``, the ``trusted`` column left to the CSV (the rank says it)."""
+    shown = board.drop(columns="trusted")
+    for column in [c for c in board.columns if f"{c} lo" in board.columns]:
+        shown[column] = [
+            f"{v:.2f}" + ("" if pd.isna(lo) else f" [{lo:.2f}, {hi:.2f}]")
+            for v, lo, hi in zip(board[column], board[f"{column} lo"], board[f"{column} hi"])
+        ]
+        shown = shown.drop(columns=[f"{column} lo", f"{column} hi"])
+    return shown
+
+
 def _leaderboards(
     config: RunConfig,
     metrics: pd.DataFrame,
     detections: pd.DataFrame,
+    rankings: dict[str, Ranking],
     tables_dir: Path,
     plots_dir: Path,
 ) -> list[str]:
-    """Each subset's leaderboard with its mIoU-vs-eps plot and d_AE histograms (files written
-    into ``tables_dir`` and ``plots_dir``); the report's lines for them."""
+    """Each subset's ranked leaderboard with its notes, its clean-vs-robust and mIoU-vs-eps
+    plots and d_AE histograms (files written into ``tables_dir`` and ``plots_dir``); the
+    report's lines for them."""
     attack = config.attack.paper_attack
     deltas = (
         [config.detect.delta_t, config.detect.delta_s]
@@ -285,17 +310,23 @@ def _leaderboards(
         else [config.detect.delta]
     )
     parts: list[str] = []
-    for subset in config.attack.subsets:
-        board = leaderboard(metrics, subset=subset)
+    for subset, ranking in rankings.items():
+        board = ranking.board
         if board.empty:
             continue
+        name = f"leaderboard_{subset}"
         parts += [
             "",
-            f"## Leaderboard, {subset} (mIoU %, sorted by robust mIoU: the worst case over every "
-            "attack and threat model, mean over eps)",
+            f"## Leaderboard, {subset} (mIoU %, ranked by robust mIoU: the worst case over every "
+            "attack and threat model, mean over eps; defenses whose evaluation is not sound "
+            "ranked apart, after the others)",
             "",
-            _write_table(board, tables_dir, f"leaderboard_{subset}"),
+            *[f"- {note}" for note in ranking.notes],
+            "",
+            _write_table(board, tables_dir, name, _shown(board)),
         ]
+        if plot_clean_vs_robust(board, subset, plots_dir / f"clean_vs_robust_{subset}.png"):
+            parts += ["", f"![clean vs robust mIoU, {subset}](plots/clean_vs_robust_{subset}.png)"]
         if plot_miou_vs_eps(metrics, subset, attack, plots_dir / f"miou_vs_eps_{subset}.png"):
             parts += ["", f"![mIoU vs eps, {subset}](plots/miou_vs_eps_{subset}.png)"]
         if plot_d_ae_histograms(detections, subset, deltas, plots_dir / f"d_ae_{subset}.png"):
@@ -333,18 +364,25 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
         if config.data.test_subset in config.attack.subsets
         else config.attack.subsets[-1]
     )
+    rankings = {
+        subset: ranked_leaderboard(metrics, records, checks, subset=subset, seed=config.seed)
+        for subset in config.attack.subsets
+    }
     adaptive = adaptive_findings(config, metrics, records, adaptive_subset)
+    ranking = rankings[adaptive_subset]
+    if adaptive and not ranking.board.empty and ranking.board["robust mIoU"].notna().any():
+        adaptive.append(ranking_sentence(ranking, metrics, adaptive_subset))
     if adaptive:
         parts += ["", "## Attacks that see the defense", ""]
         parts += [f"- {line}" for line in adaptive]
     parts += ["", "## Checks of the evaluation", ""]
     parts += [f"- {m}" for m in checks["message"]] or [
         "- None fired: no masked white-box gradient, no randomised defense without EOT, no "
-        "white-box attack weaker than a transfer attack."
+        "defense that ignores its input, no white-box attack weaker than a transfer attack."
     ]
     for name, (title, frame) in _paper_tables(config, metrics, detections).items():
         parts += ["", f"## {title}", "", _write_table(frame, tables_dir, name)]
-    parts += _leaderboards(config, metrics, detections, tables_dir, plots_dir)
+    parts += _leaderboards(config, metrics, detections, rankings, tables_dir, plots_dir)
     if (folder / QUALITATIVE_FILE).is_file():
         plot_qualitative(_grid(folder / QUALITATIVE_FILE), plots_dir / "qualitative.png")
         parts += ["", "## Qualitative", "", "![qualitative grid](plots/qualitative.png)"]

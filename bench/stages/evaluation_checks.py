@@ -4,13 +4,17 @@ function that returns findings, one dict per warning with ``check``, ``subject``
 
 - ``gradient_checks``: a white-box gradient that is zero or NaN for most of the input (masking);
 - ``random_checks``: a defense whose two fresh instances answer the same batch differently;
+- ``input_checks``: a defense whose output does not depend on its input;
 - ``weaker_checks``: a white-box attack that leaves a defense more mIoU than a transfer attack.
+
+Every finding's ``subject`` is a defense row (the leaderboard puts its flag there), except the
+data stage's, whose subject is the data root.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import pandas as pd
 import torch
@@ -25,8 +29,8 @@ from bench.stages.ae_sets import PlannedSet
 from bench.stages.context import RunContext
 from bench.variants import TRANSFER, WHITE_BOX
 
-#: the columns of ``checks.csv``
-CHECK_COLUMNS = ["check", "subject", "message"]
+#: the columns of ``checks.csv``; ``subset`` only where a finding holds for one subset alone
+CHECK_COLUMNS = ["check", "subject", "message", "subset"]
 #: a white-box gradient that is zero or NaN on more than this share of the input warns
 MASKED_GRADIENT_SHARE = 0.5
 
@@ -50,26 +54,36 @@ def masked_gradient_share(model: nn.Module, images: Tensor, labels: Tensor) -> f
     return float(((grad == 0) | grad.isnan()).float().mean())
 
 
-def gradient_checks(ctx: RunContext, plans: Sequence[PlannedSet]) -> list[Finding]:
-    """One warning per white-box surface whose gradient is masked on its first batch."""
+def gradient_checks(
+    ctx: RunContext, plans: Sequence[PlannedSet], ignoring: Collection[str] = ()
+) -> list[Finding]:
+    """One warning per defense row whose white-box surface has a masked gradient on its first
+    batch. Rows in ``ignoring`` (their output ignores the input, ``input_checks``) get none:
+    their zero gradient is the truth, not a mask."""
     warnings, seen = [], set()
     for plan in plans:
         if plan.spec.threat != WHITE_BOX or plan.spec.source in seen:
             continue
         seen.add(plan.spec.source)
+        rows = [r for r in plan.target.rows or () if r not in ignoring]
+        if not rows:
+            continue
         loader = DataLoader(ctx.data.split(plan.spec.subset), ctx.config.attack.batch_size)
         images, labels = next(iter(loader))
         share = masked_gradient_share(plan.target.model, images, labels)
         if share > MASKED_GRADIENT_SHARE or math.isnan(share):
-            warnings.append(
+            warnings += [
                 {
                     "check": "gradient masking",
-                    "subject": plan.spec.source,
-                    "message": f"the white-box gradient of {plan.spec.source} is zero or NaN for "
-                    f"{100 * share:.0f}% of the input: gradient masking; its white-box "
-                    "numbers are upper bounds (give its surface a differentiable transform)",
+                    "subject": row,
+                    "message": f"{row}: the white-box gradient of its surface "
+                    f"{plan.spec.source} is zero or NaN for {100 * share:.0f}% of the input "
+                    "(gradient masking), so its white-box numbers are upper bounds; give its "
+                    "AttackSurface a differentiable transform (BPDA: the exact step forward, a "
+                    "differentiable stand-in backward, e.g. defenses.preprocess.bpda)",
                 }
-            )
+                for row in rows
+            ]
     return warnings
 
 
@@ -92,10 +106,43 @@ def random_checks(ctx: RunContext) -> list[Finding]:
                     "subject": name,
                     "message": f"{name} gives different outputs for the same input: it is "
                     "randomised, but its attack surface does not say random=True, so "
-                    "white-box attacks on it ran without EOT",
+                    "white-box attacks on it ran without EOT; declare random=True in its "
+                    "AttackSurface (EOT over attack.eot_samples samples)",
                 }
             )
     return warnings
+
+
+@torch.no_grad()
+def input_checks(ctx: RunContext) -> list[Finding]:
+    """A defense whose labels for a clean batch equal its labels for uniform noise and for the
+    same batch in reverse order ignores its input: nothing an attacker does can move it, so its
+    robust mIoU is exact but says nothing (its clean mIoU is what it costs). Each input goes to
+    every defense in turn, so defenses on the same networks share their forward passes."""
+    loader = DataLoader(ctx.data.split(ctx.config.data.val_subset), ctx.config.evaluate.batch_size)
+    images, _ = next(iter(loader))
+    noise = torch.randint(
+        0, 256, images.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    inputs = [images, noise, images.flip(0)] if len(images) > 1 else [images, noise]
+    entries = ctx.require_defenses().entries
+    answers: dict[str, list[Tensor]] = {name: [] for name in entries}
+    for batch in inputs:
+        for name, entry in entries.items():
+            who = defense_label(name, entry.plugin)
+            prediction = checked_predict(entry.make(), batch, who, bool(entry.plugin))
+            answers[name].append(prediction.labels)
+    return [
+        {
+            "check": "input independence",
+            "subject": name,
+            "message": f"{name} ignores its input (the same labels for a clean batch, for uniform "
+            "noise and for the batch reversed): its robust mIoU is exact but meaningless, no "
+            "attack can move it; judge it by its clean mIoU",
+        }
+        for name, labels in answers.items()
+        if all(torch.equal(labels[0], other) for other in labels[1:])
+    ]
 
 
 def weaker_checks(metrics: pd.DataFrame) -> list[Finding]:
@@ -112,6 +159,7 @@ def weaker_checks(metrics: pd.DataFrame) -> list[Finding]:
                 {
                     "check": "adaptive weaker than transfer",
                     "subject": defense,
+                    "subset": subset,
                     "message": f"{defense} on {subset} at eps {eps:g}: the white-box attack leaves "
                     f"{adaptive.min():.1f}% mIoU, a transfer attack {transfer.min():.1f}%; "
                     "the white-box attack needs more iterations or another loss",

@@ -17,17 +17,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from bench import dist
-from bench.data.labels import CLASS_NAMES, NUM_CLASSES
+from bench.data.labels import CLASS_NAMES
 from bench.keys import cache_key
 from bench.metrics import ConfusionMatrix, q_ratio, worst_case_miou, worst_pixel_accuracy
-from bench.scoring import COUNT_COLUMNS, evaluate_defenses, scored_at
+from bench.scoring import COUNT_COLUMNS, evaluate_defenses, scored_at, stacked_counts
 from bench.stages.ae_sets import PlannedSet
 from bench.stages.context import RunContext, RunDefenses
 from bench.store.aesets import AESet
@@ -260,20 +259,9 @@ def worst_case_rows(records: pd.DataFrame) -> pd.DataFrame:
     """Per defense, subset and eps: the worst case over every attack and threat model the
     defense was evaluated with (mIoU by SEA's greedy assignment, pixel accuracy per image)."""
     attacked = records[records["threat"] != "clean"]
-    inter_cols = [f"i{c}" for c in range(NUM_CLASSES)]
-    union_cols = [f"u{c}" for c in range(NUM_CLASSES)]
     rows = []
     for (defense, subset, eps), group in attacked.groupby(["defense", "subset", "eps"], sort=False):
-        by_variant = [
-            g.sort_values("image")
-            for _, g in group.groupby(["threat", "attack", "source"], sort=False)
-        ]
-        counts = {
-            name: torch.tensor(np.stack([g[c].to_numpy(np.int64) for g in by_variant]))
-            for name, c in (("inter", inter_cols), ("union", union_cols), ("correct", "correct"))
-        }
-        inter, union, correct = counts["inter"], counts["union"], counts["correct"]
-        valid = torch.tensor(by_variant[0]["valid"].to_numpy(np.int64))
+        inter, union, correct, valid = stacked_counts(group)
         miou, _ = worst_case_miou(inter, union)
         accuracy = worst_pixel_accuracy(correct, valid)
         rows.append(
@@ -281,7 +269,7 @@ def worst_case_rows(records: pd.DataFrame) -> pd.DataFrame:
                 "defense": defense,
                 "subset": subset,
                 "threat": WORST_CASE,
-                "attack": f"{len(by_variant)} sets",
+                "attack": f"{len(inter)} sets",
                 "source": "all",
                 "eps": eps,
                 "miou": 100 * miou,

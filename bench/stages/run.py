@@ -30,6 +30,7 @@ from bench.stages.evaluation_checks import (
     Finding,
     data_checks,
     gradient_checks,
+    input_checks,
     random_checks,
     weaker_checks,
 )
@@ -147,9 +148,11 @@ def _checks(
     data_warnings: Sequence[str],
 ) -> pd.DataFrame:
     """Every finding of the evaluation's own checks (``bench.stages.evaluation_checks``)."""
+    ignoring = input_checks(ctx)
     findings: list[Finding] = [
         *data_checks(ctx.config.data.root, data_warnings),
-        *gradient_checks(ctx, [plan for plan, _ in ae_sets]),
+        *ignoring,
+        *gradient_checks(ctx, [plan for plan, _ in ae_sets], {f["subject"] for f in ignoring}),
         *random_checks(ctx),
         *weaker_checks(evaluation.metrics),
     ]

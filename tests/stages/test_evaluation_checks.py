@@ -1,9 +1,10 @@
-"""The evaluation's own checks (AutoAttack-style): masked gradients, random defenses, and
-adaptive attacks weaker than transfer ones."""
+"""The evaluation's own checks (AutoAttack-style): masked gradients, random defenses, defenses
+that ignore their input, and adaptive attacks weaker than transfer ones."""
 
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -14,7 +15,13 @@ from attacks.objectives import Ensemble
 from bench.config import load_config
 from bench.errors import DefenseError
 from bench.stages.context import DefenseEntry, RunContext, RunDefenses
-from bench.stages.evaluation_checks import masked_gradient_share, random_checks, weaker_checks
+from bench.stages.evaluation_checks import (
+    gradient_checks,
+    input_checks,
+    masked_gradient_share,
+    random_checks,
+    weaker_checks,
+)
 from bench.store.rundir import RunDir
 from defenses import Prediction
 
@@ -76,7 +83,7 @@ def test_a_random_defense_without_eot_is_flagged(toy_root, tmp_path):
     entries = {"coin": DefenseEntry(Coin, "", None, "")}
     warnings = random_checks(ctx.with_defenses(RunDefenses(entries, 0.0)))
     assert [w["subject"] for w in warnings] == ["coin"]
-    assert "randomised" in warnings[0]["message"]
+    assert "randomised" in warnings[0]["message"] and "random=True" in warnings[0]["message"]
 
 
 class Fails:
@@ -109,3 +116,72 @@ def test_a_white_box_attack_weaker_than_a_transfer_one_is_flagged():
     warnings = weaker_checks(rows)
     assert [w["subject"] for w in warnings] == ["d"]  # within the tie margin: no warning for e
     assert "needs more iterations or another loss" in warnings[0]["message"]
+    assert warnings[0]["subset"] == "s"  # the leaderboards of other subsets do not show it
+
+
+class OnNet:
+    """A defense on a fixed 1x1-convolution network: ``quantize`` rounds the gray values to
+    steps of 32 first (its output still follows the input; its gradient is zero)."""
+
+    def __init__(self, net: nn.Module, quantize: bool = False) -> None:
+        self.net, self.quantize, self.name = net, quantize, "on-net"
+
+    def predict(self, images):
+        x = images.float()
+        x = (x / 32).round() * 32 if self.quantize else x
+        with torch.no_grad():
+            labels = self.net(x).argmax(1)
+        return Prediction(labels, [{} for _ in range(len(images))])
+
+
+class FixedMap:
+    """Ignores its input: the same label map for every image."""
+
+    name = "fixed"
+
+    def predict(self, images):
+        n, _, h, w = images.shape
+        labels = (torch.arange(h * w).view(h, w) % 19).expand(n, h, w).clone()
+        return Prediction(labels, [{} for _ in range(n)])
+
+
+def _context(toy_root, tmp_path, entries):
+    config = load_config("smoke")
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=str(toy_root)))
+    ctx = RunContext.open(config, RunDir(tmp_path), torch.device("cpu"), progress=False)
+    return ctx.with_defenses(RunDefenses(entries, 0.0))
+
+
+def _white_box(source, model, rows):
+    """A white-box AE set's plan as ``gradient_checks`` reads it."""
+    return SimpleNamespace(
+        spec=SimpleNamespace(threat="white-box", source=source, subset="mini_val"),
+        target=SimpleNamespace(model=model, rows=rows),
+    )
+
+
+def test_each_check_fires_on_its_own_kind_of_defense_and_nowhere_else(toy_root, tmp_path):
+    torch.manual_seed(0)
+    net = Net()
+    entries = {
+        "honest": DefenseEntry(lambda: OnNet(net), "", None, ""),
+        "quant": DefenseEntry(lambda: OnNet(net, quantize=True), "", None, ""),
+        "coin": DefenseEntry(Coin, "", None, ""),
+        "fixed": DefenseEntry(FixedMap, "", None, ""),
+    }
+    ctx = _context(toy_root, tmp_path, entries)
+    ignoring = input_checks(ctx)
+    assert [w["subject"] for w in ignoring] == ["fixed"]
+    assert "ignores its input" in ignoring[0]["message"]
+    assert [w["subject"] for w in random_checks(ctx)] == ["coin"]
+    rounding = Ensemble({"T": net}, transform=lambda x: (x / 32).round() * 32)
+    plans = [
+        _white_box("T", Ensemble({"T": net}), ("honest",)),
+        _white_box("quant(T)", rounding, ("quant", "quant-twin")),
+        _white_box("fixed", Ensemble({"T": Constant()}), ("fixed",)),
+    ]
+    masked = gradient_checks(ctx, plans, {w["subject"] for w in ignoring})
+    assert [w["subject"] for w in masked] == ["quant", "quant-twin"]  # the rows, not the surface
+    assert "quant(T)" in masked[0]["message"] and "differentiable transform" in masked[0]["message"]
+    # without the input check, the fixed map would be called masked: its zero gradient is real
+    assert [w["subject"] for w in gradient_checks(ctx, plans)] == ["quant", "quant-twin", "fixed"]

@@ -1,0 +1,316 @@
+"""The leaderboard's ranking: flags on the rows, the clean cost, bootstrap intervals and ties.
+
+A defense's row carries a short flag for every check in ``checks.csv`` whose subject is that row,
+for a missing attack surface and for a clean mIoU more than ``CLEAN_COST_POINTS`` below T's.
+``CHECK_FLAGS`` is the one table of check kind -> flag -> whether the robust mIoU still counts; a
+kind it does not list (a check added later) shows as its own name and counts as a note. A
+defense with a flag that does not count is ranked apart, after every trusted one, with the
+reason: a flagged defense never ranks above a trusted one.
+
+Intervals come from a paired bootstrap over images (``bench.metrics.resample_weights``): each
+resample pools the per-image intersections and unions of ``records.csv``; for the worst case the
+attack chosen per image is fixed from the full set (SEA's greedy assignment). Two neighbours
+whose paired difference of robust mIoU has an interval holding 0 are a tie.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bench.config import THREAT_MODELS
+from bench.metrics import (
+    BOOTSTRAP_LEVEL,
+    BOOTSTRAP_RESAMPLES,
+    TIE_POINTS,
+    bootstrap_miou,
+    interval,
+    resample_weights,
+    worst_case_miou,
+)
+from bench.report.tables import leaderboard
+from bench.scoring import COUNT_COLUMNS, stacked_counts
+from bench.variants import CLEAN, TRANSFER, WORST_CASE
+
+#: a clean mIoU more than this many points below T's is flagged (the cost of the defense)
+CLEAN_COST_POINTS = 5.0
+#: the kinds of flag the report derives itself (not from checks.csv)
+NO_SURFACE, CLEAN_COST = "no attack surface", "clean cost"
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A short mark on a leaderboard row, what it means (for an untrusted one: why its robust
+    mIoU does not count) and whether the robust mIoU still counts."""
+
+    text: str
+    trusted: bool
+    meaning: str
+
+
+#: check kind (``checks.csv``'s ``check``) -> its flag
+CHECK_FLAGS: dict[str, Flag] = {
+    "gradient masking": Flag(
+        "masked", False, "its white-box gradient is masked and has no differentiable stand-in"
+    ),
+    "randomness": Flag("random-no-EOT", False, "randomised, attacked without EOT"),
+    "input independence": Flag(
+        "ignores input", False, "its output ignores its input: its robust mIoU is meaningless"
+    ),
+    NO_SURFACE: Flag("no surface", False, "not adaptively evaluated: no attack surface"),
+    "not converged": Flag("not converged", False, "its attacks had not converged"),
+    "adaptive weaker than transfer": Flag(
+        "white-box weaker", True, "a white-box attack left more than a transfer one"
+    ),
+    CLEAN_COST: Flag(  # the text gets the drop against T
+        "clean -N", True, f"clean mIoU N points below T's (more than {CLEAN_COST_POINTS:g})"
+    ),
+}
+
+
+def flag_of(kind: str) -> Flag:
+    """The flag of a check kind; an unknown kind shows as itself and counts as a note."""
+    return CHECK_FLAGS.get(kind, Flag(kind, True, "a check the ranking does not know (a note)"))
+
+
+def row_flags(board: pd.DataFrame, checks: pd.DataFrame, subset: str) -> dict[str, list[Flag]]:
+    """Each leaderboard row's flags: the checks of ``subset`` (or of every subset: no or an
+    empty ``subset`` column) in their order, one per kind; then a missing surface, where others
+    on the board met white-box attacks (a subset attacked by transfer alone says so in its
+    headline); then the clean cost (``board`` needs ``threat models`` and ``clean drop vs
+    T``)."""
+    if "subset" in checks.columns:
+        checks = checks[checks["subset"].isna() | checks["subset"].isin(["", subset])]
+    unevaluated = board["threat models"].str.contains("not adaptively evaluated", regex=False)
+    flags: dict[str, list[Flag]] = {}
+    for defense in board.index:
+        kinds = list(dict.fromkeys(checks.loc[checks["subject"] == defense, "check"]))
+        mine = [flag_of(str(kind)) for kind in kinds]
+        if unevaluated[defense] and not unevaluated.all():
+            mine.append(flag_of(NO_SURFACE))
+        drop = board.at[defense, "clean drop vs T"]
+        if drop < -CLEAN_COST_POINTS:
+            mine.append(dataclasses.replace(flag_of(CLEAN_COST), text=f"clean {drop:+.0f}"))
+        flags[defense] = mine
+    return flags
+
+
+Samples = dict[str, dict[object, np.ndarray]]
+
+
+def bootstrap_samples(
+    records: pd.DataFrame, subset: str, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES
+) -> tuple[Samples | None, str]:
+    """Per defense of ``subset``, the bootstrap mIoU (%) of every resample: ``"clean"`` and the
+    worst case at each eps (floats), each (resamples,), one weight matrix for all (paired).
+    (None, why) when the records cannot give them (an older run without per-image counts)."""
+    rows = records[records["subset"] == subset]
+    lacking = [c for c in [*COUNT_COLUMNS, "image"] if c not in rows.columns]
+    if rows.empty or lacking or rows[[*COUNT_COLUMNS, "image"]].isna().any().any():
+        return None, f"records.csv holds no per-image counts for {subset}"
+    n_images = rows["image"].nunique()
+    weights = resample_weights(n_images, resamples, seed)
+    samples: Samples = {}
+    attacked = rows.assign(attacked=rows["threat"] != CLEAN)
+    for (defense, eps, is_attacked), group in attacked.groupby(
+        ["defense", "eps", "attacked"], sort=False
+    ):
+        inter, union, _, _ = stacked_counts(group)
+        if inter.shape[1] != n_images:
+            return None, f"records.csv holds {inter.shape[1]} of {n_images} images for {defense}"
+        images = torch.arange(n_images)
+        choice = worst_case_miou(inter, union)[1] if is_attacked else torch.zeros_like(images)
+        per_image = inter[choice, images].double().numpy(), union[choice, images].double().numpy()
+        key = float(eps) if is_attacked else "clean"
+        samples.setdefault(defense, {})[key] = 100 * bootstrap_miou(*per_image, weights)
+    return samples, ""
+
+
+def _robust_samples(samples: Samples, defense: str, eps: list[float]) -> np.ndarray | None:
+    """The robust mIoU (mean over the defense's eps) of every resample, or None."""
+    mine = [samples.get(defense, {}).get(e) for e in eps]
+    mine = [s for s in mine if s is not None]
+    return np.mean(mine, axis=0) if mine else None
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """A subset's leaderboard in ranked order (flags, intervals, ties) and the lines that say
+    how to read it."""
+
+    board: pd.DataFrame
+    notes: list[str]
+    #: the robust mIoU of every resample per defense (None without per-image counts)
+    robust: Mapping[str, np.ndarray] | None
+
+
+def _tied(a: np.ndarray | None, b: np.ndarray | None, value_a: float, value_b: float) -> bool:
+    """Neighbours tie when the interval of their paired difference holds 0 (without resamples:
+    when they are at most ``TIE_POINTS`` apart)."""
+    if a is None or b is None:
+        return abs(value_a - value_b) <= TIE_POINTS
+    low, high = interval(a - b)
+    return low <= 0 <= high
+
+
+def ranked_leaderboard(
+    metrics: pd.DataFrame,
+    records: pd.DataFrame,
+    checks: pd.DataFrame,
+    *,
+    subset: str,
+    seed: int = 0,
+) -> Ranking:
+    """The leaderboard of ``subset`` (``bench.report.tables.leaderboard``) ranked: trusted
+    defenses by robust mIoU, then the ones ranked apart. Columns added: ``rank`` (ties share
+    it; ``apart`` for the untrusted), ``tie`` ("=" when tied with the row above), ``flags``,
+    ``trusted``, ``clean drop vs T`` and a 95% interval (``<column> lo`` / ``hi``) for every
+    robust mIoU and the clean mIoU when the records hold per-image counts."""
+    board = leaderboard(metrics, subset=subset)
+    if board.empty:
+        return Ranking(board, [], None)
+    board["clean drop vs T"] = board["clean"] - board["clean"].get("T", math.nan)
+    flags = row_flags(board, checks, subset)
+    board["flags"] = [", ".join(f.text for f in flags[d]) for d in board.index]
+    board["trusted"] = [all(f.trusted for f in flags[d]) for d in board.index]
+    robust_columns = [c for c in board.columns if c.startswith("robust mIoU eps=")]
+    eps = [float(c.split("=", 1)[1]) for c in robust_columns]
+    samples, why = bootstrap_samples(records, subset, seed)
+    robust: dict[str, np.ndarray] | None = None
+    if samples is not None:
+        robust = {}
+        bounds: dict[str, list[tuple[float, float]]] = {}
+        for defense in board.index:
+            mine = samples.get(defense, {})
+            overall = _robust_samples(samples, defense, eps)
+            if overall is not None:
+                robust[defense] = overall
+            per_column = {"robust mIoU": overall, "clean": mine.get("clean")}
+            per_column.update({c: mine.get(e) for c, e in zip(robust_columns, eps)})
+            for column, values in per_column.items():
+                bounds.setdefault(column, []).append(
+                    interval(values) if values is not None else (math.nan, math.nan)
+                )
+        for column, pairs in bounds.items():
+            board[f"{column} lo"] = [low for low, _ in pairs]
+            board[f"{column} hi"] = [high for _, high in pairs]
+    board = board.sort_values(
+        ["trusted", "robust mIoU"], ascending=[False, False], na_position="last"
+    )
+    ranks, ties = [], []
+    for position, defense in enumerate(board.index):
+        previous = board.index[position - 1] if position else None
+        tie = previous is not None and bool(
+            board.at[previous, "trusted"] == board.at[defense, "trusted"]
+            and _tied(
+                robust.get(previous) if robust is not None else None,
+                robust.get(defense) if robust is not None else None,
+                board.at[previous, "robust mIoU"],
+                board.at[defense, "robust mIoU"],
+            )
+        )
+        ties.append("=" if tie else "")
+        if not board.at[defense, "trusted"]:
+            ranks.append("apart")
+        else:
+            ranks.append(ranks[-1] if tie else str(position + 1))
+    board.insert(0, "rank", ranks)
+    board.insert(1, "tie", ties)
+    leading = ["rank", "tie", "flags", "robust mIoU", "robust mIoU lo", "robust mIoU hi"]
+    for column in robust_columns:
+        leading += [column, f"{column} lo", f"{column} hi"]
+    leading += ["clean", "clean lo", "clean hi", "clean drop vs T", "threat models", "trusted"]
+    leading = [c for c in leading if c in board.columns]
+    board = board[leading + [c for c in board.columns if c not in leading]]
+    notes = [headline(metrics, subset), _legend(flags)]
+    notes.append(
+        f"Intervals: {100 * BOOTSTRAP_LEVEL:g}% paired bootstrap over images "
+        f"({BOOTSTRAP_RESAMPLES} resamples, seed {seed}); '=' in the tie column: the paired "
+        "difference of robust mIoU with the row above has an interval holding 0."
+        if robust is not None
+        else f"No intervals: {why} (a run of an older version); ties are neighbours at most "
+        f"{TIE_POINTS:g} point apart."
+    )
+    return Ranking(board, notes, robust)
+
+
+def _legend(flags: Mapping[str, list[Flag]]) -> str:
+    """What the flags on the board mean, and which of them rank a defense apart."""
+    seen = {f.meaning: f for mine in flags.values() for f in mine}
+    if not seen:
+        return "Flags: none; every defense's evaluation passed the checks."
+    parts = [
+        f"{CHECK_FLAGS[CLEAN_COST].text if f.text.startswith('clean ') else f.text}: {meaning}"
+        + ("" if f.trusted else " (ranked apart)")
+        for meaning, f in seen.items()
+    ]
+    return "Flags: " + "; ".join(parts) + "."
+
+
+def headline(metrics: pd.DataFrame, subset: str) -> str:
+    """Which eps enter the robust mIoU and by which threat models each eps was attacked."""
+    rows = metrics[(metrics["subset"] == subset) & ~metrics["threat"].isin([CLEAN, WORST_CASE])]
+    by_threats: dict[tuple[str, ...], list[float]] = {}
+    for eps, group in rows.groupby("eps"):
+        threats = tuple(t for t in THREAT_MODELS if t in set(group["threat"]))
+        by_threats.setdefault(threats, []).append(float(eps))
+    every = sorted(e for eps in by_threats.values() for e in eps)
+    parts = [
+        f"eps {', '.join(f'{e:g}' for e in eps)}: {' + '.join(threats)}"
+        + (" only" if len(threats) == 1 else "")
+        for threats, eps in sorted(by_threats.items(), key=lambda item: min(item[1]))
+    ]
+    return (
+        f"Robust mIoU: the mean over eps {', '.join(f'{e:g}' for e in every)} of the worst "
+        f"case over every attack a defense met; {'; '.join(parts)} (a defense without an "
+        "attack surface met no white-box attack)."
+    )
+
+
+def ranking_sentence(ranking: Ranking, metrics: pd.DataFrame, subset: str) -> str:
+    """The ranking in one sentence: '=' between tied neighbours, '>' only where the interval of
+    the difference excludes 0; the defenses ranked apart after it, each with its reasons."""
+    board = ranking.board
+    trusted, apart = board[board["trusted"]], board[~board["trusted"]]
+
+    def shown(defense: str) -> str:
+        value = f"{defense} {board.at[defense, 'robust mIoU']:.1f}"
+        if "robust mIoU lo" in board.columns and not math.isnan(
+            board.at[defense, "robust mIoU lo"]
+        ):
+            value += f" [{board.at[defense, 'robust mIoU lo']:.1f}, "
+            value += f"{board.at[defense, 'robust mIoU hi']:.1f}]"
+        return value
+
+    order = ""
+    for position, defense in enumerate(trusted.index):
+        if position:
+            order += " = " if trusted.at[defense, "tie"] == "=" else " > "
+        order += shown(defense)
+    reasons = []
+    for defense in apart.index:
+        why = [
+            f.meaning
+            for f in CHECK_FLAGS.values()
+            if not f.trusted and f.text in str(apart.at[defense, "flags"]).split(", ")
+        ]
+        reasons.append(f"{shown(defense)} ({'; '.join(why) or 'flagged'})")
+    rows = metrics[metrics["subset"] == subset]
+    transfer_only = rows[rows["threat"] == TRANSFER].groupby("defense")["miou"].mean()
+    return (
+        f"Robust ranking ({subset}; worst case over every attack and threat model, mean over "
+        "eps, 95% intervals; '=' a tie): "
+        + (order or "no defense passed every check")
+        + (f"; ranked apart (evaluation not sound): {', '.join(reasons)}" if reasons else "")
+        + (
+            f". Ranked by the transfer attacks alone, {transfer_only.idxmax()} came first."
+            if len(transfer_only)
+            else "."
+        )
+    )

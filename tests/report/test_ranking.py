@@ -1,0 +1,210 @@
+"""The ranked leaderboard: the bootstrap against a plain-loop reference, ties, flags on the rows
+(a flagged defense never above a trusted one), the clean cost, the headline and the Pareto front."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.data.labels import NUM_CLASSES
+from bench.metrics import bootstrap_miou, interval, resample_weights
+from bench.report.plots import pareto_front
+from bench.report.ranking import headline, ranked_leaderboard, ranking_sentence
+from bench.scoring import COUNT_COLUMNS
+from bench.stages.results import worst_case_rows
+
+NO_CHECKS = pd.DataFrame(columns=["check", "subject", "message"])
+
+
+def _reference_interval(inter, union, seed, resamples, level=0.95):
+    """The percentile interval of the bootstrap mIoU, image by image and class by class."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(inter), size=(resamples, len(inter)))
+    values = []
+    for draw in draws:
+        pooled_i = [0.0] * len(inter[0])
+        pooled_u = [0.0] * len(inter[0])
+        for n in draw:
+            for c in range(len(inter[0])):
+                pooled_i[c] += inter[n][c]
+                pooled_u[c] += union[n][c]
+        ious = [i / u for i, u in zip(pooled_i, pooled_u) if u > 0]
+        values.append(sum(ious) / len(ious))
+    values.sort()
+
+    def percentile(q):  # linear between the closest ranks, as numpy's default
+        position = q * (len(values) - 1)
+        below = int(position)
+        above = min(below + 1, len(values) - 1)
+        return values[below] + (values[above] - values[below]) * (position - below)
+
+    tail = (1 - level) / 2
+    return percentile(tail), percentile(1 - tail)
+
+
+def test_the_bootstrap_interval_matches_a_plain_loop_reference():
+    inter = [[5, 0, 2], [3, 1, 0], [0, 0, 4], [7, 2, 1], [1, 0, 0]]
+    union = [[8, 0, 3], [4, 3, 0], [2, 1, 5], [9, 2, 2], [1, 2, 1]]
+    weights = resample_weights(5, resamples=300, seed=7)
+    assert weights.shape == (300, 5) and (weights.sum(1) == 5).all()
+    samples = bootstrap_miou(np.array(inter, float), np.array(union, float), weights)
+    low, high = interval(samples)
+    ref_low, ref_high = _reference_interval(inter, union, seed=7, resamples=300)
+    assert low == pytest.approx(ref_low, abs=1e-12) and high == pytest.approx(ref_high, abs=1e-12)
+    assert low < high
+
+
+def test_resamples_are_seeded():
+    assert (resample_weights(9, 50, seed=3) == resample_weights(9, 50, seed=3)).all()
+    assert not (resample_weights(9, 50, seed=3) == resample_weights(9, 50, seed=4)).all()
+
+
+def _counts(rng, n_images: int, quality: float) -> np.ndarray:
+    """Per image, counts of a prediction right on about ``quality`` of each class's pixels."""
+    union = rng.integers(50, 100, size=(n_images, NUM_CLASSES))
+    inter = np.floor(union * np.clip(quality + rng.normal(0, 0.1, union.shape), 0, 1))
+    correct, valid = inter.sum(1, keepdims=True), union.sum(1, keepdims=True)
+    return np.concatenate([inter, union, correct, valid], 1).astype(np.int64)
+
+
+def _run(qualities: dict[str, tuple[float, float]], n_images: int = 30, seed: int = 0):
+    """Records and metrics of defenses whose clean and white-box (eps 4) quality are given,
+    with transfer sets at eps 1 and 4 as good as clean."""
+    rng = np.random.default_rng(seed)
+    variants = [("clean", "clean", "clean", 0.0), ("transfer", "llcm", "T", 1.0)]
+    variants += [("transfer", "llcm", "T", 4.0), ("white-box", "apgd", "T", 4.0)]
+    records, metrics = [], []
+    for defense, (clean, attacked) in qualities.items():
+        for threat, attack, source, eps in variants:
+            counts = _counts(rng, n_images, attacked if threat == "white-box" else clean)
+            frame = pd.DataFrame(counts, columns=COUNT_COLUMNS)
+            frame = frame.assign(
+                defense=defense, subset="s", threat=threat, attack=attack, source=source, eps=eps
+            )
+            records.append(frame.assign(image=range(n_images)))
+            pooled = counts.sum(0)
+            iou = pooled[:NUM_CLASSES] / pooled[NUM_CLASSES : 2 * NUM_CLASSES]
+            metrics.append(
+                {
+                    "defense": defense,
+                    "subset": "s",
+                    "threat": threat,
+                    "attack": attack,
+                    "source": source,
+                    "eps": eps,
+                    "miou": 100 * iou.mean(),
+                    "q": np.nan,
+                }
+            )
+    records = pd.concat(records, ignore_index=True)
+    metrics = pd.concat([pd.DataFrame(metrics), worst_case_rows(records)], ignore_index=True)
+    return metrics, records
+
+
+def test_identical_defenses_tie_and_a_clearly_different_pair_does_not():
+    metrics, records = _run({"T": (0.6, 0.3), "good": (0.6, 0.5)})
+    twin_metrics = metrics[metrics["defense"] == "T"].assign(defense="twin")
+    twin_records = records[records["defense"] == "T"].assign(defense="twin")
+    metrics = pd.concat([metrics, twin_metrics], ignore_index=True)
+    records = pd.concat([records, twin_records], ignore_index=True)
+    ranking = ranked_leaderboard(metrics, records, NO_CHECKS, subset="s")
+    board = ranking.board
+    assert list(board.index) == ["good", "T", "twin"]
+    assert list(board["tie"]) == ["", "", "="] and list(board["rank"]) == ["1", "2", "2"]
+    assert board.at["T", "robust mIoU lo"] < board.at["T", "robust mIoU"]
+    assert board.at["T", "robust mIoU"] < board.at["T", "robust mIoU hi"]
+    sentence = ranking_sentence(ranking, metrics, "s")
+    assert "good " in sentence and " > T " in sentence and " = twin " in sentence
+
+
+def test_a_flagged_defense_never_ranks_above_a_trusted_one():
+    metrics, records = _run(
+        {"T": (0.6, 0.3), "masked": (0.6, 0.55), "coin": (0.6, 0.5), "odd": (0.6, 0.45)}
+    )
+    checks = pd.DataFrame(
+        [
+            {"check": "gradient masking", "subject": "masked", "message": "m"},
+            {"check": "randomness", "subject": "coin", "message": "r"},
+            {"check": "a check added later", "subject": "odd", "message": "x"},
+            {"check": "data", "subject": "/data/root", "message": "d"},
+        ]
+    )
+    ranking = ranked_leaderboard(metrics, records, checks, subset="s")
+    board = ranking.board
+    assert list(board.index) == ["odd", "T", "masked", "coin"]
+    assert list(board["rank"]) == ["1", "2", "apart", "apart"]
+    assert list(board["flags"]) == ["a check added later", "", "masked", "random-no-EOT"]
+    sentence = ranking_sentence(ranking, metrics, "s")
+    apart = sentence.split("ranked apart", 1)[1]
+    assert "masked" in apart and "stand-in" in apart and "without EOT" in apart
+    assert "odd" not in apart
+
+
+def test_the_clean_cost_against_t_is_shown_and_flagged_beyond_five_points():
+    metrics, records = _run({"T": (0.6, 0.1), "cheap": (0.58, 0.1), "costly": (0.4, 0.4)})
+    board = ranked_leaderboard(metrics, records, NO_CHECKS, subset="s").board
+    drop = board["clean drop vs T"]
+    clean = board["clean"]
+    assert drop["costly"] == pytest.approx(clean["costly"] - clean["T"])
+    assert board.at["costly", "flags"] == f"clean {drop['costly']:+.0f}"
+    assert drop["cheap"] > -5 and board.at["cheap", "flags"] == ""
+    assert board.at["costly", "rank"] == "1"  # a cost, not an unsound evaluation
+
+
+def test_without_per_image_counts_the_board_has_no_intervals_and_says_so():
+    metrics, records = _run({"T": (0.6, 0.3), "good": (0.6, 0.5)})
+    ranking = ranked_leaderboard(metrics, records.drop(columns=["i0"]), NO_CHECKS, subset="s")
+    assert "robust mIoU lo" not in ranking.board.columns
+    assert any(note.startswith("No intervals: records.csv holds no") for note in ranking.notes)
+    assert list(ranking.board.index) == ["good", "T"]
+
+
+def test_the_headline_names_the_threat_models_of_each_eps():
+    metrics, _ = _run({"T": (0.6, 0.3)})
+    assert "mean over eps 1, 4 " in headline(metrics, "s")
+    assert "eps 1: transfer only; eps 4: transfer + white-box" in headline(metrics, "s")
+
+
+def test_the_pareto_front_keeps_only_undominated_points():
+    clean = np.array([40.0, 45.0, 44.0, 30.0, 45.0])
+    robust = np.array([23.0, 19.0, 18.0, 20.0, 19.0])
+    assert pareto_front(clean, robust).tolist() == [True, True, False, False, True]
+
+
+def test_checks_of_another_subset_leave_the_row_alone():
+    metrics, records = _run({"T": (0.6, 0.3), "d": (0.6, 0.4)})
+    checks = pd.DataFrame(
+        [
+            {
+                "check": "adaptive weaker than transfer",
+                "subject": "d",
+                "message": "",
+                "subset": "x",
+            },
+            {"check": "gradient masking", "subject": "T", "message": "", "subset": ""},
+        ]
+    )
+    board = ranked_leaderboard(metrics, records, checks, subset="s").board
+    assert board.at["d", "flags"] == "" and board.at["T", "flags"] == "masked"
+
+
+def _without_white_box(metrics, records, defenses):
+    """The run with the white-box rows of ``defenses`` gone, the worst case recomputed."""
+    gone = (records["threat"] == "white-box") & records["defense"].isin(defenses)
+    records = records[~gone]
+    kept = metrics[~metrics["threat"].isin(["worst-case", "white-box"])]
+    white_box = metrics[(metrics["threat"] == "white-box") & ~metrics["defense"].isin(defenses)]
+    return pd.concat([kept, white_box, worst_case_rows(records)], ignore_index=True), records
+
+
+def test_no_surface_is_flagged_only_beside_defenses_that_met_white_box_attacks():
+    metrics, records = _run({"T": (0.6, 0.3), "d": (0.6, 0.4), "e": (0.5, 0.4)})
+    transfer = _without_white_box(metrics, records, ["T", "d", "e"])
+    board = ranked_leaderboard(*transfer, NO_CHECKS, subset="s").board
+    assert "apart" not in set(board["rank"]) and "no surface" not in "".join(board["flags"])
+    assert "eps 1, 4: transfer only" in headline(transfer[0], "s")
+    mixed = _without_white_box(metrics, records, ["T", "e"])
+    board = ranked_leaderboard(*mixed, NO_CHECKS, subset="s").board
+    assert list(board.index) == ["d", "T", "e"] and list(board["rank"]) == ["1", "apart", "apart"]
+    assert list(board["flags"]) == ["", "no surface", "no surface, clean -10"]
