@@ -14,40 +14,19 @@ from collections.abc import Sequence
 
 import pandas as pd
 import torch
-from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from attacks.objectives import ce_loss, summed_loss
-from bench.devices import module_device
 from bench.metrics import TIE_POINTS
-from bench.scoring import checked_predict, defense_label
+from bench.scoring import defense_label
 from bench.stages.ae_sets import PlannedSet
 from bench.stages.context import RunContext
+from bench.stages.probes import MASKED_GRADIENT_SHARE, answers_differ, masked_gradient_share
 from bench.variants import TRANSFER, WHITE_BOX
 
 #: the columns of ``checks.csv``
 CHECK_COLUMNS = ["check", "subject", "message"]
-#: a white-box gradient that is zero or NaN on more than this share of the input warns
-MASKED_GRADIENT_SHARE = 0.5
 
 Finding = dict[str, object]
-
-
-def masked_gradient_share(model: nn.Module, images: Tensor, labels: Tensor) -> float:
-    """The share of input pixels whose gradient of the summed cross-entropy is zero or NaN on
-    one batch: near 1 means gradient masking (a white-box attack would be blind).
-
-    Shapes:
-        images: (N, 3, H, W) uint8 gray values 0..255; labels: (N, H, W) int64 trainIds.
-    """
-    device = module_device(model)  # a surface may run networks without parameters
-    x = images.to(device).float().requires_grad_(True)
-    with torch.enable_grad():
-        loss = summed_loss(ce_loss, model(x), labels.to(device)).sum()
-        if not loss.requires_grad:  # an output cut off from the input: zero gradient everywhere
-            return 1.0
-        (grad,) = torch.autograd.grad(loss, x)
-    return float(((grad == 0) | grad.isnan()).float().mean())
 
 
 def gradient_checks(ctx: RunContext, plans: Sequence[PlannedSet]) -> list[Finding]:
@@ -76,23 +55,22 @@ def gradient_checks(ctx: RunContext, plans: Sequence[PlannedSet]) -> list[Findin
 @torch.no_grad()
 def random_checks(ctx: RunContext) -> list[Finding]:
     """A defense that gives two fresh instances of itself the same batch and answers differently
-    is randomised: its numbers need EOT, and its surface must say ``random=True``. A plug-in
-    that fails here (its rows may all come from the cache) is one line, as in the evaluation."""
+    is randomised: its numbers need EOT, which a defense with an attack surface got (the probe
+    before the attacks found it random too), one without none. A plug-in that fails here (its
+    rows may all come from the cache) is one line, as in the evaluation."""
     loader = DataLoader(ctx.data.split(ctx.config.data.val_subset), ctx.config.evaluate.batch_size)
     images, _ = next(iter(loader))
     warnings = []
     for name, entry in ctx.require_defenses().entries.items():
         who, plugin = defense_label(name, entry.plugin), bool(entry.plugin)
-        first, second = (checked_predict(entry.make(), images, who, plugin) for _ in range(2))
-        surface_random = entry.surface is not None and entry.surface.random
-        if not torch.equal(first.labels, second.labels) and not surface_random:
+        if entry.surface is None and answers_differ(entry.make, images, who, plugin):
             warnings.append(
                 {
                     "check": "randomness",
                     "subject": name,
                     "message": f"{name} gives different outputs for the same input: it is "
-                    "randomised, but its attack surface does not say random=True, so "
-                    "white-box attacks on it ran without EOT",
+                    "randomised, but it has no attack surface, so no attack on it ran with "
+                    "EOT (give it one: attack_surface())",
                 }
             )
     return warnings
