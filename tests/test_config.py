@@ -177,3 +177,6 @@ def test_the_gradient_free_attack_is_the_suite_entry_it_stands_for():
     spec = config.attack.gradient_free.spec
     assert (spec.name, spec.tag, spec.threat_models) == ("square", "square", ("white-box",))
     assert spec.options == {"p_init": 0.5, "queries": 200}
+    assert config.attack.tags == ("llcm", "apgd-ce", "square")  # the report keeps its rows
+    off = apply_overrides(config, ["attack.gradient_free.queries=0"])
+    assert off.attack.tags == ("llcm", "apgd-ce")

@@ -188,6 +188,13 @@ class AttackConfig:
         return spec.subsets or self.subsets
 
     @property
+    def tags(self) -> tuple[str, ...]:
+        """The labels of every attack the run may build sets of: the suite's, and the
+        gradient-free attack's when it is on."""
+        extra = (self.gradient_free.spec.tag,) if self.gradient_free.queries > 0 else ()
+        return (*(spec.tag for spec in self.suite), *extra)
+
+    @property
     def paper_attack(self) -> str | None:
         """The label of the attack the paper's tables read, or None when the suite has none."""
         return next(
