@@ -14,7 +14,8 @@ from attacks.objectives import Ensemble
 from bench.config import load_config
 from bench.errors import DefenseError
 from bench.stages.context import DefenseEntry, RunContext, RunDefenses
-from bench.stages.evaluation_checks import masked_gradient_share, random_checks, weaker_checks
+from bench.stages.evaluation_checks import random_checks, weaker_checks
+from bench.stages.probes import masked_gradient_share
 from bench.store.rundir import RunDir
 from defenses import Prediction
 

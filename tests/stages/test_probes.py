@@ -16,6 +16,7 @@ from bench.scoring import ForwardMemo
 from bench.stages.ae_sets import attack_findings, build_ae_sets, plan_sets
 from bench.stages.context import DefenseEntry, RunContext, RunDefenses, RunNetworks
 from bench.stages.defense_rows import surface_key
+from bench.stages.evaluation_checks import random_checks
 from bench.stages.probes import answers_differ, masked_gradient_share, probe_surfaces
 from bench.store.rundir import RunDir
 from bench.variants import WHITE_BOX
@@ -102,6 +103,17 @@ def test_the_probes_find_the_random_defense_and_the_masked_surface(toy_root, tmp
     assert not answers_differ(entries["declared"].make, images, "declared", False)
 
 
+def test_a_random_defense_with_a_surface_got_eot_so_the_randomness_check_is_quiet(
+    toy_root, tmp_path
+):
+    ctx = _context(toy_root, tmp_path)
+    assert random_checks(ctx) == []  # "noisy" is random, and its white-box sets had EOT
+    entries = dict(ctx.require_defenses().entries)
+    entries["noisy"] = dataclasses.replace(entries["noisy"], surface=None, surface_key="")
+    (warning,) = random_checks(ctx.with_defenses(RunDefenses(entries, 0.0)))
+    assert warning["subject"] == "noisy" and "no attack surface" in warning["message"]
+
+
 def test_eot_for_the_random_defenses_declared_or_found_and_its_own_set_key(toy_root, tmp_path):
     ctx = _context(toy_root, tmp_path, **{"attack.eot_samples": 4})
     white = _white_box(plan_sets(ctx))
@@ -159,7 +171,7 @@ def test_the_findings_say_which_eot_bpda_and_gradient_free_attack_each_defense_g
     assert "BPDA" in by["quant", "bpda"]
     assert by["quant", "gradient-free"] == (
         "quant: its gradient is masked (100% of the input): also attacked by square random "
-        "search, 1000 queries per image"
+        "search, 20 queries per image"  # the smoke preset's budget
     )
 
 
