@@ -207,7 +207,8 @@ def build_ae_sets(ctx: RunContext) -> list[tuple[PlannedSet, AESet]]:
 def attack_findings(plans: Sequence[PlannedSet]) -> list[dict[str, object]]:
     """What each defense row was attacked with, as findings of ``checks.csv`` (kinds
     ``ATTACK_FINDINGS``; informational, not warnings): EOT and why, BPDA through its surface's
-    ``transform``, the gradient-free attack and its budget. One of each kind per row."""
+    ``transform`` (when that gives a gradient), the gradient-free attack and its budget. One of
+    each kind per row."""
     found: dict[tuple[str, str], str] = {}
     for plan in plans:
         target, surface = plan.target, plan.target.attack_surface
@@ -224,7 +225,7 @@ def attack_findings(plans: Sequence[PlannedSet]) -> list[dict[str, object]]:
                     (row, "eot"),
                     f"{row} was attacked with EOT over {target.samples} samples: {why}",
                 )
-            if surface.transform is not None:
+            if surface.transform is not None and not target.probe.masked:
                 found.setdefault(
                     (row, "bpda"),
                     f"{row} was attacked white-box through its differentiable stand-in "

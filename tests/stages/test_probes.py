@@ -38,9 +38,17 @@ def _quantize(x):
     return (x / 32).round() * 32
 
 
+def _contrast(x):
+    """Half the contrast: differentiable, a transform with a gradient."""
+    return x / 2 + 64
+
+
+TRANSFORMS = {"quant": _quantize, "contrast": _contrast}
+
+
 class OnT:
     """A defense on T: deterministic, or random (noise before T) without saying so, or saying
-    random=True, or behind a quantizer."""
+    random=True, or behind a quantizer, or behind a differentiable transform."""
 
     def __init__(self, name: str, net: nn.Module) -> None:
         self.name, self.net = name, net
@@ -49,8 +57,8 @@ class OnT:
         x = images.float()
         if self.name == "noisy":
             x = x + 40 * torch.randn_like(x)
-        if self.name == "quant":
-            x = _quantize(x)
+        if self.name in TRANSFORMS:
+            x = TRANSFORMS[self.name](x)
         labels = predict_labels(self.net, x.clamp(0, 255).to(torch.uint8))
         return Prediction(labels, [{} for _ in labels])
 
@@ -58,12 +66,12 @@ class OnT:
         return AttackSurface(
             f"{self.name}(T)",
             {"T": self.net},
-            transform=_quantize if self.name == "quant" else None,
+            transform=TRANSFORMS.get(self.name),
             random=self.name == "declared",
         )
 
 
-ROWS = ("plain", "noisy", "declared", "quant")
+ROWS = ("plain", "noisy", "declared", "quant", "contrast")
 
 
 def _context(toy_root, tmp_path, **values) -> RunContext:
@@ -123,6 +131,7 @@ def test_eot_for_the_random_defenses_declared_or_found_and_its_own_set_key(toy_r
         "noisy": 4,  # found random: its surface does not say random=True
         "declared": 4,
         "quant": 1,
+        "contrast": 1,
     }
     assert white["noisy"].target.model.samples == 4
     # the samples are part of the set's identity (the store keys a set by its spec's surface)
@@ -158,17 +167,19 @@ def test_the_findings_say_which_eot_bpda_and_gradient_free_attack_each_defense_g
     findings = attack_findings(plan_sets(ctx))
     by = {(f["subject"], f["check"]): f["message"] for f in findings}
     assert sorted(by) == [
+        ("contrast", "bpda"),
         ("declared", "eot"),
         ("noisy", "eot"),
-        ("quant", "bpda"),
-        ("quant", "gradient-free"),
+        ("quant", "gradient-free"),  # no BPDA: its transform gives no gradient
     ]
     assert by["noisy", "eot"] == (
         "noisy was attacked with EOT over 8 samples: found random (its surface does not say "
         "random=True)"
     )
     assert by["declared", "eot"].endswith("8 samples: its surface says random=True")
-    assert "BPDA" in by["quant", "bpda"]
+    assert by["contrast", "bpda"] == (
+        "contrast was attacked white-box through its differentiable stand-in `transform` (BPDA)"
+    )
     assert by["quant", "gradient-free"] == (
         "quant: its gradient is masked (100% of the input): also attacked by square random "
         "search, 20 queries per image"  # the smoke preset's budget
