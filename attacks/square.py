@@ -10,7 +10,7 @@ non-differentiable step without a stand-in), where every gradient attack is blin
   it covers starts at ``p_init`` and halves at 10, 50, 200, 500, 1000, 2000, 4000, 6000 and
   8000 of 10,000 queries, rescaled to the budget), and it is kept when it raises the objective;
 - the objective is the per-image mean cross-entropy over the labelled pixels (summed over the
-  members of an ensemble, averaged over EOT samples): it is smooth, so a window that moves
+  members of an ensemble and over its EOT samples): it is smooth, so a window that moves
   logits without yet flipping a pixel is still progress, where the share of wrong pixels is
   flat almost everywhere at small eps and the search would drift blind;
 - the output is the visited point with the lowest pixel accuracy of the attacked system's real
