@@ -179,6 +179,8 @@ class AttackBase(ABC):
 
     name: ClassVar[str]
     needs_labels: bool = False
+    #: False for an attack that only queries forward passes (it moves a masked surface too)
+    needs_gradient: ClassVar[bool] = True
 
     @final
     def params(self) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The attacks a config can name: the native LLCM and ART's attacks (imported only when built).
+"""The attacks a config can name: the native LLCM, APGD and Square, and ART's attacks (imported
+only when built).
 
 attack = build_attack("llcm")                     # or LLCM(rounding="floor")
 adv = attack(model, images, eps=10)               # uint8 (N,3,H,W) -> uint8 (N,3,H,W)
@@ -12,6 +13,7 @@ from typing import Any
 from attacks.apgd import APGD
 from attacks.base import Attack
 from attacks.llcm import LLCM
+from attacks.square import Square
 from bench.errors import AttackError
 from bench.registry import Registry
 
@@ -28,7 +30,7 @@ def _art_attack(name: str) -> type:
 REGISTRY: Registry[type] = Registry(
     "attack",
     AttackError,
-    {LLCM.name: LLCM, APGD.name: APGD},
+    {LLCM.name: LLCM, APGD.name: APGD, Square.name: Square},
     lazy={name: partial(_art_attack, name) for name in ART_ATTACK_NAMES},
 )
 ATTACK_NAMES = tuple(REGISTRY.names())

@@ -121,6 +121,18 @@ def test_overrides_are_typed_and_checked():
         ("seed=-3", "seed = -3: must be an integer >= 0"),
         ("name='my run'", "name = 'my run': use letters, digits"),
         ("teacher=3", "teacher must be a table"),
+        (
+            "attack.gradient_free.queries=-1",
+            "attack.gradient_free.queries = -1: must be an integer >= 0 (0 turns",
+        ),
+        (
+            "attack.gradient_free.options={queries=5}",
+            "set the budget as attack.gradient_free.queries, not as an option",
+        ),
+        (
+            "attack.gradient_free.label=apgd-ce",
+            "attack.gradient_free.label = 'apgd-ce': an attack of attack.suite has this label",
+        ),
     ],
 )
 def test_every_bad_value_is_one_line_naming_key_value_and_fix(override, message):
@@ -155,3 +167,16 @@ def test_a_preset_that_is_not_toml_keeps_the_parser_error_as_its_cause(tmp_path)
         load_config(path)
     assert isinstance(err.value.__cause__, tomllib.TOMLDecodeError)
     assert "\n" not in str(err.value)
+
+
+def test_the_gradient_free_attack_is_the_suite_entry_it_stands_for():
+    config = apply_overrides(
+        load_config("smoke"),
+        ["attack.gradient_free.queries=200", "attack.gradient_free.options={p_init=0.5}"],
+    )
+    spec = config.attack.gradient_free.spec
+    assert (spec.name, spec.tag, spec.threat_models) == ("square", "square", ("white-box",))
+    assert spec.options == {"p_init": 0.5, "queries": 200}
+    assert config.attack.tags == ("llcm", "apgd-ce", "square")  # the report keeps its rows
+    off = apply_overrides(config, ["attack.gradient_free.queries=0"])
+    assert off.attack.tags == ("llcm", "apgd-ce")

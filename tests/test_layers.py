@@ -2,8 +2,9 @@
 things live), and no module imports a cycle.
 
 Floors, bottom up: errors/config -> data, models, metrics -> train, store, attacks, defenses ->
-scoring, report -> stages -> cli. A module may import its own floor or lower ones (never its
-own package's ``__init__``, which only re-exports), and the graph of modules has no cycle.
+scoring, report -> the run context, probes -> stages -> cli. A module may import its own floor or
+lower ones (never its own package's ``__init__``, which only re-exports), and the graph of
+modules has no cycle.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ FLOORS = [
     ("bench.data", "bench.models", "bench.metrics"),
     ("bench.train", "bench.store", "attacks", "defenses"),
     ("bench.scoring", "bench.report", "bench.perf"),
+    # the run context and the probes that the attacks stage plans with and the checks reuse
+    ("bench.stages.context", "bench.stages.probes"),
     ("bench.stages",),
     ("bench.cli", "bench.__main__"),
 ]

@@ -143,6 +143,28 @@ class AttackSpec:
 
 
 @dataclass(frozen=True)
+class GradientFreeConfig:
+    """The gradient-free attack of every white-box surface whose gradient the probe finds masked
+    (``bench.stages.probes``), run at the eps and on the subsets of the suite's white-box
+    attacks; its sets are white-box sets like the others and enter the worst case.
+
+    ``queries``: forward passes per image (0 turns it off); ``options``: the attack's other
+    options (Square's ``p_init``, ``seed``); ``label`` names its sets (default: the name).
+    """
+
+    name: str = "square"
+    queries: int = 1000
+    options: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+    @property
+    def spec(self) -> AttackSpec:
+        """The attack as a white-box entry of the suite would be."""
+        options = {**self.options, "queries": self.queries}
+        return AttackSpec(self.name, options, ("white-box",), label=self.label)
+
+
+@dataclass(frozen=True)
 class AttackConfig:
     """Which AE sets a run builds: every attack of the suite x threat model x eps x subset.
 
@@ -154,14 +176,23 @@ class AttackConfig:
     subsets: tuple[str, ...] = ("mini_val", "mini_test")
     batch_size: int = 8
     suite: tuple[AttackSpec, ...] = (AttackSpec(),)
-    # gradient samples per step against a randomised defense (EOT)
+    # gradient samples per step against a randomised defense (EOT): one that says so, or that
+    # the probe finds random
     eot_samples: int = 8
+    gradient_free: GradientFreeConfig = field(default_factory=GradientFreeConfig)
 
     def eps_of(self, spec: AttackSpec) -> tuple[float, ...]:
         return spec.eps or self.eps
 
     def subsets_of(self, spec: AttackSpec) -> tuple[str, ...]:
         return spec.subsets or self.subsets
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """The labels of every attack the run may build sets of: the suite's, and the
+        gradient-free attack's when it is on."""
+        extra = (self.gradient_free.spec.tag,) if self.gradient_free.queries > 0 else ()
+        return (*(spec.tag for spec in self.suite), *extra)
 
     @property
     def paper_attack(self) -> str | None:

@@ -148,6 +148,36 @@ def _validate_attack(attack: AttackConfig) -> None:
             "use letters, digits and _ . + - only (it names AE sets and table columns)",
         )
     _unique([spec.tag for spec in attack.suite], "attack.suite labels")
+    _validate_gradient_free(attack)
+
+
+def _validate_gradient_free(attack: AttackConfig) -> None:
+    gradient_free = attack.gradient_free
+    require(
+        gradient_free.queries >= 0,
+        "attack.gradient_free.queries",
+        gradient_free.queries,
+        "must be an integer >= 0 (0 turns the gradient-free attack off)",
+    )
+    require(
+        "queries" not in gradient_free.options,
+        "attack.gradient_free.options",
+        gradient_free.options,
+        "set the budget as attack.gradient_free.queries, not as an option",
+    )
+    tag = gradient_free.spec.tag
+    require(
+        bool(_FILE_NAME.fullmatch(tag)),
+        "attack.gradient_free.label",
+        tag,
+        "use letters, digits and _ . + - only (it names AE sets and table columns)",
+    )
+    require(
+        tag not in [spec.tag for spec in attack.suite],
+        "attack.gradient_free.label",
+        tag,
+        "an attack of attack.suite has this label too; give one of them another label",
+    )
 
 
 def _validate_detect(detect: DetectConfig) -> None:

@@ -68,6 +68,10 @@ CHECK_FLAGS: dict[str, Flag] = {
     "adaptive weaker than transfer": Flag(
         "white-box weaker", True, "a white-box attack left more than a transfer one"
     ),
+    # what the probes before the attacks gave a defense (bench.stages.ae_sets.attack_findings)
+    "eot": Flag("EOT", True, "attacked with EOT (averaged over random draws)"),
+    "bpda": Flag("BPDA", True, "attacked through its differentiable stand-in transform"),
+    "gradient-free": Flag("square", True, "also attacked by the gradient-free random search"),
     CLEAN_COST: Flag(  # the text gets the drop against T
         "clean -N", True, f"clean mIoU N points below T's (more than {CLEAN_COST_POINTS:g})"
     ),

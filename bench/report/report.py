@@ -169,7 +169,7 @@ def _eps(config: RunConfig) -> set[float]:
 def _requested(config: RunConfig, frame: pd.DataFrame) -> pd.DataFrame:
     """Only the rows of the config's subsets, attacks and eps (the evaluation stage publishes
     only the config's rows; this guards tables edited or copied by hand)."""
-    attacks = {spec.tag for spec in config.attack.suite} | {"clean"}
+    attacks = {*config.attack.tags, "clean"}
     kept = frame["attack"].isin(attacks) | frame["threat"].isin([WORST_CASE])
     eps = frame["threat"].eq("clean") | frame["eps"].isin(_eps(config))
     return frame[frame["subset"].isin(config.attack.subsets) & kept & eps]

@@ -6,10 +6,16 @@ For every attack of the suite, at each of its eps and on each of its subsets:
 - ``joint``: one set on T and S at once (their losses summed towards one target): the paper's
   threat model, where A adapts and its weights are secret;
 - ``white-box``: one set per attack surface of the run's defenses (their networks, A included,
-  behind BPDA where a step is not differentiable; EOT for randomised ones): defenses with the
-  same surface share it; a defense without a surface gets none.
+  behind BPDA where a step is not differentiable): defenses with the same surface share it; a
+  defense without a surface gets none.
 
-The evaluation's own checks of these sets live in ``bench.stages.evaluation_checks``.
+Before white-box sets are planned every surface is probed once (``bench.stages.probes``): a
+surface whose defense says ``random=True`` or is found random is attacked with EOT
+(``attack.eot_samples`` forward samples per step, part of the set's key); one whose gradient is
+found masked is also attacked by the gradient-free attack (``attack.gradient_free``) at the eps
+and on the subsets of the suite's white-box attacks. ``attack_findings`` says per defense which
+EOT, BPDA and gradient-free attack it got. The evaluation's own checks of these sets live in
+``bench.stages.evaluation_checks``.
 """
 
 from __future__ import annotations
@@ -25,10 +31,16 @@ from attacks import build_attack
 from attacks.objectives import Ensemble, class_weights
 from bench.config import AttackSpec, RunConfig, apply_values
 from bench.errors import ConfigError
+from bench.keys import cache_key
 from bench.stages.context import RunContext
 from bench.stages.defense_rows import surface_networks
+from bench.stages.probes import SurfaceProbe, probe_surfaces
 from bench.store.aesets import STORE_DIR, AESet, SetSpec, build_ae_set
 from bench.variants import JOINT, JOINT_SOURCE, TRANSFER, WHITE_BOX, Variant
+from defenses import AttackSurface
+
+#: the kinds of ``attack_findings``: what each defense was attacked with, not warnings
+ATTACK_FINDINGS = ("eot", "bpda", "gradient-free")
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,11 @@ class Target:
     #: defense rows evaluated on the set; None: every row (the sweeps' students: transfer only)
     rows: tuple[str, ...] | None = None
     after_batch: Callable[[Tensor], None] | None = None
+    #: white-box only: the surface attacked, what the probe found on it, forward samples per
+    #: attack step (EOT when > 1)
+    attack_surface: AttackSurface | None = None
+    probe: SurfaceProbe | None = None
+    samples: int = 1
 
 
 @dataclass(frozen=True)
@@ -52,15 +69,17 @@ class PlannedSet:
     spec: SetSpec
     target: Target
     attack: AttackSpec
+    #: planned because the probe found the surface's gradient masked (``attack.gradient_free``)
+    gradient_free: bool = False
 
     @property
     def variant(self) -> Variant:
         return Variant(self.spec.source, self.spec.eps, self.spec.threat, self.spec.attack)
 
 
-def _targets(ctx: RunContext, spec: AttackSpec) -> list[Target]:
+def _targets(ctx: RunContext, spec: AttackSpec, probes: dict[str, SurfaceProbe]) -> list[Target]:
     """The networks / surfaces ``spec`` attacks, under each of its threat models (white-box
-    only when the context holds the defenses)."""
+    only when the context holds the defenses; ``probes`` by surface key)."""
     networks, defenses = ctx.require_networks(), ctx.defenses
     plain = networks.plain
     targets = []
@@ -85,11 +104,14 @@ def _targets(ctx: RunContext, spec: AttackSpec) -> list[Target]:
         for key, rows in by_key.items():
             surface = defenses.entries[rows[0]].surface
             assert surface is not None
+            probe = probes[key]
+            random = surface.random or bool(probe.random_rows)
+            samples = ctx.config.attack.eot_samples if random else 1
             model = Ensemble(
                 surface.networks,
                 transform=surface.transform,
                 decide=surface.decide,
-                samples=ctx.config.attack.eot_samples if surface.random else 1,
+                samples=samples,
             )
             targets.append(
                 Target(
@@ -97,9 +119,13 @@ def _targets(ctx: RunContext, spec: AttackSpec) -> list[Target]:
                     surface.name,
                     model,
                     surface_networks(surface, networks.sha256),
-                    surface=key,
+                    # the samples change the images: a set with EOT is another set
+                    surface=key if samples == 1 else cache_key(key, {"eot_samples": samples}),
                     rows=tuple(rows),
                     after_batch=surface.after_batch,
+                    attack_surface=surface,
+                    probe=probe,
+                    samples=samples,
                 )
             )
     return targets
@@ -110,21 +136,44 @@ def plan_sets(ctx: RunContext) -> list[PlannedSet]:
     Without defenses in the context only transfer and joint sets are planned (``bench attack``)."""
     planned = []
     attack = ctx.config.attack
+    white_box = [spec for spec in attack.suite if WHITE_BOX in spec.threat_models]
+    probes = probe_surfaces(ctx) if white_box and ctx.defenses is not None else {}
+    masked: dict[str, Target] = {}
     for spec in attack.suite:
-        for target in _targets(ctx, spec):
-            for subset in attack.subsets_of(spec):
-                for eps in attack.eps_of(spec):
-                    set_spec = SetSpec(
-                        subset,
-                        spec.tag,
-                        target.threat,
-                        target.source,
-                        eps,
-                        target.networks,
-                        target.surface,
-                    )
-                    planned.append(PlannedSet(set_spec, target, spec))
+        for target in _targets(ctx, spec, probes):
+            if target.probe is not None and target.probe.masked:
+                masked.setdefault(target.surface, target)
+            planned += _sets(spec, target, attack.subsets_of(spec), attack.eps_of(spec))
+    if attack.gradient_free.queries > 0:
+        # at the eps and on the subsets of the white-box attacks, each pair once
+        subsets = tuple(dict.fromkeys(s for spec in white_box for s in attack.subsets_of(spec)))
+        eps = tuple(dict.fromkeys(e for spec in white_box for e in attack.eps_of(spec)))
+        for target in masked.values():
+            planned += _sets(attack.gradient_free.spec, target, subsets, eps, gradient_free=True)
     return planned
+
+
+def _sets(
+    spec: AttackSpec,
+    target: Target,
+    subsets: Sequence[str],
+    eps: Sequence[float],
+    *,
+    gradient_free: bool = False,
+) -> list[PlannedSet]:
+    """The sets of ``spec`` on ``target``, on each subset at each eps."""
+    return [
+        PlannedSet(
+            SetSpec(
+                subset, spec.tag, target.threat, target.source, e, target.networks, target.surface
+            ),
+            target,
+            spec,
+            gradient_free,
+        )
+        for subset in subsets
+        for e in eps
+    ]
 
 
 def _attack(ctx: RunContext, spec: AttackSpec) -> Any:
@@ -137,20 +186,59 @@ def _attack(ctx: RunContext, spec: AttackSpec) -> Any:
 def build_ae_sets(ctx: RunContext) -> list[tuple[PlannedSet, AESet]]:
     """Build (or reuse, or finish) every planned AE set of the run."""
     built = []
-    attacks = {spec.tag: _attack(ctx, spec) for spec in ctx.config.attack.suite}
+    attacks: dict[str, Any] = {}
     for plan in plan_sets(ctx):
+        if plan.attack.tag not in attacks:
+            attacks[plan.attack.tag] = _attack(ctx, plan.attack)
         ae_set = build_ae_set(
             ctx.run.path / STORE_DIR,
             plan.spec,
             model=plan.target.model,
             dataset=ctx.data.split(plan.spec.subset),
-            attack=attacks[plan.spec.attack],
+            attack=attacks[plan.attack.tag],
             batch_size=ctx.config.attack.batch_size,
             progress=ctx.progress,
             after_batch=plan.target.after_batch,
         )
         built.append((plan, ae_set))
     return built
+
+
+def attack_findings(plans: Sequence[PlannedSet]) -> list[dict[str, object]]:
+    """What each defense row was attacked with, as findings of ``checks.csv`` (kinds
+    ``ATTACK_FINDINGS``; informational, not warnings): EOT and why, BPDA through its surface's
+    ``transform`` (when that gives a gradient), the gradient-free attack and its budget. One of
+    each kind per row."""
+    found: dict[tuple[str, str], str] = {}
+    for plan in plans:
+        target, surface = plan.target, plan.target.attack_surface
+        if surface is None or target.probe is None:
+            continue
+        for row in target.rows or ():
+            if target.samples > 1:
+                why = (
+                    "its surface says random=True"
+                    if surface.random
+                    else "found random (its surface does not say random=True)"
+                )
+                found.setdefault(
+                    (row, "eot"),
+                    f"{row} was attacked with EOT over {target.samples} samples: {why}",
+                )
+            if surface.transform is not None and not target.probe.masked:
+                found.setdefault(
+                    (row, "bpda"),
+                    f"{row} was attacked white-box through its differentiable stand-in "
+                    "`transform` (BPDA)",
+                )
+            if plan.gradient_free:
+                found.setdefault(
+                    (row, "gradient-free"),
+                    f"{row}: its gradient is masked ({100 * target.probe.masked_share:.0f}% of "
+                    f"the input): also attacked by {plan.attack.name} random search, "
+                    f"{plan.attack.options['queries']} queries per image",
+                )
+    return [{"check": c, "subject": row, "message": m} for (row, c), m in found.items()]
 
 
 def attack_settings(

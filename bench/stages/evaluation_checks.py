@@ -13,65 +13,39 @@ data stage's, whose subject is the data root.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Sequence
 
 import pandas as pd
 import torch
-from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch import Tensor
 
-from attacks.objectives import ce_loss, summed_loss
-from bench.devices import module_device
 from bench.metrics import TIE_POINTS
 from bench.scoring import checked_predict, defense_label
 from bench.stages.ae_sets import PlannedSet
 from bench.stages.context import RunContext
+from bench.stages.probes import answers_differ, probe_batch
 from bench.variants import TRANSFER, WHITE_BOX
 
 #: the columns of ``checks.csv``; ``subset`` only where a finding holds for one subset alone
 CHECK_COLUMNS = ["check", "subject", "message", "subset"]
-#: a white-box gradient that is zero or NaN on more than this share of the input warns
-MASKED_GRADIENT_SHARE = 0.5
 
 Finding = dict[str, object]
 
 
-def masked_gradient_share(model: nn.Module, images: Tensor, labels: Tensor) -> float:
-    """The share of input pixels whose gradient of the summed cross-entropy is zero or NaN on
-    one batch: near 1 means gradient masking (a white-box attack would be blind).
-
-    Shapes:
-        images: (N, 3, H, W) uint8 gray values 0..255; labels: (N, H, W) int64 trainIds.
-    """
-    device = module_device(model)  # a surface may run networks without parameters
-    x = images.to(device).float().requires_grad_(True)
-    with torch.enable_grad():
-        loss = summed_loss(ce_loss, model(x), labels.to(device)).sum()
-        if not loss.requires_grad:  # an output cut off from the input: zero gradient everywhere
-            return 1.0
-        (grad,) = torch.autograd.grad(loss, x)
-    return float(((grad == 0) | grad.isnan()).float().mean())
-
-
-def gradient_checks(
-    ctx: RunContext, plans: Sequence[PlannedSet], ignoring: Collection[str] = ()
-) -> list[Finding]:
-    """One warning per defense row whose white-box surface has a masked gradient on its first
-    batch. Rows in ``ignoring`` (their output ignores the input, ``input_checks``) get none:
-    their zero gradient is the truth, not a mask."""
+def gradient_checks(plans: Sequence[PlannedSet], ignoring: Collection[str] = ()) -> list[Finding]:
+    """One warning per defense row whose white-box surface the probe before the attacks found
+    masked (``bench.stages.probes``: the plan and this check read the same batch). Rows in
+    ``ignoring`` (their output ignores the input, ``input_checks``) get none: their zero
+    gradient is the truth, not a mask."""
     warnings, seen = [], set()
     for plan in plans:
-        if plan.spec.threat != WHITE_BOX or plan.spec.source in seen:
+        probe = plan.target.probe
+        if plan.spec.threat != WHITE_BOX or probe is None or plan.spec.source in seen:
             continue
         seen.add(plan.spec.source)
         rows = [r for r in plan.target.rows or () if r not in ignoring]
-        if not rows:
-            continue
-        loader = DataLoader(ctx.data.split(plan.spec.subset), ctx.config.attack.batch_size)
-        images, labels = next(iter(loader))
-        share = masked_gradient_share(plan.target.model, images, labels)
-        if share > MASKED_GRADIENT_SHARE or math.isnan(share):
+        share = probe.masked_share
+        if rows and probe.masked:
             warnings += [
                 {
                     "check": "gradient masking",
@@ -90,24 +64,21 @@ def gradient_checks(
 @torch.no_grad()
 def random_checks(ctx: RunContext) -> list[Finding]:
     """A defense that gives two fresh instances of itself the same batch and answers differently
-    is randomised: its numbers need EOT, and its surface must say ``random=True``. A plug-in
-    that fails here (its rows may all come from the cache) is one line, as in the evaluation."""
-    loader = DataLoader(ctx.data.split(ctx.config.data.val_subset), ctx.config.evaluate.batch_size)
-    images, _ = next(iter(loader))
+    is randomised: its numbers need EOT, which a defense with an attack surface got (the probe
+    before the attacks found it random too), one without none. A plug-in that fails here (its
+    rows may all come from the cache) is one line, as in the evaluation."""
+    images, _ = probe_batch(ctx)
     warnings = []
     for name, entry in ctx.require_defenses().entries.items():
         who, plugin = defense_label(name, entry.plugin), bool(entry.plugin)
-        first, second = (checked_predict(entry.make(), images, who, plugin) for _ in range(2))
-        surface_random = entry.surface is not None and entry.surface.random
-        if not torch.equal(first.labels, second.labels) and not surface_random:
+        if entry.surface is None and answers_differ(entry.make, images, who, plugin):
             warnings.append(
                 {
                     "check": "randomness",
                     "subject": name,
                     "message": f"{name} gives different outputs for the same input: it is "
-                    "randomised, but its attack surface does not say random=True, so "
-                    "white-box attacks on it ran without EOT; declare random=True in its "
-                    "AttackSurface (EOT over attack.eot_samples samples)",
+                    "randomised, but it has no attack surface, so no attack on it ran with "
+                    "EOT (give it an attack_surface() with random=True: EOT over attack.eot_samples)",
                 }
             )
     return warnings
@@ -119,8 +90,7 @@ def input_checks(ctx: RunContext) -> list[Finding]:
     same batch in reverse order ignores its input: nothing an attacker does can move it, so its
     robust mIoU is exact but says nothing (its clean mIoU is what it costs). Each input goes to
     every defense in turn, so defenses on the same networks share their forward passes."""
-    loader = DataLoader(ctx.data.split(ctx.config.data.val_subset), ctx.config.evaluate.batch_size)
-    images, _ = next(iter(loader))
+    images, _ = probe_batch(ctx)
     noise = torch.randint(
         0, 256, images.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
     )

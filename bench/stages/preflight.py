@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from attacks import build_attack
+from attacks import ATTACK_NAMES, attack_class, build_attack
 from bench import dist
 from bench.config import RunConfig, adaptive_students
 from bench.data.toycity import SceneStyle
-from bench.errors import ConfigError, DefenseError, ModelError
+from bench.errors import AttackError, ConfigError, DefenseError, ModelError
 from bench.models import build_model, check_output
 from bench.models.taps import expand_taps
 from bench.plugins import is_spec
@@ -51,9 +51,28 @@ def check_run(config: RunConfig, device: torch.device | None = None) -> None:
         if options.get("loss") == "balanced-masked-ce":
             options.setdefault("class_weights", [1.0] * 19)  # computed from the data by the run
         build_attack(spec.name, **options)
+    _check_gradient_free(config)
     for spec in config.evaluate.defenses:
         _check_defense(spec)
     _check_defense_names(config)
+
+
+def _check_gradient_free(config: RunConfig) -> None:
+    """The gradient-free attack (when on) builds and needs no gradient: it is what attacks a
+    surface whose gradient is masked."""
+    gradient_free = config.attack.gradient_free
+    if gradient_free.queries == 0:
+        return
+    try:
+        if getattr(attack_class(gradient_free.name), "needs_gradient", True):
+            free = [n for n in ATTACK_NAMES if not getattr(attack_class(n), "needs_gradient", True)]
+            raise ConfigError(
+                f"attack.gradient_free.name = {gradient_free.name!r} needs gradients; choose a "
+                f"gradient-free attack: {', '.join(free)} (or set attack.gradient_free.queries = 0)"
+            )
+        build_attack(gradient_free.name, **gradient_free.spec.options)
+    except AttackError as err:
+        raise ConfigError(f"attack.gradient_free: {err}") from err
 
 
 def _check_processes(config: RunConfig, device: torch.device | None) -> None:

@@ -21,7 +21,7 @@ from bench import dist
 from bench.config import RunConfig, adaptive_students, apply_values, save_run_config
 from bench.files import atomic_copy
 from bench.report import check_rows, write_report
-from bench.stages.ae_sets import PlannedSet, build_ae_sets
+from bench.stages.ae_sets import ATTACK_FINDINGS, PlannedSet, attack_findings, build_ae_sets
 from bench.stages.context import RunContext
 from bench.stages.data_tree import check_data, data_reads, prepare_data
 from bench.stages.defense_rows import build_defense_rows
@@ -124,7 +124,8 @@ def run_benchmark(
         with _stage("report", echo) as summary:
             report = publish_run(ctx, evaluation, checks, qualitative)
             summary.append(str(report))
-        for message in checks[checks["check"] != "data"]["message"]:  # data: said up front
+        # data: said up front; what each defense was attacked with is no warning
+        for message in checks[~checks["check"].isin(["data", *ATTACK_FINDINGS])]["message"]:
             echo(f"warning: {message}")
     return report
 
@@ -152,9 +153,10 @@ def _checks(
     findings: list[Finding] = [
         *data_checks(ctx.config.data.root, data_warnings),
         *ignoring,
-        *gradient_checks(ctx, [plan for plan, _ in ae_sets], {f["subject"] for f in ignoring}),
+        *gradient_checks([plan for plan, _ in ae_sets], {f["subject"] for f in ignoring}),
         *random_checks(ctx),
         *weaker_checks(evaluation.metrics),
+        *attack_findings([plan for plan, _ in ae_sets]),
     ]
     return pd.DataFrame(findings, columns=CHECK_COLUMNS)
 

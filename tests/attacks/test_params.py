@@ -23,6 +23,8 @@ ALTERNATIVES = {
     "class_weights": ([2.0] * 19,),
     "random_init": (False,),
     "decay": (0.5,),
+    "queries": (50,),
+    "p_init": (0.5,),
 }
 
 
@@ -77,6 +79,7 @@ DEFAULT_PARAMS = {
         "seed": 0,
     },
     "mifgsm": {"target": "least_likely", "step": 1.0, "iterations": "llcm", "decay": 1.0},
+    "square": {"queries": 1000, "p_init": 0.8, "seed": 0},
 }
 
 

@@ -18,10 +18,10 @@ from bench.stages.context import DefenseEntry, RunContext, RunDefenses
 from bench.stages.evaluation_checks import (
     gradient_checks,
     input_checks,
-    masked_gradient_share,
     random_checks,
     weaker_checks,
 )
+from bench.stages.probes import SurfaceProbe, masked_gradient_share, probe_batch
 from bench.store.rundir import RunDir
 from defenses import Prediction
 
@@ -152,11 +152,13 @@ def _context(toy_root, tmp_path, entries):
     return ctx.with_defenses(RunDefenses(entries, 0.0))
 
 
-def _white_box(source, model, rows):
-    """A white-box AE set's plan as ``gradient_checks`` reads it."""
+def _white_box(ctx, source, model, rows):
+    """A white-box AE set's plan as ``gradient_checks`` reads it, its surface probed."""
+    images, labels = probe_batch(ctx)
+    probe = SurfaceProbe(masked_gradient_share(model, images, labels), ())
     return SimpleNamespace(
         spec=SimpleNamespace(threat="white-box", source=source, subset="mini_val"),
-        target=SimpleNamespace(model=model, rows=rows),
+        target=SimpleNamespace(model=model, rows=rows, probe=probe),
     )
 
 
@@ -176,12 +178,12 @@ def test_each_check_fires_on_its_own_kind_of_defense_and_nowhere_else(toy_root, 
     assert [w["subject"] for w in random_checks(ctx)] == ["coin"]
     rounding = Ensemble({"T": net}, transform=lambda x: (x / 32).round() * 32)
     plans = [
-        _white_box("T", Ensemble({"T": net}), ("honest",)),
-        _white_box("quant(T)", rounding, ("quant", "quant-twin")),
-        _white_box("fixed", Ensemble({"T": Constant()}), ("fixed",)),
+        _white_box(ctx, "T", Ensemble({"T": net}), ("honest",)),
+        _white_box(ctx, "quant(T)", rounding, ("quant", "quant-twin")),
+        _white_box(ctx, "fixed", Ensemble({"T": Constant()}), ("fixed",)),
     ]
-    masked = gradient_checks(ctx, plans, {w["subject"] for w in ignoring})
+    masked = gradient_checks(plans, {w["subject"] for w in ignoring})
     assert [w["subject"] for w in masked] == ["quant", "quant-twin"]  # the rows, not the surface
     assert "quant(T)" in masked[0]["message"] and "differentiable transform" in masked[0]["message"]
     # without the input check, the fixed map would be called masked: its zero gradient is real
-    assert [w["subject"] for w in gradient_checks(ctx, plans)] == ["quant", "quant-twin", "fixed"]
+    assert [w["subject"] for w in gradient_checks(plans)] == ["quant", "quant-twin", "fixed"]

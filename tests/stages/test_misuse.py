@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.config import load_config
-from bench.errors import DefenseError
+from bench.config import apply_values, load_config
+from bench.errors import ConfigError, DefenseError
 from bench.files import atomic_write
 from bench.stages import with_defenses
 from bench.stages.preflight import check_run
@@ -583,3 +583,22 @@ def test_report_warns_of_rows_the_config_leaves_out(smoke_copy):
         result.output
     )
     assert "eps=1 " not in (smoke_copy / "tables" / "table1.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (
+            "apgd",
+            "attack.gradient_free.name = 'apgd' needs gradients; choose a gradient-free "
+            "attack: square (or set attack.gradient_free.queries = 0)",
+        ),
+        ("nope", "attack.gradient_free: unknown attack 'nope'"),
+    ],
+)
+def test_a_gradient_free_attack_that_is_not_one_stops_before_any_work(name, message):
+    config = apply_values(load_config("smoke"), {"attack.gradient_free.name": name})
+    with pytest.raises(ConfigError) as err:
+        check_run(config)
+    assert message in str(err.value)
+    check_run(apply_values(config, {"attack.gradient_free.queries": 0}))  # off: not checked
