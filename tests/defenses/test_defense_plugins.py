@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import sys
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,35 @@ def test_prediction_checks_what_a_plugin_returns():
 def test_load_defense_returns_the_class_unbuilt(monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLES))
     assert load_defense("my_defense:PixelVote").__name__ == "PixelVote"
+
+
+_STDLIB_NAMED = """
+import torch
+from defenses import Prediction
+
+
+class Zeros:
+    name = "zeros"
+
+    def __init__(self, networks):
+        pass
+
+    def predict(self, images):
+        n, _, h, w = images.shape
+        return Prediction(torch.zeros(n, h, w, dtype=torch.int64), [{}] * n)
+"""
+
+
+def test_a_plugin_module_named_like_the_standard_library(monkeypatch, tmp_path, const_networks):
+    (tmp_path / "random.py").write_text(_STDLIB_NAMED)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    stdlib_random = sys.modules["random"]
+    defense = build_defense("random:Zeros", const_networks)
+    assert defense.name == "zeros"
+    assert defense.predict(torch.zeros(1, 3, 2, 3, dtype=torch.uint8)).labels.shape == (1, 2, 3)
+    assert sys.modules["random"] is stdlib_random and hasattr(stdlib_random, "randint")
+
+
+def test_a_standard_library_module_without_the_class_says_to_name_the_file(const_networks):
+    with pytest.raises(DefenseError, match=r"standard library's json; .*path/to/json.py:Nope"):
+        build_defense("json:Nope", const_networks)
