@@ -278,7 +278,9 @@ def train(
     multiple=True,
     metavar="SPEC",
     help="An extra defense to rank: package.module:Class, path/file.py:Class or an "
-    "entry-point name of the group bench.defenses (repeatable).",
+    "entry-point name of the group bench.defenses; with options and a row name, the TOML "
+    'table a preset writes, quoted whole: \'{spec = "file.py:Class", options = {step = 8}, '
+    'name = "masked-8"}\' (repeatable).',
 )
 @click.option("--retrain", is_flag=True, help="Retrain every network, ignoring checkpoints.")
 def run(

@@ -9,12 +9,14 @@ import pytest
 
 from bench.config import (
     PRESET_DIR,
+    DefenseSpec,
     FinetuneConfig,
     RunConfig,
     adaptive_students,
     apply_overrides,
     load_config,
     load_run_config,
+    parse_defense,
     save_run_config,
 )
 from bench.errors import ConfigError
@@ -121,6 +123,10 @@ def test_overrides_are_typed_and_checked():
         ("seed=-3", "seed = -3: must be an integer >= 0"),
         ("name='my run'", "name = 'my run': use letters, digits"),
         ("teacher=3", "teacher must be a table"),
+        ("evaluate.defenses=[{options={step=8}}]", "evaluate.defenses[0].spec"),
+        ("evaluate.defenses=[{spec='T', name='my row'}]", "evaluate.defenses[0].name = 'my row'"),
+        ("evaluate.defenses=[{spec='T', colour=1}]", "unknown key evaluate.defenses[0].colour"),
+        ("evaluate.defenses=[3]", "evaluate.defenses[0] must be a table"),
     ],
 )
 def test_every_bad_value_is_one_line_naming_key_value_and_fix(override, message):
@@ -154,4 +160,33 @@ def test_a_preset_that_is_not_toml_keeps_the_parser_error_as_its_cause(tmp_path)
     with pytest.raises(ConfigError, match="is not valid TOML") as err:
         load_config(path)
     assert isinstance(err.value.__cause__, tomllib.TOMLDecodeError)
+    assert "\n" not in str(err.value)
+
+
+def test_a_defense_is_a_spec_or_a_table_with_options_and_a_row_name(tmp_path):
+    masked = {"spec": "masked.py:Masked", "options": {"step": 8}, "name": "masked-8"}
+    config = apply_overrides(
+        load_config("smoke"),
+        [
+            'evaluate.defenses=["T", {spec = "masked.py:Masked", options = {step = 8}, '
+            'name = "masked-8"}]'
+        ],
+    )
+    assert config.evaluate.defenses == (DefenseSpec("T"), DefenseSpec(**masked))
+    save_run_config(config, tmp_path)
+    text = (tmp_path / "config.toml").read_text()
+    assert '"T",' in text and 'options = { step = 8 }, name = "masked-8"' in text  # as written
+    assert load_run_config(tmp_path, trust_code=True).evaluate.defenses == config.evaluate.defenses
+
+
+def test_a_defense_on_the_command_line_is_a_spec_or_the_same_table():
+    assert parse_defense(" examples/x.py:X ") == "examples/x.py:X"
+    text = '{spec = "x.py:X", options = {step = 8, mode = "up"}, name = "x-8"}'
+    assert parse_defense(text) == {
+        "spec": "x.py:X",
+        "options": {"step": 8, "mode": "up"},
+        "name": "x-8",
+    }
+    with pytest.raises(ConfigError, match=r"is not a TOML inline table .*single quotes") as err:
+        parse_defense("{spec = x.py:X}")
     assert "\n" not in str(err.value)

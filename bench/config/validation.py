@@ -184,6 +184,19 @@ def _validate_evaluate(evaluate: EvaluateConfig) -> None:
         "name at least one defense",
     )
     _unique(evaluate.defenses, "evaluate.defenses")
+    for i, defense in enumerate(evaluate.defenses):
+        require(
+            bool(defense.spec.strip()),
+            f"evaluate.defenses[{i}].spec",
+            defense.spec,
+            "name a defense: a built-in, package.module:Class or file.py:Class",
+        )
+        require(
+            not defense.name or bool(_FILE_NAME.fullmatch(defense.name)),
+            f"evaluate.defenses[{i}].name",
+            defense.name,
+            "use letters, digits and _ . + - only (it names the result row and its AE sets)",
+        )
     require(evaluate.batch_size >= 1, "evaluate.batch_size", evaluate.batch_size, "must be >= 1")
 
 

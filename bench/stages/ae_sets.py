@@ -29,6 +29,7 @@ from bench.stages.context import RunContext
 from bench.stages.defense_rows import surface_networks
 from bench.store.aesets import STORE_DIR, AESet, SetSpec, build_ae_set
 from bench.variants import JOINT, JOINT_SOURCE, TRANSFER, WHITE_BOX, Variant
+from defenses import AttackSurface
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class Target:
     #: defense rows evaluated on the set; None: every row (the sweeps' students: transfer only)
     rows: tuple[str, ...] | None = None
     after_batch: Callable[[Tensor], None] | None = None
+    #: a white-box surface that is one transfer source alone: its set is that transfer set
+    shares: str = ""
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,13 @@ def _targets(ctx: RunContext, spec: AttackSpec) -> list[Target]:
         for key, rows in by_key.items():
             surface = defenses.entries[rows[0]].surface
             assert surface is not None
+            twin = _transfer_twin(surface, spec, ctx)
+            if twin:
+                sha = {twin: networks.sha256[twin]}
+                targets.append(
+                    Target(WHITE_BOX, surface.name, plain[twin], sha, key, tuple(rows), shares=twin)
+                )
+                continue
             model = Ensemble(
                 surface.networks,
                 transform=surface.transform,
@@ -103,6 +113,19 @@ def _targets(ctx: RunContext, spec: AttackSpec) -> list[Target]:
                 )
             )
     return targets
+
+
+def _transfer_twin(surface: AttackSurface, spec: AttackSpec, ctx: RunContext) -> str:
+    """The transfer source whose set a white-box attack on ``surface`` would build identically
+    (the surface is that run network alone: no transform, decision, randomness or learning),
+    or "" (then the white-box set is built on its own)."""
+    if TRANSFER not in spec.threat_models or len(surface.networks) != 1:
+        return ""
+    (role, network), networks = next(iter(surface.networks.items())), ctx.require_networks()
+    plain = surface.transform is None and surface.decide is None and surface.after_batch is None
+    run_network = role in networks.memos and network in (networks.memos[role], networks.plain[role])
+    sourced = role in ctx.config.attack.sources
+    return role if plain and not surface.random and run_network and sourced else ""
 
 
 def plan_sets(ctx: RunContext) -> list[PlannedSet]:
@@ -136,9 +159,14 @@ def _attack(ctx: RunContext, spec: AttackSpec) -> Any:
 
 def build_ae_sets(ctx: RunContext) -> list[tuple[PlannedSet, AESet]]:
     """Build (or reuse, or finish) every planned AE set of the run."""
-    built = []
+    built: list[tuple[PlannedSet, AESet]] = []
     attacks = {spec.tag: _attack(ctx, spec) for spec in ctx.config.attack.suite}
     for plan in plan_sets(ctx):
+        if plan.target.shares:  # its transfer twin was planned (and built) before it
+            twin = (plan.spec.subset, plan.spec.attack, TRANSFER, plan.target.shares, plan.spec.eps)
+            shared = next(s for p, s in built if _identity(p) == twin)
+            built.append((plan, shared))
+            continue
         ae_set = build_ae_set(
             ctx.run.path / STORE_DIR,
             plan.spec,
@@ -151,6 +179,17 @@ def build_ae_sets(ctx: RunContext) -> list[tuple[PlannedSet, AESet]]:
         )
         built.append((plan, ae_set))
     return built
+
+
+def _identity(plan: PlannedSet) -> tuple[str, str, str, str, float]:
+    spec = plan.spec
+    return spec.subset, spec.attack, spec.threat, spec.source, spec.eps
+
+
+def shared_sets(ae_sets: Sequence[tuple[PlannedSet, AESet]]) -> list[tuple[PlannedSet, AESet]]:
+    """The planned sets that reuse another threat model's set (white-box on T = transfer
+    from T), each with the set it reuses."""
+    return [(plan, ae_set) for plan, ae_set in ae_sets if plan.target.shares]
 
 
 def attack_settings(

@@ -7,10 +7,13 @@ evaluation stage (every defense on every data variant it is attacked with).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
+import math
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,12 +21,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from bench import __version__, dist
-from bench.config import adaptive_students
 from bench.errors import BenchError, DefenseError
 from bench.files import sha256_file
 from bench.keys import cache_key
 from bench.scoring import ForwardMemo
 from bench.stages.context import DefenseEntry, RunContext, RunDefenses
+from bench.stages.networks import needed_students
 from bench.store.checkpoints import load_meta, load_network
 from defenses import (
     BUILTINS,
@@ -51,6 +54,8 @@ def calibrate_tau(ctx: RunContext) -> float:
     if detect.tau is not None:
         return detect.tau
     networks = ctx.require_networks().memos
+    if "A" not in networks:
+        return math.nan  # no defense of the run reads A, so none is a disagreement vote
     val = ctx.data.split(ctx.config.data.val_subset)
     both = []
     for images, _ in DataLoader(val, ctx.config.evaluate.batch_size):
@@ -70,29 +75,33 @@ def build_defense_rows(ctx: RunContext) -> RunDefenses:
     detect, finetune = ctx.config.detect, ctx.config.finetune
     offered = dict(zip(OFFERED, (detect.delta, detect.delta_t, detect.delta_s, tau, finetune)))
     entries: dict[str, DefenseEntry] = {}
-    specs: dict[str, str] = {}
-    for spec in ctx.config.evaluate.defenses:
+    labels: dict[str, str] = {}
+    for configured in ctx.config.evaluate.defenses:
+        spec = configured.spec
         factory = load_defense(spec)
         accepted = inspect.signature(factory).parameters
-        options = {k: v for k, v in offered.items() if k in accepted}
+        options = {k: v for k, v in offered.items() if k in accepted} | configured.options
         defense = build_defense(spec, networks.memos, **options)
-        if defense.name in entries:
+        row = configured.name or defense.name
+        if row in entries:
             raise DefenseError(
-                f"defenses {specs[defense.name]!r} and {spec!r} are both named "
-                f"{defense.name!r}; give one of them another name"
+                f"defenses {labels[row]} and {configured.label()} are both named {row!r}; give "
+                f'one of them a row name of its own: {{spec = "{spec}", options = {{...}}, '
+                f'name = "{row}-2"}}'
             )
-        specs[defense.name] = spec
+        labels[row] = configured.label()
         source = "" if spec in BUILTINS else _source_digest(factory)
         surface = _surface(defense, spec)
-        entries[defense.name] = DefenseEntry(
+        entries[row] = DefenseEntry(
             partial(build_defense, spec, networks.memos, **options),
             cache_key(spec, options, networks.sha256, source, __version__),
             surface,
-            surface_key(surface, networks.sha256) if surface is not None else "",
+            surface_key(surface, networks.sha256, configured.options) if surface else "",
             plugin=spec if is_plugin(spec) else "",
         )
+    entries = _distinct_surface_names(entries)
     students = {}
-    for row, settings in adaptive_students(ctx.config).all()[1:]:
+    for row, settings in needed_students(ctx.config)[1:]:
         if row in entries:
             raise DefenseError(
                 f"defense {row!r} has the name of the sweep's adaptive student {row}; give it "
@@ -137,9 +146,12 @@ def surface_networks(surface: AttackSurface, weights: dict[str, str]) -> dict[st
     }
 
 
-def surface_key(surface: AttackSurface, weights: dict[str, str]) -> str:
+def surface_key(
+    surface: AttackSurface, weights: dict[str, str], options: dict[str, Any] | None = None
+) -> str:
     """What a white-box set built on ``surface`` depends on: its networks, transform, decision
-    and settings (two defenses with equal keys share their white-box sets)."""
+    and settings, and the options the config gave the defense (two defenses with equal keys
+    share their white-box sets)."""
     return cache_key(
         surface.name,
         surface_networks(surface, weights),
@@ -148,7 +160,25 @@ def surface_key(surface: AttackSurface, weights: dict[str, str]) -> str:
         surface.decide is not None,
         surface.random,
         __version__,
+        *([{k: repr(v) for k, v in options.items()}] if options else []),
     )
+
+
+def _distinct_surface_names(entries: dict[str, DefenseEntry]) -> dict[str, DefenseEntry]:
+    """Surfaces of one name but different keys (one plug-in class with two settings) get their
+    row's name added (``T:masked@masked-8``): the name names their AE sets, which must differ."""
+    keys: dict[str, set[str]] = {}
+    for entry in entries.values():
+        if entry.surface is not None:
+            keys.setdefault(entry.surface.name, set()).add(entry.surface_key)
+    return {
+        row: dataclasses.replace(
+            entry, surface=dataclasses.replace(entry.surface, name=f"{entry.surface.name}@{row}")
+        )
+        if entry.surface is not None and len(keys[entry.surface.name]) > 1
+        else entry
+        for row, entry in entries.items()
+    }
 
 
 def _weights_digest(net: nn.Module) -> str:

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from bench import dist
-from bench.config import STATIC_NETS, FinetuneConfig, NetConfig
+from bench.config import STATIC_NETS, FinetuneConfig, NetConfig, RunConfig, adaptive_students
 from bench.errors import CheckpointError, ConfigError, RunDirError
 from bench.files import atomic_copy, sha256_file
 from bench.keys import cache_key
@@ -44,6 +44,7 @@ from bench.store.checkpoints import (
 )
 from bench.store.rundir import METRICS_FILE
 from bench.train import pretrain
+from defenses import networks_needed
 from defenses.adaptive import finetune_adaptive
 
 # Reference checkpoints of T and S shipped with the package (a folder per preset), made by
@@ -317,6 +318,23 @@ def _finetune(ctx: RunContext, settings: FinetuneConfig, key: str, *, alone: boo
                 )
             },
         )
+
+
+def adaptive_needed(config: RunConfig) -> bool:
+    """Whether a defense of the run reads A (``defenses.networks_needed``): only then are A and
+    the sweeps' students (ablations of A) finetuned."""
+    return any("A" in networks_needed(d.spec) for d in config.evaluate.defenses)
+
+
+def needed_students(config: RunConfig) -> list[tuple[str, FinetuneConfig]]:
+    """(row name, settings) of every adaptive student the run uses, the main A first: all of
+    ``adaptive_students`` when a defense reads A, none otherwise."""
+    return adaptive_students(config).all() if adaptive_needed(config) else []
+
+
+def run_roles(config: RunConfig) -> tuple[str, ...]:
+    """The roles of the run's networks: T and S, and A when a defense reads it."""
+    return ("T", "S", "A") if adaptive_needed(config) else STATIC_NETS
 
 
 def check_network_names(names: tuple[str, ...]) -> None:

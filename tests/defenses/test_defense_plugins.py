@@ -157,3 +157,29 @@ def test_a_plugin_module_named_like_the_standard_library(monkeypatch, tmp_path, 
 def test_a_standard_library_module_without_the_class_says_to_name_the_file(const_networks):
     with pytest.raises(DefenseError, match=r"standard library's json; .*path/to/json.py:Nope"):
         build_defense("json:Nope", const_networks)
+
+
+QUANTIZE = f"{EXAMPLES / 'noisy_quantize.py'}:NoisyQuantize"
+
+
+def test_the_readme_s_second_example_crosses_its_rounding_by_bpda(tiny_networks, images):
+    defense = build_defense(QUANTIZE, tiny_networks, step=16)
+    surface = defenses.attack_surface(defense)
+    assert surface.random and surface.settings == {"step": 16}
+    assert surface.networks == {"T": tiny_networks["T"]} and surface.decide is None
+    pixels = torch.tensor([[0.0, 7.0, 100.0, 255.0]]).repeat(3, 1)[None, :, :, None]
+    pixels.requires_grad_(True)
+    out = surface.transform(pixels)
+    # noise of at most +-8, then multiples of 16 (255 at the top): within 16 of the input
+    values = out.detach()
+    assert ((values % 16 == 0) | (values == 255)).all() and 0 <= values.min() <= values.max() <= 255
+    assert (out.detach() - pixels.detach()).abs().max() <= 16
+    out.sum().backward()  # BPDA: the identity backward
+    assert torch.equal(pixels.grad, torch.ones_like(pixels))
+    prediction = defense.predict(images)
+    assert prediction.labels.shape == (2, 32, 64) and prediction.records == [{"step": 16}] * 2
+
+
+def test_the_constructor_s_refusal_of_an_option_is_one_line(tiny_networks):
+    with pytest.raises(DefenseError, match=r"constructor failed with ValueError: step must be"):
+        build_defense(QUANTIZE, tiny_networks, step=1)

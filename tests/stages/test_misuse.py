@@ -19,7 +19,7 @@ from bench.stages.preflight import check_run
 from bench.store.rundir import RunDir
 from defenses import load_defense
 
-from smokerun import invoke, published, run_args
+from smokerun import EXAMPLE, invoke, published, run_args
 from testdata import FullDiskFile
 
 BROKEN_PLUGIN = "import torch\nraise RuntimeError('the plug-in is broken')\n"
@@ -583,3 +583,22 @@ def test_report_warns_of_rows_the_config_leaves_out(smoke_copy):
         result.output
     )
     assert "eps=1 " not in (smoke_copy / "tables" / "table1.md").read_text()
+
+
+QUANTIZE = str(EXAMPLE.parent / "noisy_quantize.py") + ":NoisyQuantize"
+
+
+def test_options_a_defense_does_not_take_stop_before_the_networks():
+    extra = f'{{spec = "{QUANTIZE}", options = {{stride = 8}}}}'
+    config = with_defenses(load_config("smoke"), [extra])
+    with pytest.raises(DefenseError, match=r"with options \{'stride': 8\}: .*'stride'"):
+        check_run(config)
+
+
+def test_two_settings_of_one_class_without_row_names_are_told_to_name_them():
+    extra = [f'{{spec = "{QUANTIZE}", options = {{step = {s}}}}}' for s in (8, 16)]
+    config = with_defenses(load_config("smoke"), extra)
+    with pytest.raises(
+        DefenseError, match=r"both named 'noisy-quantize'.*name = \"noisy-quantize-2\""
+    ):
+        check_run(config)
