@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from bench.config import (
     load_config,
     load_run_config,
     parse_defense,
+    resolve_config,
     save_run_config,
 )
 from bench.errors import ConfigError
@@ -190,3 +192,26 @@ def test_a_defense_on_the_command_line_is_a_spec_or_the_same_table():
     with pytest.raises(ConfigError, match=r"is not a TOML inline table .*single quotes") as err:
         parse_defense("{spec = x.py:X}")
     assert "\n" not in str(err.value)
+
+
+def test_the_toy_city_is_generated_once_into_the_shared_data_folder(tmp_path, monkeypatch):
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "shared"))
+    smoke = resolve_config("smoke")
+    root = Path(smoke.data.root)
+    assert root.parent == tmp_path / "shared" and root.name.startswith("toycity-32x64-")
+    assert resolve_config("smoke", seed=3).data.root == smoke.data.root  # every run shares it
+    other = resolve_config("smoke", overrides=["data.toycity_seed=1"]).data.root
+    assert Path(other).parent == root.parent and other != smoke.data.root
+    mine = resolve_config("smoke", data_root=tmp_path / "mine").data
+    assert mine.root == str(tmp_path / "mine") and not mine.toycity
+    monkeypatch.delenv("BENCH_DATA_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert Path(resolve_config("toy").data.root).parent == tmp_path / "xdg" / "segrobust-bench"
+    assert not list((tmp_path / "work").iterdir())  # nothing next to the working directory
+
+
+def test_a_tree_that_is_not_a_toy_city_needs_a_root():
+    with pytest.raises(ConfigError, match=r"data.root = '': name your Cityscapes-layout tree"):
+        apply_overrides(load_config("smoke"), ["data.toycity=false"])

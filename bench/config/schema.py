@@ -32,7 +32,8 @@ THREAT_MODELS = ("transfer", "joint", "white-box")
 class DataConfig:
     """Where the images are and at which size the networks see them."""
 
-    root: str = "data/toycity"
+    # "" with ``toycity``: the shared folder of generated toy cities (bench.config.resolve)
+    root: str = ""
     size: tuple[int, int] = (128, 256)
     # Generate the toy city at ``root`` when it is missing (the embedded default data).
     toycity: bool = True

@@ -58,6 +58,12 @@ def validate_finetune(settings: FinetuneConfig) -> FinetuneConfig:
 
 
 def _validate_data(data: DataConfig) -> None:
+    require(
+        data.toycity or bool(data.root),
+        "data.root",
+        data.root,
+        "name your Cityscapes-layout tree: --data PATH (or data.toycity = true)",
+    )
     require(min(data.size) >= 8, "data.size", list(data.size), "height and width must be >= 8")
     require(data.toycity_seed >= 0, "data.toycity_seed", data.toycity_seed, "must be >= 0")
     for key, count in data.toycity_counts.items():
