@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import inspect
 import math
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,8 @@ from bench import __version__, dist
 from bench.errors import BenchError, DefenseError
 from bench.files import sha256_file
 from bench.keys import cache_key
-from bench.scoring import ForwardMemo
-from bench.stages.context import DefenseEntry, RunContext, RunDefenses
+from bench.scoring import ForwardMemo, defense_label
+from bench.stages.context import DefenseEntry, RunContext, RunDefenses, RunNetworks
 from bench.stages.networks import needed_students
 from bench.store.checkpoints import load_meta, load_network
 from defenses import (
@@ -92,11 +93,14 @@ def build_defense_rows(ctx: RunContext) -> RunDefenses:
         labels[row] = configured.label()
         source = "" if spec in BUILTINS else _source_digest(factory)
         surface = _surface(defense, spec)
+        key = surface_key(surface, networks.sha256, configured.options) if surface else ""
+        if surface is not None and is_plugin(spec):
+            surface = _guarded_surface(surface, defense_label(row, spec), networks)
         entries[row] = DefenseEntry(
             partial(build_defense, spec, networks.memos, **options),
             cache_key(spec, options, networks.sha256, source, __version__),
             surface,
-            surface_key(surface, networks.sha256, configured.options) if surface else "",
+            key,
             plugin=spec if is_plugin(spec) else "",
         )
     entries = _distinct_surface_names(entries)
@@ -136,6 +140,64 @@ def _surface(defense: Defense, spec: str) -> AttackSurface | None:
             f"defense {spec!r}: attack_surface() failed with {type(err).__name__}: {err}; fix "
             "the plug-in (BENCH_DEBUG=1 shows where)"
         ) from err
+
+
+def _plugin_failure(who: str, what: str, err: Exception) -> DefenseError:
+    return DefenseError(
+        f"defense {who}: {what} failed with {type(err).__name__}: {err}; fix the plug-in "
+        "(BENCH_DEBUG=1 shows where)"
+    )
+
+
+def _guarded(function: Callable[..., Any] | None, who: str, what: str) -> Any:
+    """``function`` (the plug-in's code), whose exceptions become one line naming the plug-in;
+    None stays None."""
+    if function is None:
+        return None
+
+    def call(*args: Any) -> Any:
+        try:
+            return function(*args)
+        except BenchError:
+            raise
+        except Exception as err:
+            raise _plugin_failure(who, what, err) from err
+
+    return call
+
+
+class _GuardedNetwork(nn.Module):
+    """A plug-in's own network in its attack surface: an exception of its forward is one line
+    naming the plug-in. Its weights are the wrapped network's."""
+
+    def __init__(self, network: nn.Module, who: str, role: str) -> None:
+        super().__init__()
+        self.network, self.who, self.role = network, who, role
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self.network(*args, **kwargs)
+        except BenchError:
+            raise
+        except Exception as err:
+            raise _plugin_failure(self.who, f"its network {self.role!r}", err) from err
+
+
+def _guarded_surface(surface: AttackSurface, who: str, networks: RunNetworks) -> AttackSurface:
+    """A plug-in's surface whose code (transform, decide, after_batch, its own networks)
+    reports any exception as one line naming the plug-in, wherever the run calls it (attacks,
+    the evaluation's checks); the run's networks stay as they are."""
+    run = [*networks.memos.values(), *networks.plain.values()]
+    return dataclasses.replace(
+        surface,
+        networks={
+            role: net if any(net is r for r in run) else _GuardedNetwork(net, who, role)
+            for role, net in surface.networks.items()
+        },
+        transform=_guarded(surface.transform, who, "its attack surface's transform"),
+        decide=_guarded(surface.decide, who, "its attack surface's decide"),
+        after_batch=_guarded(surface.after_batch, who, "its attack surface's after_batch"),
+    )
 
 
 def surface_networks(surface: AttackSurface, weights: dict[str, str]) -> dict[str, str]:

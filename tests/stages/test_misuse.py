@@ -52,7 +52,7 @@ class Void:
 """
 BAD_PLUGINS = """
 import torch
-from defenses import Prediction, predict_labels
+from defenses import AttackSurface, Prediction, predict_labels
 
 
 class _Base:
@@ -79,6 +79,29 @@ class RaisesInSurface(_Base):
 
     def attack_surface(self):
         raise ValueError("no surface today")
+
+
+def _no_transform(pixels):
+    raise ValueError("no transform today")
+
+
+class RaisesInTransform(_Base):
+    name = "raises-in-transform"
+
+    def attack_surface(self):
+        return AttackSurface("T:raises", {"T": self.net}, transform=_no_transform)
+
+
+class _NoForward(torch.nn.Module):  # no parameters either
+    def forward(self, pixels):
+        raise ValueError("no forward today")
+
+
+class OwnNetworkRaises(_Base):
+    name = "own-network-raises"
+
+    def attack_surface(self):
+        return AttackSurface("own:raises", {"own": _NoForward()})
 
 
 class RaisesInInit(_Base):
@@ -187,6 +210,16 @@ class TupleDefense:
             "no surface today; fix the plug-in",
         ),
         (
+            ["--defense", "{tmp}/bad.py:RaisesInTransform"],
+            "defense 'raises-in-transform' ({tmp}/bad.py:RaisesInTransform): its attack "
+            "surface's transform failed with ValueError: no transform today; fix the plug-in",
+        ),
+        (
+            ["--defense", "{tmp}/bad.py:OwnNetworkRaises"],
+            "defense 'own-network-raises' ({tmp}/bad.py:OwnNetworkRaises): its network 'own' "
+            "failed with ValueError: no forward today; fix the plug-in",
+        ),
+        (
             ["--defense", "{tmp}/bad.py:ObjectRecord"],
             "defense 'object-record' ({tmp}/bad.py:ObjectRecord): a defense's record holds 'x': "
             "object; records hold numbers, strings, bools or None",
@@ -233,6 +266,8 @@ class TupleDefense:
         "plugin-predict-raises",
         "plugin-init-raises",
         "plugin-surface-raises",
+        "plugin-transform-raises",
+        "plugin-own-network-raises",
         "plugin-object-record",
         "plugin-int32",
         "plugin-record-count",
