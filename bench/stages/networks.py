@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from bench import dist
 from bench.config import STATIC_NETS, FinetuneConfig, NetConfig, RunConfig, adaptive_students
-from bench.errors import CheckpointError, ConfigError, RunDirError
+from bench.errors import CheckpointError, ConfigError, ModelError, RunDirError
 from bench.files import atomic_copy, sha256_file
 from bench.keys import cache_key
 from bench.models import (
@@ -223,8 +223,13 @@ def import_network(
     """T or S from the user's weights file (``teacher.weights`` / ``student.weights``): key
     mappings applied, output checked, saved into the run with the file's sha256."""
     net = ctx.config.net(name)
-    source = f"{'teacher' if name == 'T' else 'student'}.weights {net.weights}"
-    load_weights(model, read_state_dict(net.weights), source)
+    role = "teacher" if name == "T" else "student"
+    source = f"{role}.weights {net.weights}"
+    state = read_state_dict(net.weights)
+    try:
+        load_weights(model, state, source)
+    except ModelError as err:
+        raise ModelError(f"{err}; {_options_hint(role, net, state)}") from err
     model.to(ctx.device)
     check_output(model, tuple(ctx.config.data.size), source)
     return _save_static(
@@ -235,6 +240,24 @@ def import_network(
         origin="imported",
         imported_from=Path(net.weights).name,
         source_sha256=sha256_file(net.weights),
+    )
+
+
+def _options_hint(role: str, net: NetConfig, state: dict[str, Any]) -> str:
+    """What to set when a weights file does not fit the network the preset builds: the
+    architecture's default options when the file fits those, else the key to set."""
+    if net.options:
+        try:
+            load_weights(build_model(net.arch), state, "")
+            return (
+                f"the file fits {net.arch} with its default options, not the preset's "
+                f"{net.options}: set them with --set '{role}.options={{}}'"
+            )
+        except (ModelError, ConfigError):
+            pass
+    return (
+        f"set {role}.options (now {net.options}) to the options the file was made with, e.g. "
+        f"--set '{role}.options={{width = 2}}', or {role}.arch to its architecture"
     )
 
 
