@@ -22,7 +22,7 @@ from bench.models import build_model, check_output
 from bench.models.taps import expand_taps
 from bench.plugins import is_spec
 from bench.stages.defense_rows import OFFERED
-from defenses import defense_name, load_defense
+from defenses import defense_name, load_defense, networks_needed
 
 
 def check_run(config: RunConfig, device: torch.device | None = None) -> None:
@@ -113,6 +113,7 @@ def _check_defense(defense: DefenseSpec) -> None:
             f"defense {spec!r} cannot be built as Class(networks, **options){given}: {err}; "
             "fix the options in evaluate.defenses (or --defense)"
         ) from err
+    networks_needed(spec)  # a plug-in's ``needs`` names known roles
     if isinstance(factory, type) and not callable(getattr(factory, "predict", None)):
         raise DefenseError(
             f"defense {spec!r}: {factory.__name__} has no predict(images) method "

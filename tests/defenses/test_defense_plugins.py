@@ -17,6 +17,7 @@ from defenses import (
     Prediction,
     build_defense,
     load_defense,
+    networks_needed,
 )
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -183,3 +184,21 @@ def test_the_readme_s_second_example_crosses_its_rounding_by_bpda(tiny_networks,
 def test_the_constructor_s_refusal_of_an_option_is_one_line(tiny_networks):
     with pytest.raises(DefenseError, match=r"constructor failed with ValueError: step must be"):
         build_defense(QUANTIZE, tiny_networks, step=1)
+
+
+class _ReadsT:
+    name = "reads-t"
+    needs = ("T",)
+
+
+class _BadNeeds:
+    name = "bad-needs"
+    needs = "T"
+
+
+def test_the_networks_a_defense_reads():
+    assert networks_needed("jpeg") == ("T",) and networks_needed("TS-vote") == ("T", "S", "A")
+    assert networks_needed(f"{__name__}:_ReadsT") == ("T",)
+    assert networks_needed(f"{__name__}:_Constant") == ("T", "S", "A")  # unsaid: all three
+    with pytest.raises(DefenseError, match=r"needs = 'T' must be a tuple of the roles it reads"):
+        networks_needed(f"{__name__}:_BadNeeds")
