@@ -278,7 +278,9 @@ def train(
     multiple=True,
     metavar="SPEC",
     help="An extra defense to rank: package.module:Class, path/file.py:Class or an "
-    "entry-point name of the group bench.defenses (repeatable).",
+    "entry-point name of the group bench.defenses; with options and a row name, the TOML "
+    'table a preset writes, quoted whole: \'{spec = "file.py:Class", options = {step = 8}, '
+    'name = "masked-8"}\' (repeatable).',
 )
 @click.option("--retrain", is_flag=True, help="Retrain every network, ignoring checkpoints.")
 def run(
@@ -397,13 +399,13 @@ def perf_attack_command(
 ) -> None:
     """LLCM vs its floor (n_iter x (forward + input backward) + 1 forward) and vs ART's BIM;
     APGD on T, S and the joint objective vs its floor ((N + 1) x (forward + input backward))."""
-    from bench.config import load_config, load_run_config
+    from bench.config import load_run_config, resolve_config
     from bench.perf import run_perf_attack
 
     config = (
         load_run_config(run_dir, trusted_specs=trusted_specs, trust_code=trust_code)
         if run_dir
-        else load_config(preset)
+        else resolve_config(preset)
     )
     run_perf_attack(
         config,

@@ -10,8 +10,10 @@ stays the user's Ctrl-C). That exception stays the error's cause, so
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +25,44 @@ def is_spec(text: str) -> bool:
     return ":" in text
 
 
+def _users_file(module_name: str) -> Path | None:
+    """The user's own file of a top-level module named like a standard-library one
+    (``random.py`` in a folder on ``sys.path``), or None: ``import random`` would return the
+    standard library's module, already loaded, and the user's never runs."""
+    if "." in module_name or module_name not in sys.stdlib_module_names:
+        return None
+    stdlib = {Path(sysconfig.get_paths()[k]).resolve() for k in ("stdlib", "platstdlib")}
+    folders = [p for p in sys.path if Path(p or ".").resolve() not in stdlib]
+    found = importlib.machinery.PathFinder.find_spec(module_name, folders)
+    if found is None or found.origin is None or not found.origin.endswith(".py"):
+        return None  # a built-in or frozen module, or no file of the user's
+    origin = Path(found.origin).resolve()
+    return None if any(origin.is_relative_to(d) for d in stdlib) else origin
+
+
+def _import_file(path: Path, spec: str, kind: str, error: type[BenchError]) -> Any:
+    """The module of ``path``, under a private name that never shadows another module."""
+    name = f"bench_plugin_{path.stem}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise error(f"{kind} {spec!r}: {path} is not a Python module")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module  # dataclasses and pickling look their module up here
+    module_spec.loader.exec_module(module)
+    return module
+
+
 def _import_module(module_name: str, spec: str, kind: str, error: type[BenchError]) -> Any:
     try:
         if not module_name.endswith(".py"):
+            users = _users_file(module_name)
+            if users is not None:
+                return _import_file(users, spec, kind, error)
             return importlib.import_module(module_name)
         path = Path(module_name)
         if not path.is_file():
             raise error(f"{kind} {spec!r}: no file {path}")
-        name = f"bench_plugin_{path.stem}"
-        module_spec = importlib.util.spec_from_file_location(name, path)
-        if module_spec is None or module_spec.loader is None:
-            raise error(f"{kind} {spec!r}: {path} is not a Python module")
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[name] = module  # dataclasses and pickling look their module up here
-        module_spec.loader.exec_module(module)
-        return module
+        return _import_file(path, spec, kind, error)
     except BenchError:
         raise
     except ModuleNotFoundError as err:
@@ -66,7 +91,13 @@ def load_object(spec: str, kind: str, error: type[BenchError]) -> Any:
     try:
         obj = getattr(module, attr)
     except AttributeError as err:
-        raise error(f"{kind} {spec!r}: module {module_name} has no {attr!r}") from err
+        hint = (
+            f" (it is the standard library's {module_name}; name your file instead: "
+            f"path/to/{module_name}.py:{attr})"
+            if module_name in sys.stdlib_module_names
+            else ""
+        )
+        raise error(f"{kind} {spec!r}: module {module_name} has no {attr!r}{hint}") from err
     if not callable(obj):
         raise error(f"{kind} {spec!r} is not a class or factory")
     return obj

@@ -6,7 +6,7 @@ Prints the CPU model, pixel accuracy and mIoU (clean, APGD, square), the forward
 that square made (counted), seconds per image per 100 queries, and a query's and an APGD
 iteration's cost in plain forward passes of the batch timed beside them.
 
-    python benchmarks/square_cost.py --data data/toycity --images 8 --queries 100
+    python benchmarks/square_cost.py --images 8 --queries 100
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from attacks import APGD, Square
 from attacks.objectives import Ensemble, pixel_accuracy
-from bench.config import load_config
+from bench.config import resolve_config
 from bench.data.cityscapes import CityscapesSegmentation
 from bench.metrics import ConfusionMatrix
 from bench.stages.networks import REFERENCE_DIR
@@ -65,7 +65,9 @@ def _forward_seconds(net: nn.Module, images: Tensor, repeat: int = 5) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="data/toycity", help="a toy city (bench run makes it)")
+    parser.add_argument(
+        "--data", help="a toy city (default: the toy preset's, which bench run makes)"
+    )
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--apgd-iter", type=int, default=5)
@@ -75,8 +77,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     print(next((line for line in cpu.splitlines() if "Model name" in line), "CPU unknown"))
-    toy = load_config("toy")
-    data = CityscapesSegmentation(args.data, toy.data.test_subset, size=tuple(toy.data.size))
+    toy = resolve_config("toy")
+    data = CityscapesSegmentation(
+        args.data or toy.data.root, toy.data.test_subset, size=tuple(toy.data.size)
+    )
     images, labels = next(iter(DataLoader(data, args.images)))
     net = load_network(REFERENCE_DIR / "toy", "T", toy.net("T"))
     counting = Counting(net)

@@ -27,6 +27,7 @@ from defenses.base import (
 from defenses.losses import ifm_loss, soft_cross_entropy, ts_loss
 from defenses.preprocess import InputTransform
 from defenses.registry import (
+    BUILTIN_NEEDS,
     BUILTINS,
     ENTRY_POINT_GROUP,
     available_defenses,
@@ -34,12 +35,14 @@ from defenses.registry import (
     defense_name,
     is_plugin,
     load_defense,
+    networks_needed,
 )
 from defenses.single import SingleNetwork
 from defenses.vote import DisagreementVote, Vote, d_ae, hamming
 
 __all__ = [
     "BUILTINS",
+    "BUILTIN_NEEDS",
     "ENTRY_POINT_GROUP",
     "AdaptiveTrainer",
     "AttackSurface",
@@ -64,6 +67,7 @@ __all__ = [
     "ifm_loss",
     "is_plugin",
     "load_defense",
+    "networks_needed",
     "predict_labels",
     "require_networks",
     "soft_cross_entropy",

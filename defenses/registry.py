@@ -34,6 +34,20 @@ BUILTINS: dict[str, Callable[..., Defense]] = {
 }
 
 
+#: the networks each built-in reads (a run finetunes A only when a defense reads it)
+BUILTIN_NEEDS: dict[str, tuple[str, ...]] = {
+    "T": ("T",),
+    "S": ("S",),
+    "A": ("A",),
+    "TS-vote": ("T", "S", "A"),
+    "TA-vote": ("T", "S", "A"),
+    "TA-vote-online": ("T", "S", "A"),
+    "TA-vote-disagree": ("T", "S", "A"),
+    **dict.fromkeys(METHODS, ("T",)),
+}
+#: what a plug-in is assumed to read unless its class says otherwise (``needs``)
+ALL_NETWORKS = ("T", "S", "A")
+
 REGISTRY: Registry[Callable[..., Defense]] = Registry(
     "defense",
     DefenseError,
@@ -60,6 +74,21 @@ def load_defense(spec: str) -> Callable[..., Defense]:
 def is_plugin(spec: str) -> bool:
     """True for a user's defense (a class spec or an entry point), False for a built-in."""
     return spec not in BUILTINS
+
+
+def networks_needed(spec: str) -> tuple[str, ...]:
+    """The roles the defense of ``spec`` reads: a built-in's from ``BUILTIN_NEEDS``, a
+    plug-in's from its class attribute ``needs`` (e.g. ``needs = ("T",)``), all three when it
+    has none. Raises ``DefenseError`` for a ``needs`` that is not a tuple of T, S, A."""
+    if not is_plugin(spec):
+        return BUILTIN_NEEDS[spec]
+    needs = getattr(load_defense(spec), "needs", ALL_NETWORKS)
+    if not isinstance(needs, (tuple, list)) or not set(needs) <= set(ALL_NETWORKS):
+        raise DefenseError(
+            f"defense {spec!r}: needs = {needs!r} must be a tuple of the roles it reads, from "
+            f"{', '.join(ALL_NETWORKS)}, e.g. needs = ('T',)"
+        )
+    return tuple(needs)
 
 
 def defense_name(spec: str) -> str | None:

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from pathlib import Path
 
 import pytest
 
 from bench.config import (
     PRESET_DIR,
+    DefenseSpec,
     FinetuneConfig,
     RunConfig,
     adaptive_students,
     apply_overrides,
     load_config,
     load_run_config,
+    parse_defense,
+    resolve_config,
     save_run_config,
 )
 from bench.errors import ConfigError
@@ -133,6 +137,10 @@ def test_overrides_are_typed_and_checked():
             "attack.gradient_free.label=apgd-ce",
             "attack.gradient_free.label = 'apgd-ce': an attack of attack.suite has this label",
         ),
+        ("evaluate.defenses=[{options={step=8}}]", "evaluate.defenses[0].spec"),
+        ("evaluate.defenses=[{spec='T', name='my row'}]", "evaluate.defenses[0].name = 'my row'"),
+        ("evaluate.defenses=[{spec='T', colour=1}]", "unknown key evaluate.defenses[0].colour"),
+        ("evaluate.defenses=[3]", "evaluate.defenses[0] must be a table"),
     ],
 )
 def test_every_bad_value_is_one_line_naming_key_value_and_fix(override, message):
@@ -180,3 +188,55 @@ def test_the_gradient_free_attack_is_the_suite_entry_it_stands_for():
     assert config.attack.tags == ("llcm", "apgd-ce", "square")  # the report keeps its rows
     off = apply_overrides(config, ["attack.gradient_free.queries=0"])
     assert off.attack.tags == ("llcm", "apgd-ce")
+
+
+def test_a_defense_is_a_spec_or_a_table_with_options_and_a_row_name(tmp_path):
+    masked = {"spec": "masked.py:Masked", "options": {"step": 8}, "name": "masked-8"}
+    config = apply_overrides(
+        load_config("smoke"),
+        [
+            'evaluate.defenses=["T", {spec = "masked.py:Masked", options = {step = 8}, '
+            'name = "masked-8"}]'
+        ],
+    )
+    assert config.evaluate.defenses == (DefenseSpec("T"), DefenseSpec(**masked))
+    save_run_config(config, tmp_path)
+    text = (tmp_path / "config.toml").read_text()
+    assert '"T",' in text and 'options = { step = 8 }, name = "masked-8"' in text  # as written
+    assert load_run_config(tmp_path, trust_code=True).evaluate.defenses == config.evaluate.defenses
+
+
+def test_a_defense_on_the_command_line_is_a_spec_or_the_same_table():
+    assert parse_defense(" examples/x.py:X ") == "examples/x.py:X"
+    text = '{spec = "x.py:X", options = {step = 8, mode = "up"}, name = "x-8"}'
+    assert parse_defense(text) == {
+        "spec": "x.py:X",
+        "options": {"step": 8, "mode": "up"},
+        "name": "x-8",
+    }
+    with pytest.raises(ConfigError, match=r"is not a TOML inline table .*single quotes") as err:
+        parse_defense("{spec = x.py:X}")
+    assert "\n" not in str(err.value)
+
+
+def test_the_toy_city_is_generated_once_into_the_shared_data_folder(tmp_path, monkeypatch):
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "shared"))
+    smoke = resolve_config("smoke")
+    root = Path(smoke.data.root)
+    assert root.parent == tmp_path / "shared" and root.name.startswith("toycity-32x64-")
+    assert resolve_config("smoke", seed=3).data.root == smoke.data.root  # every run shares it
+    other = resolve_config("smoke", overrides=["data.toycity_seed=1"]).data.root
+    assert Path(other).parent == root.parent and other != smoke.data.root
+    mine = resolve_config("smoke", data_root=tmp_path / "mine").data
+    assert mine.root == str(tmp_path / "mine") and not mine.toycity
+    monkeypatch.delenv("BENCH_DATA_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert Path(resolve_config("toy").data.root).parent == tmp_path / "xdg" / "segrobust-bench"
+    assert not list((tmp_path / "work").iterdir())  # nothing next to the working directory
+
+
+def test_a_tree_that_is_not_a_toy_city_needs_a_root():
+    with pytest.raises(ConfigError, match=r"data.root = '': name your Cityscapes-layout tree"):
+        apply_overrides(load_config("smoke"), ["data.toycity=false"])

@@ -29,7 +29,7 @@ from bench.errors import ConfigError
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-_DEFENSES = list(EvaluateConfig().defenses)
+_DEFENSES = [d.spec for d in EvaluateConfig().defenses]
 
 
 def _run_args(out: Path, data: Path) -> list[str]:

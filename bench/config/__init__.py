@@ -21,6 +21,7 @@ from bench.config.presets import (
     apply_values,
     config_from_dict,
     load_config,
+    parse_defense,
     parse_override,
 )
 from bench.config.resolve import resolve_config, train_values
@@ -44,6 +45,7 @@ from bench.config.schema import (
     AttackConfig,
     AttackSpec,
     DataConfig,
+    DefenseSpec,
     DetectConfig,
     EvaluateConfig,
     FinetuneConfig,
@@ -70,6 +72,7 @@ __all__ = [
     "AttackConfig",
     "AttackSpec",
     "DataConfig",
+    "DefenseSpec",
     "DetectConfig",
     "EvaluateConfig",
     "FinetuneConfig",
@@ -84,6 +87,7 @@ __all__ = [
     "config_from_dict",
     "load_config",
     "load_run_config",
+    "parse_defense",
     "parse_override",
     "read_run_config",
     "resolve_config",

@@ -72,8 +72,14 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise bad
         if len(args) == 2 and args[1] is Ellipsis:
             if dataclasses.is_dataclass(args[0]):
+                text_field = getattr(args[0], "TEXT_FIELD", None)  # "T" stands for {spec = "T"}
                 return tuple(
-                    build_dataclass(args[0], v, f"{key}[{i}].") for i, v in enumerate(value)
+                    build_dataclass(
+                        args[0],
+                        {text_field: v} if text_field and isinstance(v, str) else v,
+                        f"{key}[{i}].",
+                    )
+                    for i, v in enumerate(value)
                 )
             return tuple(_coerce(v, args[0], key) for v in value)
         if len(value) != len(args):

@@ -103,6 +103,22 @@ def parse_override(override: str) -> tuple[str, Any]:
     return path.strip(), value
 
 
+def parse_defense(text: str) -> str | dict[str, Any]:
+    """A ``--defense`` value as an entry of ``evaluate.defenses``: a spec (``T``,
+    ``file.py:Class``), or the TOML inline table a preset writes, quoted whole in the shell:
+    ``'{spec = "file.py:Class", options = {step = 8}, name = "masked-8"}'``."""
+    if not text.lstrip().startswith("{"):
+        return text.strip()
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(
+            f"--defense {text!r} is not a TOML inline table ({err}); write it as "
+            '\'{spec = "file.py:Class", options = {step = 8}, name = "masked-8"}\' (keys '
+            "separated by commas, strings in double quotes, the whole in single quotes)"
+        ) from err
+
+
 def apply_values(config: RunConfig, values: Mapping[str, Any]) -> RunConfig:
     """The config with ``{"section.key": value}`` set, validated again."""
     table = config.to_dict()

@@ -75,6 +75,10 @@ def save_run_config(config: RunConfig, run_dir: str | Path) -> Path:
     for path, value in relative.items():
         section, key = path.split(".")
         values[section][key] = value
+    values["evaluate"]["defenses"] = [  # a spec alone as the bare string a preset writes
+        d["spec"] if not d["options"] and not d["name"] else d
+        for d in values["evaluate"]["defenses"]
+    ]
     return atomic_write_text(run_dir / CONFIG_FILE, tomli_w.dumps(drop_none(values)))
 
 
@@ -100,7 +104,7 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
 def code_specs(config: RunConfig) -> list[tuple[str, str]]:
     """``(key, spec)`` for every plug-in spec the config names in ``CODE_KEYS``, in order."""
     named = [(f"{role}.arch", getattr(config, role).arch) for role in ("teacher", "student")]
-    named += [("evaluate.defenses", spec) for spec in config.evaluate.defenses]
+    named += [("evaluate.defenses", defense.spec) for defense in config.evaluate.defenses]
     return [(key, spec) for key, spec in named if is_spec(spec)]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 #: The static networks: the teacher T and the static student S.
 STATIC_NETS = ("T", "S")
@@ -32,7 +32,8 @@ THREAT_MODELS = ("transfer", "joint", "white-box")
 class DataConfig:
     """Where the images are and at which size the networks see them."""
 
-    root: str = "data/toycity"
+    # "" with ``toycity``: the shared folder of generated toy cities (bench.config.resolve)
+    root: str = ""
     size: tuple[int, int] = (128, 256)
     # Generate the toy city at ``root`` when it is missing (the embedded default data).
     toycity: bool = True
@@ -232,22 +233,48 @@ class SweepConfig:
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
-    """Which defenses the run ranks (built-in names, ``pkg.module:Class`` or entry points), and
-    at which resolution they are scored: ``full_resolution`` upsamples the logits (bilinear) to
-    the labels' own resolution before the argmax, as Cityscapes' official evaluation scores;
-    otherwise labels are resized (nearest) to ``data.size``."""
+class DefenseSpec:
+    """One defense the run ranks: ``spec`` (a built-in name, ``pkg.module:Class``,
+    ``file.py:Class`` or an entry point), the keyword ``options`` its constructor is called
+    with, and ``name``, its result row ("" = the defense's own name; two settings of one class
+    side by side need one each). A preset writes a bare string for a spec alone, or a table:
+    ``{spec = "masked.py:Masked", options = {step = 8}, name = "masked-8"}``."""
 
-    defenses: tuple[str, ...] = (
-        "T",
-        "S",
-        "A",
-        "TS-vote",
-        "TA-vote",
-        "TA-vote-disagree",
-        "jpeg",
-        "spatial-smoothing",
-        "feature-squeezing",
+    #: a string in place of the table sets this field
+    TEXT_FIELD: ClassVar[str] = "spec"
+
+    spec: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+
+    def label(self) -> str:
+        """How messages name it: its spec, with the row name and options when it has them."""
+        extras = [f"name {self.name!r}"] if self.name else []
+        extras += [f"options {self.options}"] if self.options else []
+        return f"{self.spec!r}" + (f" ({', '.join(extras)})" if extras else "")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Which defenses the run ranks (``DefenseSpec``: built-in names, ``pkg.module:Class`` or
+    entry points, with options and row names), and at which resolution they are scored:
+    ``full_resolution`` upsamples the logits (bilinear) to the labels' own resolution before the
+    argmax, as Cityscapes' official evaluation scores; otherwise labels are resized (nearest) to
+    ``data.size``."""
+
+    defenses: tuple[DefenseSpec, ...] = tuple(
+        DefenseSpec(name)
+        for name in (
+            "T",
+            "S",
+            "A",
+            "TS-vote",
+            "TA-vote",
+            "TA-vote-disagree",
+            "jpeg",
+            "spatial-smoothing",
+            "feature-squeezing",
+        )
     )
     batch_size: int = 8
     full_resolution: bool = False

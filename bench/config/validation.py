@@ -58,6 +58,12 @@ def validate_finetune(settings: FinetuneConfig) -> FinetuneConfig:
 
 
 def _validate_data(data: DataConfig) -> None:
+    require(
+        data.toycity or bool(data.root),
+        "data.root",
+        data.root,
+        "name your Cityscapes-layout tree: --data PATH (or data.toycity = true)",
+    )
     require(min(data.size) >= 8, "data.size", list(data.size), "height and width must be >= 8")
     require(data.toycity_seed >= 0, "data.toycity_seed", data.toycity_seed, "must be >= 0")
     for key, count in data.toycity_counts.items():
@@ -214,6 +220,19 @@ def _validate_evaluate(evaluate: EvaluateConfig) -> None:
         "name at least one defense",
     )
     _unique(evaluate.defenses, "evaluate.defenses")
+    for i, defense in enumerate(evaluate.defenses):
+        require(
+            bool(defense.spec.strip()),
+            f"evaluate.defenses[{i}].spec",
+            defense.spec,
+            "name a defense: a built-in, package.module:Class or file.py:Class",
+        )
+        require(
+            not defense.name or bool(_FILE_NAME.fullmatch(defense.name)),
+            f"evaluate.defenses[{i}].name",
+            defense.name,
+            "use letters, digits and _ . + - only (it names the result row and its AE sets)",
+        )
     require(evaluate.batch_size >= 1, "evaluate.batch_size", evaluate.batch_size, "must be >= 1")
 
 

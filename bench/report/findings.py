@@ -50,8 +50,20 @@ def compare(a: float, b: float, margin: float = TIE_POINTS) -> str:
     return f"tie (within {_points(margin)})"
 
 
+def _measured(*values: float) -> bool:
+    """Every input of a finding exists in the run: a finding is stated only then."""
+    return all(not math.isnan(v) for v in values)
+
+
+def _mean(values: list[float]) -> float:
+    """The mean of the measured values; NaN when none is."""
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
 def findings(config: RunConfig, metrics: pd.DataFrame, detections: pd.DataFrame) -> list[str]:
-    """The paper's findings as sentences, each with its verdict and the numbers behind it.
+    """The paper's findings as sentences, each with its verdict and the numbers behind it; a
+    finding whose inputs the run lacks (no LLCM, no A, no vote) is left out.
 
     They read the paper's protocol: the transfer sets of the paper's attack (LLCM); the
     detection rows are the T/A vote's records on those sets.
@@ -83,25 +95,27 @@ def findings(config: RunConfig, metrics: pd.DataFrame, detections: pd.DataFrame)
         ]
     lines = [f"T beats S on clean data: {compare(t, s)} (mIoU T {t:.1f}%, S {s:.1f}%, {val})."]
     for net, other in (("T", "S"), ("S", "T")):
-        if {net, other} <= set(sources):
+        if {net, other} <= set(sources) and paper:
             own = m(net, Variant(net, top, TRANSFER, paper), col="q")
             cross = m(net, Variant(other, top, TRANSFER, paper), col="q")
+            if not _measured(own, cross):
+                continue
             both = [compare(COLLAPSE_Q, own), compare(cross, COLLAPSE_Q), compare(cross, own)]
             lines.append(
                 f"{net} collapses on its own AEs and keeps most of its mIoU on {other}'s "
                 f"(eps {top:g}): {_all(both)} (Q own {own:.1f}%, Q cross {cross:.1f}%)."
             )
-    if "S" in sources:
-        s_ae = Variant("S", top, TRANSFER, paper)
-        a_s, s_s = m("A", s_ae), m("S", s_ae)
+    s_ae = Variant("S", top, TRANSFER, paper)
+    a_s, s_s = m("A", s_ae), m("S", s_ae)
+    if "S" in sources and paper and _measured(a_s, s_s):
         lines.append(
             f"A is more robust than S to S-AEs (eps {top:g}): {compare(a_s, s_s)} "
             f"(mIoU A {a_s:.1f}%, S {s_s:.1f}%)."
         )
-    if config.sweep.baseline:
-        base = adaptive_students(config).row(["all"], config.finetune.alpha)
-        ours = np.nanmean([m("A", v, test) for v in columns])
-        theirs = np.nanmean([m(base, v, test) for v in columns])
+    base = adaptive_students(config).row(["all"], config.finetune.alpha)
+    ours = _mean([m("A", v, test) for v in columns])
+    theirs = _mean([m(base, v, test) for v in columns])
+    if config.sweep.baseline and _measured(ours, theirs):
         lines.append(
             f"A with IFM' on {'+'.join(config.finetune.layers)} beats the all-layer "
             f"baseline of [6] (mean over clean and AE sets, {test}): "
@@ -122,8 +136,10 @@ def findings(config: RunConfig, metrics: pd.DataFrame, detections: pd.DataFrame)
             f"image-variants right, {test})."
         )
     margins = [m("TA-vote", v, test) - max(m("T", v, test), m("S", v, test)) for v in columns[1:]]
-    q_min = min(m("TA-vote", v, test, col="q") for v in columns[1:])
-    worst = min(margins)
+    q_min = min((m("TA-vote", v, test, col="q") for v in columns[1:]), default=math.nan)
+    worst = min(margins, default=math.nan)
+    if not paper or not _measured(worst, q_min):
+        return lines
     lines.append(
         f"The T/A vote keeps mIoU under every attack (at least the better static network "
         f"on each AE set): {compare(worst, -VOTE_TOLERANCE, margin=0)} (worst margin "
@@ -174,7 +190,7 @@ def adaptive_findings(
     lines = []
     for defense in PREPROCESSORS:
         transfer, adaptive = miou(defense, TRANSFER, "T", paper), miou(defense, WHITE_BOX)
-        if not math.isnan(adaptive):
+        if paper and _measured(transfer, adaptive):
             lines.append(
                 f"The white-box (BPDA) attack hurts {defense} more than the transfer attack from "
                 f"T (eps {top:g}, {subset}): {compare(transfer, adaptive)} (mIoU white-box "
@@ -182,7 +198,7 @@ def adaptive_findings(
             )
     for net in ("T", "S"):
         apgd, llcm = miou(net, WHITE_BOX, attack="apgd"), miou(net, TRANSFER, net, paper)
-        if not math.isnan(apgd) and not math.isnan(llcm):
+        if paper and _measured(apgd, llcm):  # without LLCM in the suite, nothing to compare
             lines.append(
                 f"APGD is stronger than LLCM on {net}'s own output (eps {top:g}, {subset}): "
                 f"{compare(llcm, apgd)} (mIoU APGD {apgd:.1f}%, LLCM {llcm:.1f}%)."
@@ -193,10 +209,15 @@ def adaptive_findings(
             if math.isnan(value):
                 continue
             left, median = _vote_choices(records, vote, subset, threat, top)
+            alone = miou("T", threat)
             lines.append(
-                f"{vote} under the {threat} attack (eps {top:g}, {subset}): mIoU {value:.1f}% "
-                f"(T alone {miou('T', threat):.1f}%); median d_AE {median:+.3f}, the vote left T "
-                f"on {left:.0f}% of the images."
+                f"{vote} under the {threat} attack (eps {top:g}, {subset}): mIoU {value:.1f}%"
+                + (f" (T alone {alone:.1f}%)" if _measured(alone) else "")
+                + (
+                    f"; median d_AE {median:+.3f}, the vote left T on {left:.0f}% of the images."
+                    if _measured(left, median)
+                    else "."
+                )
             )
     if not math.isnan(miou("TA-vote-disagree", WHITE_BOX)):
         cases = [("clean", "clean", None, 0.0)]
@@ -206,7 +227,8 @@ def adaptive_findings(
         for label, threat, source, eps in cases:
             mine = miou("TA-vote-disagree", threat, source, eps=eps)
             plain = miou("TA-vote", threat, source, eps=eps)
-            parts.append(f"{label} {mine:.1f}% vs {plain:.1f}%")
+            if _measured(mine, plain):
+                parts.append(f"{label} {mine:.1f}% vs {plain:.1f}%")
         lines.append(
             f"What the disagreement vote buys over the T/A vote (mIoU, eps {top:g}, {subset}; "
             "the worst set where a threat model has several): " + ", ".join(parts) + "."

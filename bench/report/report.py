@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.config import AdaptiveStudents, RunConfig, adaptive_students, read_run_config
+from bench.config import (
+    STATIC_NETS,
+    AdaptiveStudents,
+    RunConfig,
+    adaptive_students,
+    read_run_config,
+)
 from bench.errors import RunDirError, StoreError
 from bench.files import atomic_write_text, write_error
 from bench.report.findings import THRESHOLDS, adaptive_findings, findings
@@ -34,8 +40,8 @@ from bench.store.rundir import (
     read_arrays,
     read_table,
 )
-from bench.variants import WORST_CASE, variants
-from defenses import is_plugin
+from bench.variants import CLEAN, WORST_CASE, variants
+from defenses import BUILTIN_NEEDS, is_plugin
 
 # The detection tables (4, 6) and histograms read the per-image records of the T/A vote.
 DETECTION_DEFENSE = "TA-vote"
@@ -56,6 +62,23 @@ def _write_table(
     atomic_write_text(directory / f"{name}.md", markdown + "\n")
     atomic_write_text(directory / f"{name}.tex", flat.to_latex(float_format="%.2f", na_rep="-"))
     return markdown
+
+
+OMITTED = (
+    "Omitted: this run has no rows for it (its defenses, attacks or eps are not in the config; "
+    "the paper's column alone would be all the table showed)."
+)
+
+
+def has_data(frame: pd.DataFrame) -> bool:
+    """Whether a paper table holds a number of this run (its "ours" columns, when it has the
+    paper's beside them) on an AE set, not only NaN / <NA>: the paper's tables are about
+    attacks, and clean numbers alone are the leaderboard's."""
+    columns = frame.columns
+    if isinstance(columns, pd.MultiIndex) and "ours" in columns.get_level_values(-1):
+        frame = frame.xs("ours", axis=1, level=-1)
+    attacked = frame.drop(columns=[CLEAN], errors="ignore")
+    return bool((attacked if len(attacked.columns) else frame).notna().to_numpy().any())
 
 
 def _paper_tables(
@@ -188,10 +211,14 @@ def check_rows(folder: str | Path) -> list[str]:
     config = read_run_config(folder)
     metrics = read_table(folder / METRICS_FILE, [*ROW_COLUMNS, "miou", "q"])
     attacked = metrics[metrics["threat"] != "clean"]
-    students = [row for row, _ in adaptive_students(config).all()[1:]]
     specs = config.evaluate.defenses
-    named = {s for s in specs if not is_plugin(s)} | set(students)
-    plugins = [s for s in specs if is_plugin(s)]
+    # the sweeps' students are trained when a defense reads A: surely when a built-in does; a
+    # plug-in's needs are known to its code only, so then their rows may or may not be there
+    sweeps = {row for row, _ in adaptive_students(config).all()[1:]}
+    reads_a = any("A" in BUILTIN_NEEDS.get(d.spec, ()) for d in specs)
+    students = sweeps if reads_a else set()
+    named = {d.name or d.spec for d in specs if d.name or not is_plugin(d.spec)} | students
+    plugins = [d.spec for d in specs if is_plugin(d.spec) and not d.name]
     asked = {"eps": _eps(config), "subsets": set(config.attack.subsets), "defenses": named}
     held = {
         "eps": {float(e) for e in attacked["eps"]},
@@ -199,7 +226,7 @@ def check_rows(folder: str | Path) -> list[str]:
         "defenses": set(metrics["defense"]),
     }
     missing = [f"{k} {_listed(asked[k] - held[k])}" for k in asked if asked[k] - held[k]]
-    others = held["defenses"] - named
+    others = held["defenses"] - named - sweeps
     if len(others) < len(plugins):
         missing.append(
             f"plug-in defenses {', '.join(plugins)} ({len(plugins)}, rows of {len(others)} other "
@@ -250,6 +277,22 @@ def _grid(path: Path) -> dict[str, dict]:
     return grid
 
 
+def shared_sets_note(config: RunConfig) -> str:
+    """The report's line on AE sets two threat models share: a white-box attack on T (or S)
+    alone is the transfer attack from it, so those rows read one set (built once; a plug-in
+    whose surface is one run network alone shares too, as the attacks stage line counts)."""
+    singles = [d.name or d.spec for d in config.evaluate.defenses if d.spec in STATIC_NETS]
+    singles = [n for n in singles if n in config.attack.sources]
+    tags = [s.tag for s in config.attack.suite if {"transfer", "white-box"} <= set(s.threat_models)]
+    if not singles or not tags:
+        return ""
+    return (
+        f"The white-box rows of {', '.join(singles)} under {', '.join(tags)} reuse their "
+        "transfer sets: a white-box attack on one network alone is the transfer attack from "
+        "it, so each set is built once and read by both rows."
+    )
+
+
 def _introduction(config: RunConfig, folder: Path) -> list[str]:
     """The report's title, what was run and scored how, and the findings' heading."""
     suite = "; ".join(
@@ -264,13 +307,14 @@ def _introduction(config: RunConfig, folder: Path) -> list[str]:
         if config.evaluate.full_resolution
         else f"at {config.data.size[0]}x{config.data.size[1]} (labels resized, nearest)"
     )
+    note = shared_sets_note(config)
     return [
         f"# Benchmark report: {config.name}",
         "",
         f"Data: {describe_data(config, folder)}; teacher {config.teacher.arch} "
         f"{config.teacher.options}, student {config.student.arch} {config.student.options}. "
         f"Attacks: {suite}. Scored {scoring}. All numbers in %; the paper's "
-        "(Cityscapes) beside ours where it has one.",
+        "(Cityscapes) beside ours where it has one." + (f" {note}" if note else ""),
         "",
         "## The paper's findings on this run",
         "",
@@ -381,6 +425,9 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
         "defense that ignores its input, no white-box attack weaker than a transfer attack."
     ]
     for name, (title, frame) in _paper_tables(config, metrics, detections).items():
+        if not has_data(frame):
+            parts += ["", f"## {title}", "", OMITTED]
+            continue
         parts += ["", f"## {title}", "", _write_table(frame, tables_dir, name)]
     parts += _leaderboards(config, metrics, detections, rankings, tables_dir, plots_dir)
     if (folder / QUALITATIVE_FILE).is_file():

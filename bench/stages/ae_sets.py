@@ -60,6 +60,8 @@ class Target:
     attack_surface: AttackSurface | None = None
     probe: SurfaceProbe | None = None
     samples: int = 1
+    #: a white-box surface that is one transfer source alone: its set is that transfer set
+    shares: str = ""
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,13 @@ def _targets(ctx: RunContext, spec: AttackSpec, probes: dict[str, SurfaceProbe])
             probe = probes[key]
             random = surface.random or bool(probe.random_rows)
             samples = ctx.config.attack.eot_samples if random else 1
+            twin = _transfer_twin(surface, spec, ctx) if samples == 1 else ""
+            if twin:
+                sha = {twin: networks.sha256[twin]}
+                targets.append(
+                    Target(WHITE_BOX, surface.name, plain[twin], sha, key, tuple(rows), shares=twin)
+                )
+                continue
             model = Ensemble(
                 surface.networks,
                 transform=surface.transform,
@@ -129,6 +138,19 @@ def _targets(ctx: RunContext, spec: AttackSpec, probes: dict[str, SurfaceProbe])
                 )
             )
     return targets
+
+
+def _transfer_twin(surface: AttackSurface, spec: AttackSpec, ctx: RunContext) -> str:
+    """The transfer source whose set a white-box attack on ``surface`` would build identically
+    (the surface is that run network alone: no transform, decision, randomness or learning),
+    or "" (then the white-box set is built on its own)."""
+    if TRANSFER not in spec.threat_models or len(surface.networks) != 1:
+        return ""
+    (role, network), networks = next(iter(surface.networks.items())), ctx.require_networks()
+    plain = surface.transform is None and surface.decide is None and surface.after_batch is None
+    run_network = role in networks.memos and network in (networks.memos[role], networks.plain[role])
+    sourced = role in ctx.config.attack.sources
+    return role if plain and not surface.random and run_network and sourced else ""
 
 
 def plan_sets(ctx: RunContext) -> list[PlannedSet]:
@@ -185,9 +207,14 @@ def _attack(ctx: RunContext, spec: AttackSpec) -> Any:
 
 def build_ae_sets(ctx: RunContext) -> list[tuple[PlannedSet, AESet]]:
     """Build (or reuse, or finish) every planned AE set of the run."""
-    built = []
+    built: list[tuple[PlannedSet, AESet]] = []
     attacks: dict[str, Any] = {}
     for plan in plan_sets(ctx):
+        if plan.target.shares:  # its transfer twin was planned (and built) before it
+            twin = (plan.spec.subset, plan.spec.attack, TRANSFER, plan.target.shares, plan.spec.eps)
+            shared = next(s for p, s in built if _identity(p) == twin)
+            built.append((plan, shared))
+            continue
         if plan.attack.tag not in attacks:
             attacks[plan.attack.tag] = _attack(ctx, plan.attack)
         ae_set = build_ae_set(
@@ -239,6 +266,17 @@ def attack_findings(plans: Sequence[PlannedSet]) -> list[dict[str, object]]:
                     f"{plan.attack.options['queries']} queries per image",
                 )
     return [{"check": c, "subject": row, "message": m} for (row, c), m in found.items()]
+
+
+def _identity(plan: PlannedSet) -> tuple[str, str, str, str, float]:
+    spec = plan.spec
+    return spec.subset, spec.attack, spec.threat, spec.source, spec.eps
+
+
+def shared_sets(ae_sets: Sequence[tuple[PlannedSet, AESet]]) -> list[tuple[PlannedSet, AESet]]:
+    """The planned sets that reuse another threat model's set (white-box on T = transfer
+    from T), each with the set it reuses."""
+    return [(plan, ae_set) for plan, ae_set in ae_sets if plan.target.shares]
 
 
 def attack_settings(

@@ -21,8 +21,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from bench import dist
-from bench.config import STATIC_NETS, FinetuneConfig, NetConfig
-from bench.errors import CheckpointError, ConfigError, RunDirError
+from bench.config import STATIC_NETS, FinetuneConfig, NetConfig, RunConfig, adaptive_students
+from bench.errors import CheckpointError, ConfigError, ModelError, RunDirError
 from bench.files import atomic_copy, sha256_file
 from bench.keys import cache_key
 from bench.models import (
@@ -44,6 +44,7 @@ from bench.store.checkpoints import (
 )
 from bench.store.rundir import METRICS_FILE
 from bench.train import pretrain
+from defenses import networks_needed
 from defenses.adaptive import finetune_adaptive
 
 # Reference checkpoints of T and S shipped with the package (a folder per preset), made by
@@ -223,8 +224,13 @@ def import_network(
     """T or S from the user's weights file (``teacher.weights`` / ``student.weights``): key
     mappings applied, output checked, saved into the run with the file's sha256."""
     net = ctx.config.net(name)
-    source = f"{'teacher' if name == 'T' else 'student'}.weights {net.weights}"
-    load_weights(model, read_state_dict(net.weights), source)
+    role = "teacher" if name == "T" else "student"
+    source = f"{role}.weights {net.weights}"
+    state = read_state_dict(net.weights)
+    try:
+        load_weights(model, state, source)
+    except ModelError as err:
+        raise ModelError(f"{err}; {_options_hint(role, net, state)}") from err
     model.to(ctx.device)
     check_output(model, tuple(ctx.config.data.size), source)
     return _save_static(
@@ -235,6 +241,24 @@ def import_network(
         origin="imported",
         imported_from=Path(net.weights).name,
         source_sha256=sha256_file(net.weights),
+    )
+
+
+def _options_hint(role: str, net: NetConfig, state: dict[str, Any]) -> str:
+    """What to set when a weights file does not fit the network the preset builds: the
+    architecture's default options when the file fits those, else the key to set."""
+    if net.options:
+        try:
+            load_weights(build_model(net.arch), state, "")
+            return (
+                f"the file fits {net.arch} with its default options, not the preset's "
+                f"{net.options}: set them with --set '{role}.options={{}}'"
+            )
+        except (ModelError, ConfigError):
+            pass
+    return (
+        f"set {role}.options (now {net.options}) to the options the file was made with, e.g. "
+        f"--set '{role}.options={{width = 2}}', or {role}.arch to its architecture"
     )
 
 
@@ -329,6 +353,23 @@ def _finetune(ctx: RunContext, settings: FinetuneConfig, key: str, *, alone: boo
                 )
             },
         )
+
+
+def adaptive_needed(config: RunConfig) -> bool:
+    """Whether a defense of the run reads A (``defenses.networks_needed``): only then are A and
+    the sweeps' students (ablations of A) finetuned."""
+    return any("A" in networks_needed(d.spec) for d in config.evaluate.defenses)
+
+
+def needed_students(config: RunConfig) -> list[tuple[str, FinetuneConfig]]:
+    """(row name, settings) of every adaptive student the run uses, the main A first: all of
+    ``adaptive_students`` when a defense reads A, none otherwise."""
+    return adaptive_students(config).all() if adaptive_needed(config) else []
+
+
+def run_roles(config: RunConfig) -> tuple[str, ...]:
+    """The roles of the run's networks: T and S, and A when a defense reads it."""
+    return ("T", "S", "A") if adaptive_needed(config) else STATIC_NETS
 
 
 def check_network_names(names: tuple[str, ...]) -> None:

@@ -15,14 +15,14 @@ from torch import nn
 
 from attacks import ATTACK_NAMES, attack_class, build_attack
 from bench import dist
-from bench.config import RunConfig, adaptive_students
+from bench.config import DefenseSpec, RunConfig, adaptive_students
 from bench.data.toycity import SceneStyle
 from bench.errors import AttackError, ConfigError, DefenseError, ModelError
 from bench.models import build_model, check_output
 from bench.models.taps import expand_taps
 from bench.plugins import is_spec
 from bench.stages.defense_rows import OFFERED
-from defenses import defense_name, load_defense
+from defenses import defense_name, load_defense, networks_needed
 
 
 def check_run(config: RunConfig, device: torch.device | None = None) -> None:
@@ -52,8 +52,8 @@ def check_run(config: RunConfig, device: torch.device | None = None) -> None:
             options.setdefault("class_weights", [1.0] * 19)  # computed from the data by the run
         build_attack(spec.name, **options)
     _check_gradient_free(config)
-    for spec in config.evaluate.defenses:
-        _check_defense(spec)
+    for defense in config.evaluate.defenses:
+        _check_defense(defense)
     _check_defense_names(config)
 
 
@@ -116,18 +116,23 @@ def _check_network(config: RunConfig, role: str) -> nn.Module:
     return model
 
 
-def _check_defense(spec: str) -> None:
-    """The defense loads, can be called as ``Class(networks, **offered options)`` and, when it
-    is a class, has a ``predict`` method: what can be known without building it."""
+def _check_defense(defense: DefenseSpec) -> None:
+    """The defense loads, can be called as ``Class(networks, **offered, **its options)`` and,
+    when it is a class, has a ``predict`` method: what can be known without building it (its
+    constructor's own refusal of a value comes when the run builds it, as one line too)."""
+    spec = defense.spec
     factory = load_defense(spec)
     try:
         parameters = inspect.signature(factory).parameters
-        options = {name: None for name in OFFERED if name in parameters}
+        options = {name: None for name in OFFERED if name in parameters} | defense.options
         inspect.signature(factory).bind({}, **options)
     except (TypeError, ValueError) as err:
+        given = f" with options {defense.options}" if defense.options else ""
         raise DefenseError(
-            f"defense {spec!r} cannot be built as Class(networks, **options): {err}"
+            f"defense {spec!r} cannot be built as Class(networks, **options){given}: {err}; "
+            "fix the options in evaluate.defenses (or --defense)"
         ) from err
+    networks_needed(spec)  # a plug-in's ``needs`` names known roles
     if isinstance(factory, type) and not callable(getattr(factory, "predict", None)):
         raise DefenseError(
             f"defense {spec!r}: {factory.__name__} has no predict(images) method "
@@ -140,14 +145,14 @@ def _check_defense_names(config: RunConfig) -> None:
     plug-in's is its class's ``name`` attribute (one its constructor sets is checked when the
     defenses are built), the sweeps' extra students are named by their settings."""
     rows = {row: "the sweep's adaptive student" for row, _ in adaptive_students(config).all()[1:]}
-    for spec in config.evaluate.defenses:
-        name = defense_name(spec)
+    for defense in config.evaluate.defenses:
+        name = defense.name or defense_name(defense.spec)
         if name is None:
             continue
         if name in rows:
             raise DefenseError(
-                f"evaluate.defenses: {spec!r} and {rows[name]} are both named {name!r} (their "
-                "result rows would collide); give one of them another name (a plug-in's class "
-                "attribute name)"
+                f"evaluate.defenses: {defense.label()} and {rows[name]} are both named {name!r} "
+                "(their result rows would collide); give one of them a row name of its own: "
+                f'{{spec = "{defense.spec}", options = {{...}}, name = "{name}-2"}}'
             )
-        rows[name] = repr(spec)
+        rows[name] = defense.label()

@@ -36,7 +36,8 @@ def qualitative_grid(ctx: RunContext, ae_sets: Sequence[tuple[PlannedSet, AESet]
     ]
     top = max((p.spec.eps for p, _ in transfer), default=0.0)
     shown = {p.spec.source: s for p, s in transfer if p.spec.eps == top}
-    weights = {networks.checkpoints[r]: networks.sha256[r] for r in ("T", "S", "A")}
+    roles = [r for r in ("T", "S", "A") if r in networks.memos]  # A only when a defense reads it
+    weights = {networks.checkpoints[r]: networks.sha256[r] for r in roles}
     images = ctx.data.split(subset)
     key = cache_key(
         weights,
@@ -54,12 +55,16 @@ def qualitative_grid(ctx: RunContext, ae_sets: Sequence[tuple[PlannedSet, AESet]
             pass  # damaged (a kill mid-write with an old version): rebuilt below
     image, label = images[0]
     memos = networks.memos
-    vote = build_defense(
-        "TA-vote",
-        memos,
-        delta=config.detect.delta,
-        delta_t=config.detect.delta_t,
-        delta_s=config.detect.delta_s,
+    vote = (
+        build_defense(
+            "TA-vote",
+            memos,
+            delta=config.detect.delta,
+            delta_t=config.detect.delta_t,
+            delta_s=config.detect.delta_s,
+        )
+        if "A" in memos
+        else None
     )
     rows = [("clean", image[None])] + [
         (f"{source}-AE eps {top:g}", next(ae_set.batches(1))) for source, ae_set in shown.items()
@@ -68,8 +73,9 @@ def qualitative_grid(ctx: RunContext, ae_sets: Sequence[tuple[PlannedSet, AESet]
     for row, batch in rows:
         grid[f"{row}|image"] = batch[0].numpy()
         grid[f"{row}|ground truth"] = label.numpy()
-        for net in ("T", "S", "A"):
+        for net in roles:
             grid[f"{row}|{net}"] = predict_labels(memos[net], batch)[0].numpy()
-        grid[f"{row}|T/A vote"] = vote.predict(batch).labels[0].numpy()
+        if vote is not None:
+            grid[f"{row}|T/A vote"] = vote.predict(batch).labels[0].numpy()
     write_arrays(path, grid)
     return path

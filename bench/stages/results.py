@@ -222,6 +222,8 @@ def evaluate_run(ctx: RunContext, ae_sets: Sequence[tuple[PlannedSet, AESet]]) -
         label_size = tuple(clean[0][1].shape) if ctx.config.evaluate.full_resolution else None
         for variant, ae_set, rows in _variants(subset, ae_sets, list(entries)):
             data_key = clean.fingerprint() if ae_set is None else cache_key(ae_set.attrs)
+            if ae_set is not None and ae_set.attrs.get("threat") != variant.threat:
+                data_key = cache_key(ae_set.attrs, variant.threat)  # a set shared by two rows
             keys = {name: cache_key(entries[name].fingerprint, data_key) for name in rows}
             wanted += keys.values()
             todo = dist.broadcast(cache.missing(keys) if cache is not None else None)

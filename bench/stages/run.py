@@ -10,6 +10,8 @@ or killed run never touches a finished one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -18,10 +20,21 @@ import pandas as pd
 import torch
 
 from bench import dist
-from bench.config import RunConfig, adaptive_students, apply_values, save_run_config
+from bench.config import (
+    RunConfig,
+    apply_values,
+    parse_defense,
+    save_run_config,
+)
 from bench.files import atomic_copy
 from bench.report import check_rows, write_report
-from bench.stages.ae_sets import ATTACK_FINDINGS, PlannedSet, attack_findings, build_ae_sets
+from bench.stages.ae_sets import (
+    ATTACK_FINDINGS,
+    PlannedSet,
+    attack_findings,
+    build_ae_sets,
+    shared_sets,
+)
 from bench.stages.context import RunContext
 from bench.stages.data_tree import check_data, data_reads, prepare_data
 from bench.stages.defense_rows import build_defense_rows
@@ -40,7 +53,9 @@ from bench.stages.networks import (
     describe,
     finetune_students,
     load_networks,
+    needed_students,
     report_line,
+    run_roles,
     train_networks,
     train_static,
 )
@@ -68,9 +83,16 @@ def _stage(name: str, echo: Callable[[str], None]) -> Iterator[list[str]]:
 
 
 def with_defenses(config: RunConfig, extra: Sequence[str]) -> RunConfig:
-    """The config with extra defenses appended (``--defense``), so config.toml records them."""
-    specs = list(dict.fromkeys((*config.evaluate.defenses, *extra)))
-    return apply_values(config, {"evaluate.defenses": specs}) if extra else config
+    """The config with extra defenses appended (``--defense``: a spec, or a TOML inline table
+    with options and a row name, ``bench.config.parse_defense``), so config.toml records them;
+    one the config already names is not added twice."""
+    if not extra:
+        return config
+    table = list(config.to_dict()["evaluate"]["defenses"])
+    table += [parse_defense(text) for text in extra]
+    added = apply_values(config, {"evaluate.defenses": table}).evaluate.defenses
+    distinct = [d for i, d in enumerate(added) if d not in added[:i]]
+    return apply_values(config, {"evaluate.defenses": [dataclasses.asdict(d) for d in distinct]})
 
 
 def run_benchmark(
@@ -108,8 +130,11 @@ def run_benchmark(
             ctx = ctx.with_defenses(build_defense_rows(ctx))
             ae_sets = build_ae_sets(ctx)
             threats = sorted({plan.spec.threat for plan, _ in ae_sets})
+            shared = len(shared_sets(ae_sets))
+            reused = f", {shared} of them another threat model's set" if shared else ""
             summary.append(
-                f"{len(ae_sets)} AE sets ({', '.join(threats)}) in {ctx.run.path / STORE_DIR}"
+                f"{len(ae_sets)} AE sets ({', '.join(threats)}{reused}) in "
+                f"{ctx.run.path / STORE_DIR}"
             )
         with _stage("evaluate", echo) as summary:
             evaluation = evaluate_run(ctx, ae_sets)
@@ -117,9 +142,10 @@ def run_benchmark(
                 return None  # rank 0 writes the report
             checks = _checks(ctx, ae_sets, evaluation, data_warnings)
             qualitative = qualitative_grid(ctx, ae_sets)
+            tau = ctx.require_defenses().tau
             summary.append(
                 f"{evaluation.metrics['defense'].nunique()} defenses, "
-                f"{len(evaluation.metrics)} rows, tau {ctx.require_defenses().tau:.3f}"
+                f"{len(evaluation.metrics)} rows" + ("" if math.isnan(tau) else f", tau {tau:.3f}")
             )
         with _stage("report", echo) as summary:
             report = publish_run(ctx, evaluation, checks, qualitative)
@@ -136,10 +162,12 @@ def _networks_stage(ctx: RunContext, retrain: bool, summary: list[str]) -> RunCo
     for name in ("T", "S"):
         meta, origin = train_static(ctx, name, retrain=retrain)
         summary.append(describe(meta, origin, val_subset))
-    students = [settings for _, settings in adaptive_students(ctx.config).all()]
+    students = [settings for _, settings in needed_students(ctx.config)]
     for meta, origin in finetune_students(ctx, students, retrain=retrain):
         summary.append(describe(meta, origin, val_subset))
-    return ctx.with_networks(load_networks(ctx))
+    if not students:
+        summary.append("no adaptive student (no evaluated defense reads A)")
+    return ctx.with_networks(load_networks(ctx, run_roles(ctx.config)))
 
 
 def _checks(

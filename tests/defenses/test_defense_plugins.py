@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from defenses import (
     Prediction,
     build_defense,
     load_defense,
+    networks_needed,
 )
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -124,3 +126,79 @@ def test_prediction_checks_what_a_plugin_returns():
 def test_load_defense_returns_the_class_unbuilt(monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLES))
     assert load_defense("my_defense:PixelVote").__name__ == "PixelVote"
+
+
+_STDLIB_NAMED = """
+import torch
+from defenses import Prediction
+
+
+class Zeros:
+    name = "zeros"
+
+    def __init__(self, networks):
+        pass
+
+    def predict(self, images):
+        n, _, h, w = images.shape
+        return Prediction(torch.zeros(n, h, w, dtype=torch.int64), [{}] * n)
+"""
+
+
+def test_a_plugin_module_named_like_the_standard_library(monkeypatch, tmp_path, const_networks):
+    (tmp_path / "random.py").write_text(_STDLIB_NAMED)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    stdlib_random = sys.modules["random"]
+    defense = build_defense("random:Zeros", const_networks)
+    assert defense.name == "zeros"
+    assert defense.predict(torch.zeros(1, 3, 2, 3, dtype=torch.uint8)).labels.shape == (1, 2, 3)
+    assert sys.modules["random"] is stdlib_random and hasattr(stdlib_random, "randint")
+
+
+def test_a_standard_library_module_without_the_class_says_to_name_the_file(const_networks):
+    with pytest.raises(DefenseError, match=r"standard library's json; .*path/to/json.py:Nope"):
+        build_defense("json:Nope", const_networks)
+
+
+QUANTIZE = f"{EXAMPLES / 'noisy_quantize.py'}:NoisyQuantize"
+
+
+def test_the_readme_s_second_example_crosses_its_rounding_by_bpda(tiny_networks, images):
+    defense = build_defense(QUANTIZE, tiny_networks, step=16)
+    surface = defenses.attack_surface(defense)
+    assert surface.random and surface.settings == {"step": 16}
+    assert surface.networks == {"T": tiny_networks["T"]} and surface.decide is None
+    pixels = torch.tensor([[0.0, 7.0, 100.0, 255.0]]).repeat(3, 1)[None, :, :, None]
+    pixels.requires_grad_(True)
+    out = surface.transform(pixels)
+    # noise of at most +-8, then multiples of 16 (255 at the top): within 16 of the input
+    values = out.detach()
+    assert ((values % 16 == 0) | (values == 255)).all() and 0 <= values.min() <= values.max() <= 255
+    assert (out.detach() - pixels.detach()).abs().max() <= 16
+    out.sum().backward()  # BPDA: the identity backward
+    assert torch.equal(pixels.grad, torch.ones_like(pixels))
+    prediction = defense.predict(images)
+    assert prediction.labels.shape == (2, 32, 64) and prediction.records == [{"step": 16}] * 2
+
+
+def test_the_constructor_s_refusal_of_an_option_is_one_line(tiny_networks):
+    with pytest.raises(DefenseError, match=r"constructor failed with ValueError: step must be"):
+        build_defense(QUANTIZE, tiny_networks, step=1)
+
+
+class _ReadsT:
+    name = "reads-t"
+    needs = ("T",)
+
+
+class _BadNeeds:
+    name = "bad-needs"
+    needs = "T"
+
+
+def test_the_networks_a_defense_reads():
+    assert networks_needed("jpeg") == ("T",) and networks_needed("TS-vote") == ("T", "S", "A")
+    assert networks_needed(f"{__name__}:_ReadsT") == ("T",)
+    assert networks_needed(f"{__name__}:_Constant") == ("T", "S", "A")  # unsaid: all three
+    with pytest.raises(DefenseError, match=r"needs = 'T' must be a tuple of the roles it reads"):
+        networks_needed(f"{__name__}:_BadNeeds")

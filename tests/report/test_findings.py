@@ -7,7 +7,8 @@ import pytest
 
 from bench.config import apply_overrides, load_config
 from bench.metrics import TIE_POINTS
-from bench.report.findings import UNTRAINED_MIOU, compare, findings
+from bench.report.findings import UNTRAINED_MIOU, adaptive_findings, compare, findings
+from bench.report.report import _paper_tables, has_data
 from bench.variants import variants
 
 
@@ -76,3 +77,45 @@ def test_a_clear_win_holds():
     assert any(
         line.startswith("A is more robust than S to S-AEs (eps 10): holds") for line in lines
     )
+
+
+APGD_ONLY = apply_overrides(
+    load_config("smoke"),
+    [
+        "attack.suite=[{name='apgd', options={loss='ce', n_iter=3}, "
+        "threat_models=['transfer', 'white-box']}]"
+    ],
+)
+
+
+def _apgd_only_metrics() -> pd.DataFrame:
+    """T and S (no A, no vote) on clean images and on APGD's transfer and white-box sets."""
+    rows = []
+    for subset in ("mini_val", "mini_test"):
+        for net, miou in (("T", 60.0), ("S", 40.0)):
+            rows.append(("clean", "clean", "clean", 0.0, net, subset, miou))
+            for eps in (1.0, 10.0):
+                rows.append(("transfer", "apgd-ce", net, eps, net, subset, 10.0))
+                rows.append(("white-box", "apgd-ce", net, eps, net, subset, 5.0))
+    columns = ["threat", "attack", "source", "eps", "defense", "subset", "miou"]
+    return pd.DataFrame(rows, columns=columns).assign(q=50.0)
+
+
+def test_findings_need_their_inputs_in_the_run():
+    assert APGD_ONLY.attack.paper_attack is None
+    metrics = _apgd_only_metrics()
+    lines = findings(APGD_ONLY, metrics, NO_DETECTIONS)
+    lines += adaptive_findings(APGD_ONLY, metrics, metrics.iloc[:0], "mini_test")
+    assert lines[0].startswith("T beats S on clean data: holds")
+    text = " ".join(lines)
+    assert "LLCM" not in text and "nan" not in text and "not measured" not in text
+    assert "A is more robust" not in text and "T/A vote" not in text  # neither A nor a vote ran
+
+
+def test_a_paper_table_without_numbers_of_the_run_is_omitted():
+    config = apply_overrides(load_config("smoke"), ["sweep.baseline=false"])
+    tables = _paper_tables(config, _apgd_only_metrics(), NO_DETECTIONS)
+    assert not has_data(tables["table1"][1])  # no LLCM transfer rows, clean only in the paper's
+    assert not has_data(tables["table4"][1]) and not has_data(tables["table6"][1])
+    metrics = _metrics({"T": 60.0, "S": 40.0})
+    assert has_data(_paper_tables(config, metrics, NO_DETECTIONS)["table1"][1])

@@ -19,7 +19,7 @@ from bench.stages.preflight import check_run
 from bench.store.rundir import RunDir
 from defenses import load_defense
 
-from smokerun import invoke, published, run_args
+from smokerun import EXAMPLE, invoke, published, run_args
 from testdata import FullDiskFile
 
 BROKEN_PLUGIN = "import torch\nraise RuntimeError('the plug-in is broken')\n"
@@ -52,7 +52,7 @@ class Void:
 """
 BAD_PLUGINS = """
 import torch
-from defenses import Prediction, predict_labels
+from defenses import AttackSurface, Prediction, predict_labels
 
 
 class _Base:
@@ -79,6 +79,29 @@ class RaisesInSurface(_Base):
 
     def attack_surface(self):
         raise ValueError("no surface today")
+
+
+def _no_transform(pixels):
+    raise ValueError("no transform today")
+
+
+class RaisesInTransform(_Base):
+    name = "raises-in-transform"
+
+    def attack_surface(self):
+        return AttackSurface("T:raises", {"T": self.net}, transform=_no_transform)
+
+
+class _NoForward(torch.nn.Module):  # no parameters either
+    def forward(self, pixels):
+        raise ValueError("no forward today")
+
+
+class OwnNetworkRaises(_Base):
+    name = "own-network-raises"
+
+    def attack_surface(self):
+        return AttackSurface("own:raises", {"own": _NoForward()})
 
 
 class RaisesInInit(_Base):
@@ -187,6 +210,16 @@ class TupleDefense:
             "no surface today; fix the plug-in",
         ),
         (
+            ["--defense", "{tmp}/bad.py:RaisesInTransform"],
+            "defense 'raises-in-transform' ({tmp}/bad.py:RaisesInTransform): its attack "
+            "surface's transform failed with ValueError: no transform today; fix the plug-in",
+        ),
+        (
+            ["--defense", "{tmp}/bad.py:OwnNetworkRaises"],
+            "defense 'own-network-raises' ({tmp}/bad.py:OwnNetworkRaises): its network 'own' "
+            "failed with ValueError: no forward today; fix the plug-in",
+        ),
+        (
             ["--defense", "{tmp}/bad.py:ObjectRecord"],
             "defense 'object-record' ({tmp}/bad.py:ObjectRecord): a defense's record holds 'x': "
             "object; records hold numbers, strings, bools or None",
@@ -233,6 +266,8 @@ class TupleDefense:
         "plugin-predict-raises",
         "plugin-init-raises",
         "plugin-surface-raises",
+        "plugin-transform-raises",
+        "plugin-own-network-raises",
         "plugin-object-record",
         "plugin-int32",
         "plugin-record-count",
@@ -602,3 +637,22 @@ def test_a_gradient_free_attack_that_is_not_one_stops_before_any_work(name, mess
         check_run(config)
     assert message in str(err.value)
     check_run(apply_values(config, {"attack.gradient_free.queries": 0}))  # off: not checked
+
+
+QUANTIZE = str(EXAMPLE.parent / "noisy_quantize.py") + ":NoisyQuantize"
+
+
+def test_options_a_defense_does_not_take_stop_before_the_networks():
+    extra = f'{{spec = "{QUANTIZE}", options = {{stride = 8}}}}'
+    config = with_defenses(load_config("smoke"), [extra])
+    with pytest.raises(DefenseError, match=r"with options \{'stride': 8\}: .*'stride'"):
+        check_run(config)
+
+
+def test_two_settings_of_one_class_without_row_names_are_told_to_name_them():
+    extra = [f'{{spec = "{QUANTIZE}", options = {{step = {s}}}}}' for s in (8, 16)]
+    config = with_defenses(load_config("smoke"), extra)
+    with pytest.raises(
+        DefenseError, match=r"both named 'noisy-quantize'.*name = \"noisy-quantize-2\""
+    ):
+        check_run(config)

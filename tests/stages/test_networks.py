@@ -100,6 +100,20 @@ def test_a_checkpoint_of_another_architecture_lists_the_keys(smoke_copy, tmp_pat
     result = invoke(*run_args(smoke_copy, "--set", f"student.weights='{path}'"), ok=False)
     assert result.exit_code == 1 and "does not fit ERFNet: other shapes:" in result.output
     assert "is it the architecture and options the preset names?" in result.output
+    assert (
+        "set student.options (now {'width': 1}) to the options the file was made" in result.output
+    )
+
+
+def test_weights_made_with_the_default_options_name_the_option_to_set(smoke_copy, tmp_path):
+    path = tmp_path / "erfnet_default.pt"
+    torch.save(ERFNet().state_dict(), path)
+    result = invoke(*run_args(smoke_copy, "--set", f"student.weights='{path}'"), ok=False)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert (
+        "the file fits erfnet with its default options, not the preset's {'width': 1}: set them "
+        "with --set 'student.options={}'" in result.output
+    )
 
 
 def test_the_toy_preset_uses_the_shipped_reference_networks(tmp_path):

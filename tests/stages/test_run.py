@@ -10,7 +10,7 @@ import pytest
 
 from bench.config import read_run_config
 
-from smokerun import invoke, published, run_args
+from smokerun import EXAMPLE, invoke, published, run_args
 
 
 def test_every_stage_reports_one_line(smoke_run):
@@ -69,7 +69,9 @@ def test_config_records_what_ran_without_machine_paths(smoke_run):
     text = (run_dir / "config.toml").read_text()
     assert 'root = "../data"' in text and str(run_dir.parent) not in text
     config = read_run_config(run_dir)
-    assert config.evaluate.defenses[-1].endswith("my_defense.py:PixelVote")  # --defense recorded
+    assert config.evaluate.defenses[-1].spec.endswith(
+        "my_defense.py:PixelVote"
+    )  # --defense recorded
     report = (run_dir / "report.md").read_text()
     assert "toy city (seed 0) at 32x64" in report and str(run_dir.parent) not in report
 
@@ -243,3 +245,55 @@ def test_train_keeps_a_finished_runs_config(smoke_copy):
     )
     assert (smoke_copy / "models" / "A_down2_a0.5_e1_bs4.pt").is_file()
     assert published(smoke_copy) == before
+
+
+QUANTIZE = str(EXAMPLE.parent / "noisy_quantize.py") + ":NoisyQuantize"
+
+
+def _quantize(step: int) -> str:
+    return f'{{spec = "{QUANTIZE}", options = {{step = {step}}}, name = "quantize-{step}"}}'
+
+
+def test_a_run_does_only_the_work_its_defenses_need_and_ranks_two_settings_side_by_side(
+    tmp_path,
+):
+    run_dir = tmp_path / "run"
+    suite = (
+        "attack.suite=[{name='apgd', options={loss='ce', n_iter=2}, "
+        "threat_models=['transfer', 'white-box'], eps=[10], subsets=['mini_test']}]"
+    )
+    result = invoke(
+        "run", "--preset", "smoke", "--out", run_dir, "--device", "cpu", "--quiet",
+        "--set", f"data.root={tmp_path / 'data'}", "--set", "evaluate.defenses=['T', 'S']",
+        "--set", suite, "--set", "attack.eot_samples=1",
+        "--defense", _quantize(8), "--defense", _quantize(16),
+    )  # fmt: skip
+    # no defense reads A: neither A nor the sweep's baseline student is finetuned
+    assert "no adaptive student (no evaluated defense reads A)" in result.output
+    assert sorted(p.name for p in (run_dir / "models").glob("*.pt")) == ["S.pt", "T.pt"]
+    # white-box on T (or S) alone is APGD on T: the transfer set, built once, read by both rows
+    assert "6 AE sets (transfer, white-box, 2 of them another threat model's set)" in result.output
+    white_box = run_dir / "aes" / "mini_test" / "apgd-ce" / "white-box"
+    assert sorted(p.name for p in white_box.iterdir()) == [
+        "quantize(T)@quantize-16",
+        "quantize(T)@quantize-8",
+    ]
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    attacked = metrics[metrics.threat.isin(["transfer", "white-box"])].set_index(
+        ["defense", "threat", "source"]
+    )
+    for net in ("T", "S"):
+        assert attacked.loc[(net, "white-box", net), "miou"] == pytest.approx(
+            attacked.loc[(net, "transfer", net), "miou"]
+        )
+    # two settings of one class: two rows, two keys (the options are in them)
+    rows = metrics[metrics.defense.str.startswith("quantize-")]
+    assert set(rows.defense) == {"quantize-8", "quantize-16"}
+    keyed = rows[rows.threat.isin(["clean", "transfer"])]
+    assert keyed.groupby(["threat", "subset", "source", "eps"])["key"].nunique().eq(2).all()
+    config = read_run_config(run_dir)
+    assert config.evaluate.defenses[-1].options == {"step": 16}
+    report = (run_dir / "report.md").read_text()
+    assert "LLCM" not in report and "<NA>" not in report
+    assert "Omitted: this run has no rows for it" in report
+    assert "reuse their transfer sets" in report
