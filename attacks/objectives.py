@@ -31,6 +31,10 @@ from bench.data.tensors import class_map, least_likely_map
 from bench.errors import AttackError
 
 PixelLoss = Callable[[Tensor, Tensor], Tensor]
+#: member label maps {role: (N, H, W)} -> a defense's labels (N, H, W)
+Decide = Callable[[dict[str, Tensor]], Tensor]
+#: the name of the one decision of a system that is not judged by several
+SINGLE = ""
 
 
 def _valid(labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -115,6 +119,9 @@ class Ensemble(nn.Module):
             means every member counts for itself (success = the mean of their accuracies).
         samples: forward passes per call for a random transform (EOT: the losses of all samples
             are summed, so the gradient is their expectation up to a factor).
+        decisions: name -> decide, several defenses' decisions on the same members (the votes on
+            T, S and A): an attack that keeps a best iterate keeps one per decision on one
+            trajectory (``AttackBase.run``); instead of ``decide``.
     """
 
     def __init__(
@@ -124,15 +131,19 @@ class Ensemble(nn.Module):
         transform: Callable[[Tensor], Tensor] | None = None,
         decide: Callable[[dict[str, Tensor]], Tensor] | None = None,
         samples: int = 1,
+        decisions: Mapping[str, Decide] | None = None,
     ) -> None:
         super().__init__()
         if not members:
             raise AttackError("an ensemble needs at least one network")
+        if decide is not None and decisions:
+            raise AttackError("an ensemble takes decide or decisions, not both")
         self.roles = list(members)
         self.members = nn.ModuleList(members.values())
         self.transform = transform
         self._decide = decide
         self.samples = samples
+        self.decisions: dict[str, Decide] = dict(decisions or {})
         self.training = False  # its members keep their own modes
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
@@ -175,6 +186,28 @@ def pixel_accuracy(model: nn.Module, outputs: Tensor | Sequence[Tensor], labels:
     else:  # a pixel is right when its label's score is the highest: no argmax needed
         rights = [(out.gather(1, y[:, None])[:, 0] >= out.amax(1)) & valid for out in members]
     return sum(r.flatten(1).sum(1).float() for r in rights) / (len(rights) * count)
+
+
+def judge_outputs(
+    model: nn.Module, outputs: Tensor | Sequence[Tensor], labels: Tensor
+) -> dict[str, tuple[Tensor, Tensor | None]]:
+    """Per decision of the model (``SINGLE`` unless it has ``decisions``): the pixel accuracy
+    (as ``pixel_accuracy``, (N,) in [0, 1]) and the attacked system's own label map (N, H, W),
+    None where there is no single output (several members, or EOT samples, without a decision).
+    """
+    members = members_of(outputs)
+    if not (isinstance(model, Ensemble) and (model.decisions or model._decide is not None)):
+        decided = class_map(members[0]) if len(members) == 1 else None
+        return {SINGLE: (pixel_accuracy(model, members, labels), decided)}
+    valid = labels != IGNORE_INDEX
+    count = valid.flatten(1).sum(1).clamp(min=1)
+    maps = {role: class_map(out) for role, out in zip(model.roles, members)}
+    decisions = model.decisions or {SINGLE: model._decide}
+    judged = {}
+    for name, decide in decisions.items():
+        decided = decide(maps)
+        judged[name] = (((decided == labels) & valid).flatten(1).sum(1).float() / count, decided)
+    return judged
 
 
 def least_likely_target(outputs: Tensor | Sequence[Tensor]) -> Tensor:

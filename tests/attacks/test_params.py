@@ -77,6 +77,8 @@ DEFAULT_PARAMS = {
         "seed": 0,
     },
     "mifgsm": {"target": "least_likely", "step": 1.0, "iterations": "llcm", "decay": 1.0},
+    "segpgd": {"n_iter": 20, "seed": 0},  # step None (the papers' share of eps) is omitted
+    "cospgd": {"n_iter": 20, "seed": 0},
 }
 
 
