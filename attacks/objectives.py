@@ -161,6 +161,27 @@ class Ensemble(nn.Module):
         return self._decide(maps)
 
 
+def shared_decisions(ensembles: Mapping[str, nn.Module]) -> Ensemble | None:
+    """One ensemble that judges the decision of each of ``ensembles`` (name -> ensemble) on one
+    trajectory (``decisions``), when they differ in their decision only: the same member
+    networks (the very modules) in the same roles, no transform, one sample, a decision each;
+    else None."""
+    models = list(ensembles.values())
+    first = models[0] if models else None
+    if not isinstance(first, Ensemble):
+        return None
+    for model in models:
+        same = (
+            isinstance(model, Ensemble)
+            and model.roles == first.roles
+            and all(a is b for a, b in zip(model.members, first.members))
+        )
+        if not same or model.transform is not None or model.samples != 1 or model._decide is None:
+            return None
+    members = dict(zip(first.roles, first.members))
+    return Ensemble(members, decisions={name: m._decide for name, m in ensembles.items()})
+
+
 def members_of(outputs: Tensor | Sequence[Tensor]) -> tuple[Tensor, ...]:
     """A network's logits, or an ensemble's, as a tuple of (N, C, H, W) tensors."""
     return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)

@@ -4,7 +4,8 @@ function that returns findings, one dict per warning with ``check``, ``subject``
 
 - ``gradient_checks``: a white-box gradient that is zero or NaN for most of the input (masking);
 - ``random_checks``: a defense whose two fresh instances answer the same batch differently;
-- ``weaker_checks``: a white-box attack that leaves a defense more mIoU than a transfer attack.
+- ``weaker_checks``: a white-box attack that leaves a defense more mIoU than a transfer attack;
+- ``convergence_checks``: a worst case still falling over the second half of the attacks' budget.
 """
 
 from __future__ import annotations
@@ -23,12 +24,19 @@ from bench.metrics import TIE_POINTS
 from bench.scoring import checked_predict, defense_label
 from bench.stages.ae_sets import PlannedSet
 from bench.stages.context import RunContext
-from bench.variants import TRANSFER, WHITE_BOX
+from bench.variants import (
+    CONVERGED_POINTS,
+    MARK_NAMES,
+    TRANSFER,
+    WHITE_BOX,
+    WORST_CASE_AT_MARK,
+)
 
 #: the columns of ``checks.csv``
 CHECK_COLUMNS = ["check", "subject", "message"]
 #: a white-box gradient that is zero or NaN on more than this share of the input warns
 MASKED_GRADIENT_SHARE = 0.5
+
 
 Finding = dict[str, object]
 
@@ -115,6 +123,29 @@ def weaker_checks(metrics: pd.DataFrame) -> list[Finding]:
                     "message": f"{defense} on {subset} at eps {eps:g}: the white-box attack leaves "
                     f"{adaptive.min():.1f}% mIoU, a transfer attack {transfer.min():.1f}%; "
                     "the white-box attack needs more iterations or another loss",
+                }
+            )
+    return warnings
+
+
+def convergence_checks(metrics: pd.DataFrame) -> list[Finding]:
+    """A defense whose worst case (``bench.stages.results.mark_worst_case_rows``) fell by more
+    than ``CONVERGED_POINTS`` from the mark at half the budget to the end: its robust mIoU is an
+    upper bound still falling, not a final number."""
+    warnings = []
+    marks = metrics[metrics["threat"] == WORST_CASE_AT_MARK]
+    half, end = MARK_NAMES[-2], MARK_NAMES[-1]
+    for (defense, subset, eps), group in marks.groupby(["defense", "subset", "eps"], sort=False):
+        miou = group.set_index("attack")["miou"]
+        fell = float(miou.get(half, math.nan) - miou.get(end, math.nan))
+        if fell > CONVERGED_POINTS:
+            warnings.append(
+                {
+                    "check": "not converged",
+                    "subject": defense,
+                    "message": f"{defense} on {subset} at eps {eps:g}: worst case fell by "
+                    f"{fell:.1f} points over the second half of the budget: an upper bound "
+                    "still falling",
                 }
             )
     return warnings

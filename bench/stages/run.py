@@ -28,6 +28,7 @@ from bench.stages.defense_rows import build_defense_rows
 from bench.stages.evaluation_checks import (
     CHECK_COLUMNS,
     Finding,
+    convergence_checks,
     data_checks,
     gradient_checks,
     random_checks,
@@ -152,6 +153,7 @@ def _checks(
         *gradient_checks(ctx, [plan for plan, _ in ae_sets]),
         *random_checks(ctx),
         *weaker_checks(evaluation.metrics),
+        *convergence_checks(evaluation.metrics),
     ]
     return pd.DataFrame(findings, columns=CHECK_COLUMNS)
 
