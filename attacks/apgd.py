@@ -29,9 +29,16 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from attacks.base import AttackBase, judged_output, project
+from attacks.base import AttackBase, project
 from attacks.best_iterate import BestIterates, Iterates, budget_marks
-from attacks.objectives import LOSSES, PixelLoss, members_of, pixel_loss, summed_loss
+from attacks.objectives import (
+    LOSSES,
+    PixelLoss,
+    judged_output,
+    members_of,
+    pixel_loss,
+    summed_loss,
+)
 from bench.errors import AttackError
 
 

@@ -197,18 +197,6 @@ def expected_marks(attack: Attack, model: nn.Module, eps: float) -> tuple[int, .
     return tuple(marks(model, eps)) if marks is not None else ()
 
 
-def judged_output(model: nn.Module) -> bool:
-    """Whether the attacked system has its own output to judge: a network, or an ensemble with
-    a decision (or one member and no EOT samples)."""
-    if not isinstance(model, Ensemble):
-        return True
-    return (
-        bool(model.decisions)
-        or model._decide is not None
-        or (len(model.roles) == 1 and model.samples == 1)
-    )
-
-
 def _options(cls: type) -> list[str]:
     """The keyword-only options of ``cls``'s constructor; an ``__init__`` that passes
     ``**kwargs`` on (a test's counting subclass) has its parent's options too."""

@@ -22,9 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from attacks.apgd import random_start
-from attacks.base import AttackBase, check_step, judged_output, project
+from attacks.base import AttackBase, check_step, project
 from attacks.best_iterate import BestIterates, Iterates, budget_marks
-from attacks.objectives import ce_loss, members_of, summed_loss
+from attacks.objectives import ce_loss, judged_output, members_of, summed_loss
 from bench.errors import AttackError
 
 #: alpha / eps of SegPGD's and CosPGD's experiments: alpha = 0.01 at eps = 8/255 (pixels in

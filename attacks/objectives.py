@@ -209,6 +209,15 @@ def pixel_accuracy(model: nn.Module, outputs: Tensor | Sequence[Tensor], labels:
     return sum(r.flatten(1).sum(1).float() for r in rights) / (len(rights) * count)
 
 
+def judged_output(model: nn.Module) -> bool:
+    """Whether the attacked system has one output of its own to judge: a network, or an
+    ensemble with a decision (or one member and no EOT samples)."""
+    if not isinstance(model, Ensemble):
+        return True
+    single = len(model.roles) == 1 and model.samples == 1
+    return bool(model.decisions) or model._decide is not None or single
+
+
 def judge_outputs(
     model: nn.Module, outputs: Tensor | Sequence[Tensor], labels: Tensor
 ) -> dict[str, tuple[Tensor, Tensor | None]]:

@@ -364,7 +364,7 @@ def mark_worst_case_rows(records: pd.DataFrame, marked: MarkedSets) -> pd.DataFr
                     "miou": 100 * miou,
                     "q": math.nan,
                     "acc": math.nan,
-                    "n_pixels": int(g["valid"].sum()),
+                    "n_pixels": int(variants[0][2]["valid"].sum()),
                     "key": "",
                 }
             )
