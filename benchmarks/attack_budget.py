@@ -75,7 +75,36 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=None, help="also write the tables to this Markdown file")
+    parser.add_argument(
+        "--summarize",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="measure nothing: the proposal from the tables of earlier runs' --out files",
+    )
     return parser.parse_args()
+
+
+def _read_rows(paths: Sequence[str]) -> list[tuple]:
+    """The measured rows of earlier ``--out`` files."""
+    rows = []
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if len(cells) == 7 and cells[3].isdigit():
+                defense, eps, attack, n_iter, miou, seconds, passes = cells
+                rows.append(
+                    (
+                        defense,
+                        float(eps),
+                        attack,
+                        int(n_iter),
+                        float(miou),
+                        float(seconds),
+                        float(passes),
+                    )
+                )
+    return rows
 
 
 def _networks(config, run: str | None) -> dict[str, nn.Module]:
@@ -125,6 +154,9 @@ def _miou(counts: torch.Tensor) -> float:
 
 def main() -> None:
     args = _arguments()
+    if args.summarize:
+        print("\n".join(_proposal(_read_rows(args.summarize))))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     config = apply_values(load_config("toy"), {"data.root": args.data})
@@ -202,8 +234,9 @@ def _row(row: tuple) -> str:
 
 
 def _proposal(results: list[tuple]) -> list[str]:
-    """Per defense and eps, the strongest measured and the cheapest (in passes) within
-    ``WITHIN_POINTS`` of it; then the single (attack, iterations) within it everywhere."""
+    """Per defense and eps, the strongest measured and the cheapest (in passes; then the lowest
+    mIoU) within ``WITHIN_POINTS`` of it; then the single (attack, iterations) within it
+    everywhere."""
     lines = [
         f"Cheapest within {WITHIN_POINTS:g} point of the strongest measured (by network passes):",
         "",
@@ -214,7 +247,7 @@ def _proposal(results: list[tuple]) -> list[str]:
         rows = [r for r in results if r[:2] == key]
         strongest = min(r[4] for r in rows)
         good = [r for r in rows if r[4] <= strongest + WITHIN_POINTS]
-        cheapest = min(good, key=lambda r: (r[6], r[5]))
+        cheapest = min(good, key=lambda r: (r[6], r[4]))  # equal passes: the stronger
         lines.append(
             f"- {key[0]} eps {key[1]:g}: strongest {strongest:.1f}; cheapest within: "
             f"{cheapest[2]} x {cheapest[3]} ({cheapest[4]:.1f}, {cheapest[6]:.0f} passes)"
