@@ -30,7 +30,15 @@ import torch
 from torch import Tensor, nn
 
 from attacks.base import AttackBase, project
-from attacks.objectives import LOSSES, PixelLoss, pixel_accuracy, pixel_loss, summed_loss
+from attacks.best_iterate import BestIterates, Iterates, budget_marks
+from attacks.objectives import (
+    LOSSES,
+    PixelLoss,
+    judged_output,
+    members_of,
+    pixel_loss,
+    summed_loss,
+)
 from bench.errors import AttackError
 
 
@@ -119,35 +127,63 @@ class APGD(AttackBase):
         first = second = round(0.3 * self.n_iter)
         return [(2 * eps, first), (1.5 * eps, second), (eps, self.n_iter - first - second)]
 
+    @property
+    def shares_trajectory(self) -> bool:  # type: ignore[override]
+        # red_eps stops a larger-radius stage early when its decision is all wrong, and the next
+        # stage starts from where it stopped: the trajectory depends on the decision
+        return not self.red_eps
+
+    def budget_marks(self, model: nn.Module, eps: float) -> tuple[int, ...]:
+        """1/4, 1/2 and all of the iterations; with ``red_eps``, of the last stage's (the only
+        one whose iterates lie in the eps ball), counted from the start of the first."""
+        if not judged_output(model):
+            return ()
+        *earlier, (_, last) = self.schedule(eps)
+        return budget_marks(last, offset=sum(n for _, n in earlier))
+
     def _run(
         self, model: nn.Module, x: Tensor, eps: float, labels: Tensor | None, index: Tensor
-    ) -> Tensor:
+    ) -> Iterates:
         start = random_start(x, self.schedule(eps)[0][0], index, self.seed)
         for radius, n_iter in self.schedule(eps)[:-1]:
-            start = self._stage(model, x, labels, start, radius, n_iter)[1]
+            start = self._stage(
+                model, x, labels, start, radius, n_iter, BestIterates(model, labels, ())
+            )
         last_radius, last_iter = self.schedule(eps)[-1]
         start = project(start, x, last_radius)
-        return self._stage(model, x, labels, start, last_radius, last_iter)[0]
+        judge = BestIterates(model, labels, self.budget_marks(model, eps))
+        offset = sum(n for _, n in self.schedule(eps)[:-1])
+        self._stage(model, x, labels, start, last_radius, last_iter, judge, offset)
+        return judge.finish()
 
-    def _evaluate(self, model: nn.Module, x: Tensor, labels: Tensor) -> tuple[Tensor, ...]:
-        """Per image: the loss, its input gradient and the judged pixel accuracy."""
+    def _evaluate(
+        self, model: nn.Module, x: Tensor, labels: Tensor
+    ) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+        """Per image: the loss, its input gradient; and the outputs (to judge)."""
         x = x.detach().requires_grad_(True)
         outputs = model(x)
         loss = summed_loss(self._loss_fn, outputs, labels)
         (grad,) = torch.autograd.grad(loss.sum(), x)
-        with torch.no_grad():
-            accuracy = pixel_accuracy(model, outputs, labels)
-        return loss.detach(), grad, accuracy
+        return loss.detach(), grad, tuple(out.detach() for out in members_of(outputs))
 
     def _stage(
-        self, model: nn.Module, x: Tensor, labels: Tensor, start: Tensor, eps: float, n_iter: int
-    ) -> tuple[Tensor, Tensor]:
-        """One APGD run in the ball of radius ``eps``: (iterate of the lowest judged accuracy,
-        iterate of the highest loss)."""
+        self,
+        model: nn.Module,
+        x: Tensor,
+        labels: Tensor,
+        start: Tensor,
+        eps: float,
+        n_iter: int,
+        judge: BestIterates,
+        offset: int = 0,
+    ) -> Tensor:
+        """One APGD run in the ball of radius ``eps``: the iterates judged by ``judge`` (the
+        iteration counts it is told start at ``offset``); returns the iterate of the highest
+        loss (where the next stage starts)."""
         shape = (-1, *([1] * (x.ndim - 1)))
         adv = start.clone()
-        loss, grad, accuracy = self._evaluate(model, adv, labels)
-        best_adv, best_accuracy = adv.clone(), accuracy.clone()
+        loss, grad, outputs = self._evaluate(model, adv, labels)
+        judge.judge(adv, outputs, offset)
         best_point, best_grad, best_loss = adv.clone(), grad.clone(), loss.clone()
         step = torch.full((len(x),), 2.0 * eps, device=x.device)
         previous, last_loss = adv.clone(), loss.clone()
@@ -162,10 +198,8 @@ class APGD(AttackBase):
                 project(adv + momentum * (z - adv) + (1 - momentum) * (adv - previous), x, eps),
                 adv,
             )
-            loss, grad, accuracy = self._evaluate(model, adv, labels)
-            lower = accuracy < best_accuracy
-            best_adv = torch.where(lower.view(shape), adv, best_adv)
-            best_accuracy = torch.minimum(accuracy, best_accuracy)
+            loss, grad, outputs = self._evaluate(model, adv, labels)
+            judge.judge(adv, outputs, offset + i + 1)
             rises += (loss > last_loss).float()
             last_loss = loss
             higher = (loss > best_loss).view(shape)
@@ -183,6 +217,6 @@ class APGD(AttackBase):
                 halved_last, best_at_checkpoint = halve, best_loss.clone()
                 rises.zero_()
                 last_checkpoint = i + 1
-            if bool((best_accuracy == 0).all()):
+            if judge.all_wrong():
                 break  # every pixel of every image is wrong: nothing left to gain
-        return best_adv, best_point
+        return best_point

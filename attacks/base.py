@@ -19,13 +19,15 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, final, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attacks.objectives import least_likely_target, members_of
+from attacks.best_iterate import Iterates
+from attacks.objectives import SINGLE, Ensemble, least_likely_target, members_of
 from bench.data.labels import IGNORE_INDEX
 from bench.data.tensors import check_images
 from bench.devices import module_device
@@ -154,6 +156,47 @@ def to_uint8(adv: Tensor, x: Tensor, eps: float) -> Tensor:
     return torch.clamp(x + delta, 0, 255).to(torch.uint8)
 
 
+@dataclass(frozen=True)
+class AttackResult:
+    """What one attack call yields: the adversarial images per decision of the attacked system
+    (``SINGLE`` unless an ``Ensemble`` has several ``decisions``), and the marks of an attack
+    that judges its iterates (``attacks.best_iterate``).
+
+    Shapes:
+        images: decision -> (N, 3, H, W) uint8, within eps of the clean images.
+        marks: decision -> (N, M, 2, C) int64 intersections and unions per class at each mark;
+            empty when the attack records none.
+        mark_iterations: (M,) the iteration counts of the marks.
+    """
+
+    images: dict[str, Tensor]
+    marks: dict[str, Tensor] = field(default_factory=dict)
+    mark_iterations: tuple[int, ...] = ()
+
+
+def run_attack(
+    attack: Attack,
+    model: nn.Module,
+    images: Tensor,
+    *,
+    eps: float,
+    labels: Tensor | None = None,
+    index: Tensor | None = None,
+) -> AttackResult:
+    """``attack.run`` for the attacks of this package (marks, several decisions); any other
+    object of the ``Attack`` protocol is called and its images returned as ``SINGLE``."""
+    if isinstance(attack, AttackBase) or hasattr(attack, "run"):
+        return attack.run(model, images, eps=eps, labels=labels, index=index)  # type: ignore[attr-defined]
+    return AttackResult({SINGLE: attack(model, images, eps=eps, labels=labels)})
+
+
+def expected_marks(attack: Attack, model: nn.Module, eps: float) -> tuple[int, ...]:
+    """The iteration counts of the marks ``attack`` records on ``model`` at ``eps`` (none for
+    attacks that do not judge their iterates, or a system without one output to judge)."""
+    marks = getattr(attack, "budget_marks", None)
+    return tuple(marks(model, eps)) if marks is not None else ()
+
+
 def _options(cls: type) -> list[str]:
     """The keyword-only options of ``cls``'s constructor; an ``__init__`` that passes
     ``**kwargs`` on (a test's counting subclass) has its parent's options too."""
@@ -193,6 +236,15 @@ class AttackBase(ABC):
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{type(self).__name__}({args})"
 
+    #: the attack keeps a best iterate per decision on one trajectory: its steps do not depend
+    #: on the decision, so several decisions on the same networks can share it
+    shares_trajectory: bool = False
+
+    def budget_marks(self, model: nn.Module, eps: float) -> tuple[int, ...]:
+        """The iteration counts at which the attack records its marks on ``model`` at ``eps``
+        (``attacks.best_iterate``); none by default."""
+        return ()
+
     @final
     def __call__(
         self,
@@ -213,11 +265,36 @@ class AttackBase(ABC):
                 starts, so results do not depend on how images are batched); default 0..N-1.
             returns: (N, 3, H, W) uint8, ||returned - images||_inf <= eps.
         """
+        if isinstance(model, Ensemble) and model.decisions:
+            raise AttackError(
+                f"{self!r}: the ensemble has {len(model.decisions)} decisions; call run() for "
+                "one set of images per decision"
+            )
+        result = self.run(model, images, eps=eps, labels=labels, index=index)
+        return result.images[SINGLE]
+
+    @final
+    def run(
+        self,
+        model: nn.Module,
+        images: Tensor,
+        *,
+        eps: float,
+        labels: Tensor | None = None,
+        index: Tensor | None = None,
+    ) -> AttackResult:
+        """As ``__call__``, with everything the attack found: the images per decision of the
+        model and the marks (``AttackResult``)."""
         check_images(images, "attacks", AttackError)
         eps = check_eps(eps)
         if self.needs_labels and labels is None:
             raise AttackError(
                 f"{self!r} needs the ground-truth labels; pass labels= (N, H, W) trainIds"
+            )
+        if isinstance(model, Ensemble) and model.decisions and not self.shares_trajectory:
+            raise AttackError(
+                f"{self!r} cannot follow several decisions on one trajectory; attack each "
+                "defense's surface on its own"
             )
         device = module_device(model)
         x = images.to(device).float()
@@ -225,20 +302,27 @@ class AttackBase(ABC):
             labels = labels.to(device)
         index = torch.arange(len(images)) if index is None else index.cpu()
         with eval_mode(model):
-            adv = self._run(model, x, eps, labels, index)
-        return to_uint8(adv, x, eps).to(images.device)
+            found = self._run(model, x, eps, labels, index)
+        if not isinstance(found, Iterates):
+            found = Iterates({SINGLE: found}, {}, ())
+        return AttackResult(
+            {k: to_uint8(adv, x, eps).to(images.device) for k, adv in found.best.items()},
+            {k: marks.cpu() for k, marks in found.marks.items()},
+            found.mark_iterations,
+        )
 
     @abstractmethod
     def _run(
         self, model: nn.Module, x: Tensor, eps: float, labels: Tensor | None, index: Tensor
-    ) -> Tensor:
+    ) -> Tensor | Iterates:
         """The attack proper, on a model in eval mode.
 
         Shapes:
             x: (N, 3, H, W) float gray values on the model's device.
             labels: (N, H, W) int64 on the same device, or None.
             index: (N,) int64 on the CPU, the images' positions in their data set.
-            returns: (N, 3, H, W) float, within eps of ``x`` up to rounding.
+            returns: (N, 3, H, W) float, within eps of ``x`` up to rounding; or, for an attack
+                that judges its iterates, its ``Iterates`` (one best iterate per decision).
         """
 
 

@@ -31,6 +31,10 @@ from bench.data.tensors import class_map, least_likely_map
 from bench.errors import AttackError
 
 PixelLoss = Callable[[Tensor, Tensor], Tensor]
+#: member label maps {role: (N, H, W)} -> a defense's labels (N, H, W)
+Decide = Callable[[dict[str, Tensor]], Tensor]
+#: the name of the one decision of a system that is not judged by several
+SINGLE = ""
 
 
 def _valid(labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -115,6 +119,9 @@ class Ensemble(nn.Module):
             means every member counts for itself (success = the mean of their accuracies).
         samples: forward passes per call for a random transform (EOT: the losses of all samples
             are summed, so the gradient is their expectation up to a factor).
+        decisions: name -> decide, several defenses' decisions on the same members (the votes on
+            T, S and A): an attack that keeps a best iterate keeps one per decision on one
+            trajectory (``AttackBase.run``); instead of ``decide``.
     """
 
     def __init__(
@@ -124,15 +131,19 @@ class Ensemble(nn.Module):
         transform: Callable[[Tensor], Tensor] | None = None,
         decide: Callable[[dict[str, Tensor]], Tensor] | None = None,
         samples: int = 1,
+        decisions: Mapping[str, Decide] | None = None,
     ) -> None:
         super().__init__()
         if not members:
             raise AttackError("an ensemble needs at least one network")
+        if decide is not None and decisions:
+            raise AttackError("an ensemble takes decide or decisions, not both")
         self.roles = list(members)
         self.members = nn.ModuleList(members.values())
         self.transform = transform
         self._decide = decide
         self.samples = samples
+        self.decisions: dict[str, Decide] = dict(decisions or {})
         self.training = False  # its members keep their own modes
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
@@ -148,6 +159,27 @@ class Ensemble(nn.Module):
             return None
         maps = {role: class_map(out) for role, out in zip(self.roles, outputs)}
         return self._decide(maps)
+
+
+def shared_decisions(ensembles: Mapping[str, nn.Module]) -> Ensemble | None:
+    """One ensemble that judges the decision of each of ``ensembles`` (name -> ensemble) on one
+    trajectory (``decisions``), when they differ in their decision only: the same member
+    networks (the very modules) in the same roles, no transform, one sample, a decision each;
+    else None."""
+    models = list(ensembles.values())
+    first = models[0] if models else None
+    if not isinstance(first, Ensemble):
+        return None
+    for model in models:
+        same = (
+            isinstance(model, Ensemble)
+            and model.roles == first.roles
+            and all(a is b for a, b in zip(model.members, first.members))
+        )
+        if not same or model.transform is not None or model.samples != 1 or model._decide is None:
+            return None
+    members = dict(zip(first.roles, first.members))
+    return Ensemble(members, decisions={name: m._decide for name, m in ensembles.items()})
 
 
 def members_of(outputs: Tensor | Sequence[Tensor]) -> tuple[Tensor, ...]:
@@ -175,6 +207,37 @@ def pixel_accuracy(model: nn.Module, outputs: Tensor | Sequence[Tensor], labels:
     else:  # a pixel is right when its label's score is the highest: no argmax needed
         rights = [(out.gather(1, y[:, None])[:, 0] >= out.amax(1)) & valid for out in members]
     return sum(r.flatten(1).sum(1).float() for r in rights) / (len(rights) * count)
+
+
+def judged_output(model: nn.Module) -> bool:
+    """Whether the attacked system has one output of its own to judge: a network, or an
+    ensemble with a decision (or one member and no EOT samples)."""
+    if not isinstance(model, Ensemble):
+        return True
+    single = len(model.roles) == 1 and model.samples == 1
+    return bool(model.decisions) or model._decide is not None or single
+
+
+def judge_outputs(
+    model: nn.Module, outputs: Tensor | Sequence[Tensor], labels: Tensor
+) -> dict[str, tuple[Tensor, Tensor | None]]:
+    """Per decision of the model (``SINGLE`` unless it has ``decisions``): the pixel accuracy
+    (as ``pixel_accuracy``, (N,) in [0, 1]) and the attacked system's own label map (N, H, W),
+    None where there is no single output (several members, or EOT samples, without a decision).
+    """
+    members = members_of(outputs)
+    if not (isinstance(model, Ensemble) and (model.decisions or model._decide is not None)):
+        decided = class_map(members[0]) if len(members) == 1 else None
+        return {SINGLE: (pixel_accuracy(model, members, labels), decided)}
+    valid = labels != IGNORE_INDEX
+    count = valid.flatten(1).sum(1).clamp(min=1)
+    maps = {role: class_map(out) for role, out in zip(model.roles, members)}
+    decisions = model.decisions or {SINGLE: model._decide}
+    judged = {}
+    for name, decide in decisions.items():
+        decided = decide(maps)
+        judged[name] = (((decided == labels) & valid).flatten(1).sum(1).float() / count, decided)
+    return judged
 
 
 def least_likely_target(outputs: Tensor | Sequence[Tensor]) -> Tensor:

@@ -1,5 +1,5 @@
-"""The attacks a config can name: the native LLCM, APGD and Square, and ART's attacks (imported
-only when built).
+"""The attacks a config can name: the native LLCM, APGD, SegPGD, CosPGD and Square, and ART's
+attacks (imported only when built).
 
 attack = build_attack("llcm")                     # or LLCM(rounding="floor")
 adv = attack(model, images, eps=10)               # uint8 (N,3,H,W) -> uint8 (N,3,H,W)
@@ -12,7 +12,9 @@ from typing import Any
 
 from attacks.apgd import APGD
 from attacks.base import Attack
+from attacks.cospgd import CosPGD
 from attacks.llcm import LLCM
+from attacks.segpgd import SegPGD
 from attacks.square import Square
 from bench.errors import AttackError
 from bench.registry import Registry
@@ -30,7 +32,13 @@ def _art_attack(name: str) -> type:
 REGISTRY: Registry[type] = Registry(
     "attack",
     AttackError,
-    {LLCM.name: LLCM, APGD.name: APGD, Square.name: Square},
+    {
+        LLCM.name: LLCM,
+        APGD.name: APGD,
+        SegPGD.name: SegPGD,
+        CosPGD.name: CosPGD,
+        Square.name: Square,
+    },
     lazy={name: partial(_art_attack, name) for name in ART_ATTACK_NAMES},
 )
 ATTACK_NAMES = tuple(REGISTRY.names())

@@ -398,7 +398,7 @@ def perf_attack_command(
     preset, run_dir, eps, batch_size, repeats, device, threads, trusted_specs, trust_code
 ) -> None:
     """LLCM vs its floor (n_iter x (forward + input backward) + 1 forward) and vs ART's BIM;
-    APGD on T, S and the joint objective vs its floor ((N + 1) x (forward + input backward))."""
+    APGD, SegPGD and CosPGD per iteration on T, S and the joint objective vs their floors."""
     from bench.config import load_run_config, resolve_config
     from bench.perf import run_perf_attack
 

@@ -12,9 +12,11 @@ Ratio (a) = native / reference (goal <= 1.03: the attack adds nothing to the net
 ratio (b) = ART / native (goal >= 1.4). The batch-1 vs batch-N line counts the values that
 differ between attacking the images one by one and as one batch.
 
-Then APGD (``attacks.APGD``, loss ce) against its floor, (N + 1) x (forward + input backward),
-on T, on S and on the joint objective of T and S (``Ensemble``; its floor is the sum of the
-members' floors): ratio (c) = APGD / floor (goal <= 1.05).
+Then every attack that judges its iterates, per iteration against its floor, on T, on S and on
+the joint objective of T and S (``Ensemble``; its floor is the sum of the members' floors):
+APGD-CE (floor: N + 1 input gradients), SegPGD and CosPGD (floor: N input gradients and one
+forward pass): ratio (c) = attack / floor (goal <= 1.05). What an attack adds to its floor is
+the judging of every iterate (each decision's map, the marks) and its own arithmetic.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from attacks import APGD, LLCM, build_attack
+from attacks import APGD, LLCM, CosPGD, SegPGD, build_attack
 from attacks.base import eval_mode, input_gradient, least_likely
 from attacks.objectives import Ensemble
 from bench.config import RunConfig
@@ -180,29 +182,46 @@ def perf_attack(
 
 
 @dataclass(frozen=True)
-class APGDTiming:
-    """Median seconds of APGD on one batch and of its floor."""
+class IterationTiming:
+    """Median seconds of an iterative attack on one batch and of its floor."""
 
+    attack: str
     target: str
     n_iter: int
     images: int
     floor_s: float
-    apgd_s: float
+    attack_s: float
 
     @property
     def ratio_c(self) -> float:
-        return self.apgd_s / self.floor_s
+        return self.attack_s / self.floor_s
 
 
-def _floor(models: list[nn.Module], x: Tensor, labels: Tensor, n_iter: int) -> None:
-    """(n_iter + 1) input gradients of the cross-entropy per member: the floor of APGD."""
+def _judged_attacks(n_iter: int) -> dict[str, tuple[object, int, int]]:
+    """The attacks timed per iteration: name -> (the attack of ``n_iter`` iterations, its floor
+    in input gradients and forward passes)."""
+    return {
+        "apgd-ce": (APGD(loss="ce", n_iter=n_iter), n_iter + 1, 0),
+        "segpgd": (SegPGD(n_iter=n_iter), n_iter, 1),
+        "cospgd": (CosPGD(n_iter=n_iter), n_iter, 1),
+    }
+
+
+def _floor(
+    models: list[nn.Module], x: Tensor, labels: Tensor, gradients: int, forwards: int
+) -> None:
+    """``gradients`` input gradients of the cross-entropy and ``forwards`` forward passes per
+    member: the network passes an attack cannot avoid."""
     for model in models:
         with eval_mode(model):
-            for _ in range(n_iter + 1):
+            for _ in range(gradients):
                 input_gradient(model, x, labels)
+            with torch.no_grad():
+                for _ in range(forwards):
+                    model(x)
 
 
-def perf_apgd(
+def perf_iterative(
     networks: dict[str, nn.Module],
     images: Tensor,
     labels: Tensor,
@@ -211,35 +230,48 @@ def perf_apgd(
     n_iter: int = 10,
     repeats: int = 3,
     echo: Callable[[str], object] | None = None,
-) -> list[APGDTiming]:
-    """Time APGD-CE and its floor on T, S and the joint objective of T and S.
+) -> list[IterationTiming]:
+    """Time APGD-CE, SegPGD and CosPGD and their floors on T, S and the joint objective of T
+    and S, interleaved (medians).
 
     Shapes:
         images: (N, 3, H, W) uint8; labels: (N, H, W) int64 trainIds.
     """
-    apgd = APGD(loss="ce", n_iter=n_iter)
     targets = {name: (net, [net]) for name, net in networks.items()}
     targets["joint T+S"] = (Ensemble(networks), list(networks.values()))
     rows = []
-    for name, (model, members) in targets.items():
-        device = module_device(members[0])
-        x, y = images.to(device), labels.to(device)
-        apgd(model, x, eps=eps, labels=y)  # warm-up
-        runs: dict[str, list[float]] = {"floor": [], "apgd": []}
-        for _ in range(repeats):  # interleaved, as above
-            runs["floor"].append(_seconds(partial(_floor, members, x.float(), y, n_iter), device))
-            runs["apgd"].append(_seconds(partial(apgd, model, x, eps=eps, labels=y), device))
-        row = APGDTiming(
-            name, n_iter, len(x), *(statistics.median(runs[k]) for k in ("floor", "apgd"))
-        )
-        rows.append(row)
-        if echo is not None:
-            echo(
-                f"APGD-CE on {name} ({n_iter} iterations, {len(x)} images, eps {eps:g}): floor "
-                f"{row.floor_s:.3f} s, APGD {row.apgd_s:.3f} s | (c) APGD/floor = "
-                f"{row.ratio_c:.3f} (goal <= 1.05)"
+    for attack_name, (attack, gradients, forwards) in _judged_attacks(n_iter).items():
+        for name, (model, members) in targets.items():
+            device = module_device(members[0])
+            x, y = images.to(device), labels.to(device)
+            attack(model, x, eps=eps, labels=y)  # warm-up
+            runs: dict[str, list[float]] = {"floor": [], "attack": []}
+            for _ in range(repeats):  # interleaved, as above
+                floor = partial(_floor, members, x.float(), y, gradients, forwards)
+                runs["floor"].append(_seconds(floor, device))
+                runs["attack"].append(
+                    _seconds(partial(attack, model, x, eps=eps, labels=y), device)
+                )
+            row = IterationTiming(
+                attack_name,
+                name,
+                n_iter,
+                len(x),
+                *(statistics.median(runs[k]) for k in ("floor", "attack")),
             )
+            rows.append(row)
+            if echo is not None:
+                echo(format_iteration(row, eps))
     return rows
+
+
+def format_iteration(row: IterationTiming, eps: float) -> str:
+    return (
+        f"{row.attack} on {row.target} ({row.n_iter} iterations, {row.images} images, eps "
+        f"{eps:g}): {1000 * row.attack_s / row.n_iter:.1f} ms per iteration, floor "
+        f"{1000 * row.floor_s / row.n_iter:.1f} ms | (c) attack/floor = {row.ratio_c:.3f} "
+        "(goal <= 1.05)"
+    )
 
 
 def run_perf_attack(
@@ -264,7 +296,7 @@ def run_perf_attack(
     networks = toy_networks(config, device, run_dir)
     rows = perf_attack(networks, images, eps=eps, repeats=repeats, echo=echo)
     labels = perf_labels(config, len(images))
-    perf_apgd(networks, images, labels, eps=max(eps), repeats=repeats, echo=echo)
+    perf_iterative(networks, images, labels, eps=max(eps), repeats=repeats, echo=echo)
     return rows
 
 

@@ -15,6 +15,14 @@ CLEAN = "clean"
 TRANSFER, JOINT, WHITE_BOX = "transfer", "joint", "white-box"
 #: the threat of the rows that hold a defense's worst case over every attack at one eps
 WORST_CASE = "worst-case"
+#: the threat of the rows that hold a defense's worst case at a mark of the attacks' budgets
+#: (``attack`` = the mark: 1/4, 1/2, 1/1); read by the report's convergence section only
+WORST_CASE_AT_MARK = "worst-case-at-mark"
+#: the marks' names, as ``attacks.best_iterate.MARK_SHARES``
+MARK_NAMES = ("1/4", "1/2", "1/1")
+#: a worst case that fell by more than this many mIoU points from the mark at half the budget to
+#: the end has not converged (the check "not converged", the report's convergence table)
+CONVERGED_POINTS = 1.0
 #: the source name of the joint threat model's sets
 JOINT_SOURCE = "T+S"
 

@@ -1,4 +1,5 @@
-"""Plots of a run (matplotlib, PNG): mIoU vs eps, d_AE histograms, a qualitative grid."""
+"""Plots of a run (matplotlib, PNG): mIoU vs eps, robust mIoU vs the attacks' iterations, d_AE
+histograms, a qualitative grid."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pandas as pd
 
 from bench.data.labels import colorize
 from bench.files import atomic_write
-from bench.variants import CLEAN, TRANSFER, WORST_CASE, Variant
+from bench.variants import CLEAN, MARK_NAMES, TRANSFER, WORST_CASE, WORST_CASE_AT_MARK, Variant
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
@@ -54,6 +55,36 @@ def plot_miou_vs_eps(metrics: pd.DataFrame, subset: str, attack: str | None, pat
         ax.set_xlabel("eps (gray values)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("mIoU (%)")
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
+def plot_convergence(metrics: pd.DataFrame, subset: str, path: Path) -> bool:
+    """Robust mIoU (%, the worst case over every attack and threat model) at the marks of the
+    attacks' budgets (1/4, 1/2, all of their iterations) for every defense: one panel per eps;
+    a line still falling at the right has not converged. False (and no file) without marks."""
+    rows = metrics[(metrics["subset"] == subset) & (metrics["threat"] == WORST_CASE_AT_MARK)]
+    if rows.empty:
+        return False
+    eps_list = sorted(set(rows["eps"]))
+    fig, axes = plt.subplots(
+        1, len(eps_list), figsize=(5 * len(eps_list), 4), sharey=True, squeeze=False
+    )
+    shares = [0.25, 0.5, 1.0]  # as MARK_NAMES
+    for ax, eps in zip(axes[0], eps_list):
+        panel = rows[rows["eps"] == eps]
+        for defense, group in panel.groupby("defense", sort=False):
+            miou = group.set_index("attack")["miou"].reindex(MARK_NAMES)
+            ax.plot(shares, miou.to_numpy(), marker="o", label=defense)
+        iterations = panel.drop_duplicates("attack").set_index("attack")["source"]
+        ax.set_xticks(shares)
+        ax.set_xticklabels([f"{m}\n{iterations.get(m, '')}" for m in MARK_NAMES], fontsize=7)
+        ax.set_title(f"eps={eps:g}, {subset}", fontsize=9)
+        ax.set_xlabel("share of each attack's iterations")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("robust mIoU (%)")
     axes[0][-1].legend(fontsize=7, loc="best")
     fig.tight_layout()
     _save(fig, path)

@@ -25,6 +25,7 @@ from bench.files import atomic_write_text, write_error
 from bench.report.findings import THRESHOLDS, adaptive_findings, findings
 from bench.report.plots import (
     plot_clean_vs_robust,
+    plot_convergence,
     plot_d_ae_histograms,
     plot_miou_vs_eps,
     plot_qualitative,
@@ -40,7 +41,14 @@ from bench.store.rundir import (
     read_arrays,
     read_table,
 )
-from bench.variants import CLEAN, WORST_CASE, variants
+from bench.variants import (
+    CLEAN,
+    CONVERGED_POINTS,
+    MARK_NAMES,
+    WORST_CASE,
+    WORST_CASE_AT_MARK,
+    variants,
+)
 from defenses import BUILTIN_NEEDS, is_plugin
 
 # The detection tables (4, 6) and histograms read the per-image records of the T/A vote.
@@ -378,6 +386,51 @@ def _leaderboards(
     return parts
 
 
+def _convergence(config: RunConfig, folder: Path, tables_dir: Path, plots_dir: Path) -> list[str]:
+    """Per subset, the worst case of every defense at the marks of the attacks' budgets (a table
+    and a plot), each marked converged or still falling; the report's lines for them."""
+    raw = read_table(folder / METRICS_FILE, [*ROW_COLUMNS, "miou"])
+    marks = raw[
+        (raw["threat"] == WORST_CASE_AT_MARK)
+        & raw["subset"].isin(config.attack.subsets)
+        & raw["eps"].isin(_eps(config))
+    ]
+    parts: list[str] = []
+    for subset in dict.fromkeys(marks["subset"]):
+        rows = marks[marks["subset"] == subset]
+        table = rows.pivot_table(
+            index="defense", columns=["eps", "attack"], values="miou", sort=False
+        )
+        board = pd.DataFrame(index=pd.Index(list(dict.fromkeys(rows["defense"])), name="defense"))
+        for eps in sorted(set(rows["eps"])):
+            for mark in MARK_NAMES:
+                board[f"eps={eps:g} at {mark}"] = table.get((eps, mark))
+            fell = (
+                board[f"eps={eps:g} at {MARK_NAMES[-2]}"]
+                - board[f"eps={eps:g} at {MARK_NAMES[-1]}"]
+            )
+            board[f"eps={eps:g} converged"] = [
+                "yes" if f <= CONVERGED_POINTS else f"no: fell {f:.1f} over the second half"
+                for f in fell
+            ]
+        iterations = "; ".join(dict.fromkeys(rows["source"]))
+        parts += [
+            "",
+            f"## Convergence of the attacks, {subset} (worst-case mIoU % at 1/4, 1/2 and all of "
+            "the attacks' iterations)",
+            "",
+            f"Marks: {iterations} (white-box sets, judged on the defense's own output before the "
+            "rounding to whole gray values; other sets count with their final numbers). A worst "
+            f"case that fell by more than {CONVERGED_POINTS:g} point over the second half of the "
+            "budget is an upper bound still falling, not a final number.",
+            "",
+            _write_table(board, tables_dir, f"convergence_{subset}"),
+        ]
+        if plot_convergence(marks, subset, plots_dir / f"convergence_{subset}.png"):
+            parts += ["", f"![robust mIoU vs iterations, {subset}](plots/convergence_{subset}.png)"]
+    return parts
+
+
 def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
     """Write ``tables/``, ``plots/`` and ``report.md`` into ``out`` (default ``folder``) from
     the stored rows in ``folder``."""
@@ -430,6 +483,7 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
             continue
         parts += ["", f"## {title}", "", _write_table(frame, tables_dir, name)]
     parts += _leaderboards(config, metrics, detections, rankings, tables_dir, plots_dir)
+    parts += _convergence(config, folder, tables_dir, plots_dir)
     if (folder / QUALITATIVE_FILE).is_file():
         plot_qualitative(_grid(folder / QUALITATIVE_FILE), plots_dir / "qualitative.png")
         parts += ["", "## Qualitative", "", "![qualitative grid](plots/qualitative.png)"]

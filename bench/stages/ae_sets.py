@@ -6,8 +6,11 @@ For every attack of the suite, at each of its eps and on each of its subsets:
 - ``joint``: one set on T and S at once (their losses summed towards one target): the paper's
   threat model, where A adapts and its weights are secret;
 - ``white-box``: one set per attack surface of the run's defenses (their networks, A included,
-  behind BPDA where a step is not differentiable): defenses with the same surface share it; a
-  defense without a surface gets none.
+  behind BPDA where a step is not differentiable; EOT for randomised ones): defenses with the
+  same surface share it; a defense without a surface gets none. Surfaces that differ only in
+  their decision (the three votes on T, S and A) are attacked on one trajectory with a best
+  iterate per decision (``shared_attacks``) when the attack's steps do not depend on the
+  decision: the same sets, bit for bit, for the cost of one.
 
 Before white-box sets are planned every surface is probed once (``bench.stages.probes``): a
 surface whose defense says ``random=True`` or is found random is attacked with EOT
@@ -21,14 +24,16 @@ EOT, BPDA and gradient-free attack it got. The evaluation's own checks of these 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
 
-from attacks import build_attack
-from attacks.objectives import Ensemble, class_weights
+from attacks import AttackResult, build_attack, run_attack
+from attacks.base import expected_marks
+from attacks.objectives import SINGLE, Ensemble, class_weights, shared_decisions
 from bench.config import AttackSpec, RunConfig, apply_values
 from bench.errors import ConfigError
 from bench.keys import cache_key
@@ -208,21 +213,24 @@ def _attack(ctx: RunContext, spec: AttackSpec) -> Any:
 def build_ae_sets(ctx: RunContext) -> list[tuple[PlannedSet, AESet]]:
     """Build (or reuse, or finish) every planned AE set of the run."""
     built: list[tuple[PlannedSet, AESet]] = []
+    plans = plan_sets(ctx)
     attacks: dict[str, Any] = {}
-    for plan in plan_sets(ctx):
-        if plan.target.shares:  # its transfer twin was planned (and built) before it
-            twin = (plan.spec.subset, plan.spec.attack, TRANSFER, plan.target.shares, plan.spec.eps)
-            shared = next(s for p, s in built if _identity(p) == twin)
-            built.append((plan, shared))
-            continue
+    for plan in plans:
         if plan.attack.tag not in attacks:
             attacks[plan.attack.tag] = _attack(ctx, plan.attack)
+    shared = shared_attacks(plans, attacks)
+    for i, plan in enumerate(plans):
+        if plan.target.shares:  # its transfer twin was planned (and built) before it
+            twin = (plan.spec.subset, plan.spec.attack, TRANSFER, plan.target.shares, plan.spec.eps)
+            shared_set = next(s for p, s in built if _identity(p) == twin)
+            built.append((plan, shared_set))
+            continue
         ae_set = build_ae_set(
             ctx.run.path / STORE_DIR,
             plan.spec,
             model=plan.target.model,
             dataset=ctx.data.split(plan.spec.subset),
-            attack=attacks[plan.attack.tag],
+            attack=shared.get(i, attacks[plan.attack.tag]),
             batch_size=ctx.config.attack.batch_size,
             progress=ctx.progress,
             after_batch=plan.target.after_batch,
@@ -277,6 +285,93 @@ def shared_sets(ae_sets: Sequence[tuple[PlannedSet, AESet]]) -> list[tuple[Plann
     """The planned sets that reuse another threat model's set (white-box on T = transfer
     from T), each with the set it reuses."""
     return [(plan, ae_set) for plan, ae_set in ae_sets if plan.target.shares]
+
+
+def shared_attacks(plans: Sequence[PlannedSet], attacks: dict[str, Any]) -> dict[int, Any]:
+    """For the white-box sets whose surfaces differ only in their decision (same attack, subset
+    and eps; ``attacks.objectives.shared_decisions``) and whose attack keeps a best iterate per
+    decision on one trajectory: plan index -> the attack of that set's decision on the shared
+    trajectory (``OneDecision``). Every other set keeps the suite's attack."""
+    groups: dict[tuple, list[int]] = {}
+    for i, plan in enumerate(plans):
+        target = plan.target
+        alone = {target.surface: target.model}
+        if target.threat == WHITE_BOX and target.after_batch is None and shared_decisions(alone):
+            key = (plan.spec.attack, tuple(id(m) for m in target.model.members))
+            groups.setdefault(key, []).append(i)
+    shared: dict[int, Any] = {}
+    for (tag, _), indices in groups.items():
+        attack = attacks[tag]
+        surfaces = {plans[i].target.surface: plans[i].target.model for i in indices}
+        model = shared_decisions(surfaces) if len(surfaces) > 1 else None
+        if model is None or not getattr(attack, "shares_trajectory", False):
+            continue
+        found: dict[tuple, AttackResult] = {}
+        for i in indices:
+            shared[i] = OneDecision(attack, model, plans[i].target.surface, found)
+    return shared
+
+
+class OneDecision:
+    """The attack of one decision on a trajectory shared with others (the ``Attack`` protocol,
+    with ``run`` and ``budget_marks``): the first set of the group that asks for a batch runs
+    the attack once on every decision; the others' images and marks wait in ``found`` for their
+    own sets, which take them (the same images and indices, the same eps) instead of attacking.
+
+    Args:
+        attack: the suite's attack (``shares_trajectory``).
+        model: the ensemble with every decision of the group (``Ensemble(decisions=...)``).
+        decision: this set's decision (its surface key).
+        found: the group's results waiting for their sets, shared by the group's views.
+    """
+
+    def __init__(
+        self, attack: Any, model: Ensemble, decision: str, found: dict[tuple, AttackResult]
+    ) -> None:
+        self.attack, self.model, self.decision, self.found = attack, model, decision, found
+        self.name, self.needs_labels = attack.name, attack.needs_labels
+
+    def params(self) -> dict[str, Any]:
+        return self.attack.params()  # the same key as the suite's attack: the same set
+
+    def budget_marks(self, model: nn.Module, eps: float) -> tuple[int, ...]:
+        return expected_marks(self.attack, self.model, eps)
+
+    def run(
+        self,
+        model: nn.Module,
+        images: Tensor,
+        *,
+        eps: float,
+        labels: Tensor | None = None,
+        index: Tensor | None = None,
+    ) -> AttackResult:
+        batch = (
+            float(eps),
+            hashlib.sha256(images.cpu().numpy().tobytes()).hexdigest(),
+            None if index is None else tuple(index.tolist()),
+        )
+        if (batch, self.decision) not in self.found:
+            result = run_attack(
+                self.attack, self.model, images, eps=eps, labels=labels, index=index
+            )
+            for name, adv in result.images.items():
+                marks = {SINGLE: result.marks[name]} if name in result.marks else {}
+                self.found[(batch, name)] = AttackResult(
+                    {SINGLE: adv}, marks, result.mark_iterations
+                )
+        return self.found.pop((batch, self.decision))
+
+    def __call__(
+        self,
+        model: nn.Module,
+        images: Tensor,
+        *,
+        eps: float,
+        labels: Tensor | None = None,
+        index: Tensor | None = None,
+    ) -> Tensor:
+        return self.run(model, images, eps=eps, labels=labels, index=index).images[SINGLE]
 
 
 def attack_settings(

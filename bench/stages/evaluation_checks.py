@@ -5,7 +5,8 @@ function that returns findings, one dict per warning with ``check``, ``subject``
 - ``gradient_checks``: a white-box gradient that is zero or NaN for most of the input (masking);
 - ``random_checks``: a defense whose two fresh instances answer the same batch differently;
 - ``input_checks``: a defense whose output does not depend on its input;
-- ``weaker_checks``: a white-box attack that leaves a defense more mIoU than a transfer attack.
+- ``weaker_checks``: a white-box attack that leaves a defense more mIoU than a transfer attack;
+- ``convergence_checks``: a worst case still falling over the second half of the attacks' budget.
 
 Every finding's ``subject`` is a defense row (the leaderboard puts its flag there), except the
 data stage's, whose subject is the data root.
@@ -13,6 +14,7 @@ data stage's, whose subject is the data root.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Sequence
 
 import pandas as pd
@@ -24,10 +26,17 @@ from bench.scoring import checked_predict, defense_label
 from bench.stages.ae_sets import PlannedSet
 from bench.stages.context import RunContext
 from bench.stages.probes import answers_differ, probe_batch
-from bench.variants import TRANSFER, WHITE_BOX
+from bench.variants import (
+    CONVERGED_POINTS,
+    MARK_NAMES,
+    TRANSFER,
+    WHITE_BOX,
+    WORST_CASE_AT_MARK,
+)
 
 #: the columns of ``checks.csv``; ``subset`` only where a finding holds for one subset alone
 CHECK_COLUMNS = ["check", "subject", "message", "subset"]
+
 
 Finding = dict[str, object]
 
@@ -133,6 +142,30 @@ def weaker_checks(metrics: pd.DataFrame) -> list[Finding]:
                     "message": f"{defense} on {subset} at eps {eps:g}: the white-box attack leaves "
                     f"{adaptive.min():.1f}% mIoU, a transfer attack {transfer.min():.1f}%; "
                     "the white-box attack needs more iterations or another loss",
+                }
+            )
+    return warnings
+
+
+def convergence_checks(metrics: pd.DataFrame) -> list[Finding]:
+    """A defense whose worst case (``bench.stages.results.mark_worst_case_rows``) fell by more
+    than ``CONVERGED_POINTS`` from the mark at half the budget to the end: its robust mIoU is an
+    upper bound still falling, not a final number."""
+    warnings = []
+    marks = metrics[metrics["threat"] == WORST_CASE_AT_MARK]
+    half, end = MARK_NAMES[-2], MARK_NAMES[-1]
+    for (defense, subset, eps), group in marks.groupby(["defense", "subset", "eps"], sort=False):
+        miou = group.set_index("attack")["miou"]
+        fell = float(miou.get(half, math.nan) - miou.get(end, math.nan))
+        if fell > CONVERGED_POINTS:
+            warnings.append(
+                {
+                    "check": "not converged",
+                    "subject": defense,
+                    "subset": subset,
+                    "message": f"{defense} on {subset} at eps {eps:g}: worst case fell by "
+                    f"{fell:.1f} points over the second half of the budget: an upper bound "
+                    "still falling",
                 }
             )
     return warnings

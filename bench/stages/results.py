@@ -7,7 +7,8 @@ fingerprint (its spec and options, the weights of its networks, the source of a 
 code version) and the data's identity (the subset's files, or the AE set's store attributes), so
 a re-run computes only what changed. The stage returns exactly the rows of the current config,
 which are the ones published, plus per defense and eps the worst case over every attack and
-threat model (SEA's greedy assignment for mIoU, the per-image minimum for pixel accuracy).
+threat model (SEA's greedy assignment for mIoU, the per-image minimum for pixel accuracy), and
+that worst case at each mark of the attacks' budgets (``mark_worst_case_rows``).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from bench import dist
-from bench.data.labels import CLASS_NAMES
+from bench.data.labels import CLASS_NAMES, NUM_CLASSES
 from bench.keys import cache_key
 from bench.metrics import ConfusionMatrix, q_ratio, worst_case_miou, worst_pixel_accuracy
 from bench.scoring import COUNT_COLUMNS, evaluate_defenses, scored_at, stacked_counts
@@ -31,7 +33,14 @@ from bench.stages.ae_sets import PlannedSet
 from bench.stages.context import RunContext, RunDefenses
 from bench.store.aesets import AESet
 from bench.store.rundir import METRICS_FILE, RECORDS_FILE, read_cached_table, write_table
-from bench.variants import CLEAN_VARIANT, WORST_CASE, Variant
+from bench.variants import (
+    CLEAN_VARIANT,
+    MARK_NAMES,
+    WHITE_BOX,
+    WORST_CASE,
+    WORST_CASE_AT_MARK,
+    Variant,
+)
 
 ROW_KEYS = ["defense", "subset", "threat", "attack", "source", "eps"]
 IOU_COLUMNS = [f"iou_{c.replace(' ', '_')}" for c in CLASS_NAMES]
@@ -253,7 +262,9 @@ def evaluate_run(ctx: RunContext, ae_sets: Sequence[tuple[PlannedSet, AESet]]) -
     if cache is None:
         return None
     selected, chosen = cache.selected(wanted)
-    rows = with_q(pd.concat([selected, worst_case_rows(chosen)], ignore_index=True))
+    marked = _marked_sets(ae_sets)
+    worst = [worst_case_rows(chosen), mark_worst_case_rows(chosen, marked)]
+    rows = with_q(pd.concat([selected, *worst], ignore_index=True))
     return Evaluation(rows.reset_index(drop=True), chosen.reset_index(drop=True))
 
 
@@ -282,4 +293,70 @@ def worst_case_rows(records: pd.DataFrame) -> pd.DataFrame:
                 "key": "",
             }
         )
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+
+
+#: (subset, threat, attack, source, eps) of a set -> its marks ((N, M, 2, C), iterations)
+MarkedSets = dict[tuple[str, str, str, str, float], tuple[np.ndarray, tuple[int, ...]]]
+
+
+def _marked_sets(ae_sets: Sequence[tuple[PlannedSet, AESet]]) -> MarkedSets:
+    """The white-box sets with marks: there the attacked output is the defense's own."""
+    marked: MarkedSets = {}
+    for plan, ae_set in ae_sets:
+        found = ae_set.marks() if plan.spec.threat == WHITE_BOX else None
+        if found is not None and found[0].shape[1] == len(MARK_NAMES):
+            spec = plan.spec
+            marked[(spec.subset, spec.threat, spec.attack, spec.source, float(spec.eps))] = found
+    return marked
+
+
+def mark_worst_case_rows(records: pd.DataFrame, marked: MarkedSets) -> pd.DataFrame:
+    """Per defense, subset and eps with a marked set: the worst-case mIoU (SEA's greedy
+    assignment) over every attack and threat model at each mark of the attacks' budgets
+    (threat ``worst-case-at-mark``, attack ``1/4``, ``1/2``, ``1/1``; source: each marked
+    attack's iterations there).
+
+    A white-box set's marks are the defense's own output at the attack's best iterate so far,
+    before the rounding to whole gray values (so the last mark may differ slightly from the
+    evaluated set); every other set (LLCM, joint sets: no single output was judged) counts with
+    its evaluated numbers at every mark.
+    """
+    attacked = records[records["threat"] != "clean"]
+    inter_cols = [f"i{c}" for c in range(NUM_CLASSES)]
+    union_cols = [f"u{c}" for c in range(NUM_CLASSES)]
+    rows = []
+    for (defense, subset, eps), group in attacked.groupby(["defense", "subset", "eps"], sort=False):
+        variants = [
+            (key[1], marked.get((subset, *key, float(eps))), g.sort_values("image"))
+            for key, g in group.groupby(["threat", "attack", "source"], sort=False)
+        ]
+        if all(found is None for _, found, _ in variants):
+            continue
+        for m, mark in enumerate(MARK_NAMES):
+            inter, union, iterations = [], [], []
+            for attack, found, g in variants:
+                if found is None:
+                    inter.append(g[inter_cols].to_numpy(np.int64))
+                    union.append(g[union_cols].to_numpy(np.int64))
+                else:
+                    inter.append(found[0][:, m, 0])
+                    union.append(found[0][:, m, 1])
+                    iterations.append(f"{attack} {found[1][m]}/{found[1][-1]}")
+            miou, _ = worst_case_miou(torch.tensor(np.stack(inter)), torch.tensor(np.stack(union)))
+            rows.append(
+                {
+                    "defense": defense,
+                    "subset": subset,
+                    "threat": WORST_CASE_AT_MARK,
+                    "attack": mark,
+                    "source": ", ".join(dict.fromkeys(iterations)),
+                    "eps": eps,
+                    "miou": 100 * miou,
+                    "q": math.nan,
+                    "acc": math.nan,
+                    "n_pixels": int(variants[0][2]["valid"].sum()),
+                    "key": "",
+                }
+            )
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)

@@ -41,6 +41,7 @@ from bench.stages.defense_rows import build_defense_rows
 from bench.stages.evaluation_checks import (
     CHECK_COLUMNS,
     Finding,
+    convergence_checks,
     data_checks,
     gradient_checks,
     input_checks,
@@ -185,6 +186,7 @@ def _checks(
         *random_checks(ctx),
         *weaker_checks(evaluation.metrics),
         *attack_findings([plan for plan, _ in ae_sets]),
+        *convergence_checks(evaluation.metrics),
     ]
     return pd.DataFrame(findings, columns=CHECK_COLUMNS)
 

@@ -6,8 +6,14 @@ from the single-file store of earlier versions. What a set is and how it is buil
 The finished set ``/mini_test/llcm/transfer/T/eps10`` is ``<store>/mini_test/llcm/transfer/T/
 eps10.h5``; it holds
 
-    images   uint8 (N, 3, H, W), chunked one image per chunk
-    done     uint8 (N,), 1 where the image has been written
+    images           uint8 (N, 3, H, W), chunked one image per chunk
+    done             uint8 (N,), 1 where the image has been written
+    marks            int64 (N, M, 2, C), only for attacks that judge their iterates: per image,
+                     the intersections and unions per class of the attacked system's output
+                     at its best iterate at M marks of the budget (``attacks.best_iterate``)
+    mark_iterations  int64 (M,), the iteration counts of those marks
+
+(sets of older versions have no marks and load as they are)
 
 and attributes (JSON each): the set's key, its generation settings and provenance (torch
 version).
@@ -42,6 +48,7 @@ import h5py
 import numpy as np
 import torch
 
+from bench.data.labels import NUM_CLASSES
 from bench.errors import StoreError
 from bench.files import DISK_FULL, READ_ONLY
 
@@ -97,6 +104,18 @@ def read_images(path: Path, name: str, spans: Sequence[tuple[int, int]]) -> Iter
             yield batch
 
 
+def read_marks(path: Path, name: str) -> tuple[np.ndarray, tuple[int, ...]] | None:
+    """The marks of the set file ``path`` ((N, M, 2, C) int64) and their iteration counts, or
+    None for a set without marks; one line when unreadable."""
+    with _open_read(path) as part:
+        if "marks" not in part:
+            return None
+        try:
+            return part["marks"][()], tuple(int(i) for i in part["mark_iterations"][()])
+        except _UNREADABLE as err:
+            raise _unreadable_set(name, path, err) from err
+
+
 def partial_done(partial: Path) -> np.ndarray | None:
     """The ``done`` mask of an unfinished set, or None (none there, or unreadable)."""
     try:
@@ -147,10 +166,16 @@ def reusable(final: Path, key: dict[str, Any]) -> bool:
 
 @contextlib.contextmanager
 def open_partial(
-    path: Path, name: str, key: dict[str, Any], generation: dict[str, Any], restart: bool
+    path: Path,
+    name: str,
+    key: dict[str, Any],
+    generation: dict[str, Any],
+    restart: bool,
+    marks: Sequence[int] = (),
 ) -> Iterator[h5py.File]:
     """The unfinished set file ``path`` for writing: reused when readable and made under the
-    same key and generation settings, else created afresh (a damaged one moved aside)."""
+    same key and generation settings, else created afresh (a damaged one moved aside) with room
+    for the marks at the iteration counts ``marks``."""
     found = None if restart else check_set_file(path)
     if found is not None:
         reason = _key_mismatch(found[0], key) or _generation_mismatch(found[0], generation)
@@ -161,7 +186,7 @@ def open_partial(
         if found is None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.unlink(missing_ok=True)
-            _create(path, key, generation)
+            _create(path, key, generation, marks)
         part = h5py.File(path, "r+")
     try:
         yield part
@@ -173,9 +198,14 @@ def open_partial(
         part.close()
 
 
-def write_batch(part: h5py.File, start: int, stop: int, images: np.ndarray) -> None:
-    """Write one batch: its images, a flush, then its ``done`` entries and a flush."""
+def write_batch(
+    part: h5py.File, start: int, stop: int, images: np.ndarray, marks: np.ndarray | None = None
+) -> None:
+    """Write one batch: its images (and marks, where the file has room for them), a flush, then
+    its ``done`` entries and a flush."""
     part["images"][start:stop] = images
+    if marks is not None and "marks" in part:
+        part["marks"][start:stop] = marks
     part.flush()  # the images reach the file before they are marked done
     part["done"][start:stop] = 1
     part.flush()
@@ -313,7 +343,9 @@ def _move_aside(path: Path, err: BaseException) -> Path:
     return aside
 
 
-def _create(path: Path, key: dict[str, Any], generation: dict[str, Any]) -> None:
+def _create(
+    path: Path, key: dict[str, Any], generation: dict[str, Any], marks: Sequence[int] = ()
+) -> None:
     """A new set file with both datasets allocated in full (later batch writes then change raw
     data only, never metadata) and the disk space of the whole file reserved; made under a
     temporary name (``.eps10.partial.h5.<pid>.tmp``) and renamed into place when complete."""
@@ -332,6 +364,14 @@ def _create(path: Path, key: dict[str, Any], generation: dict[str, Any]) -> None
                 fill_time="never",
             )
             part.create_dataset("done", shape=(n,), dtype=np.uint8, dcpl=_early_allocation())
+            if marks:  # datasets, not attributes: the attributes are the set's key
+                part.create_dataset(
+                    "marks",
+                    shape=(n, len(marks), 2, NUM_CLASSES),
+                    dtype=np.int64,
+                    dcpl=_early_allocation(),
+                )
+                part.create_dataset("mark_iterations", data=np.asarray(marks, dtype=np.int64))
             part.flush()
             size = part.id.get_filesize()
         fd = os.open(tmp, os.O_RDWR)

@@ -34,7 +34,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from attacks.base import ATTACKS_VERSION, Attack, check_eps
+from attacks.base import ATTACKS_VERSION, Attack, check_eps, expected_marks, run_attack
+from attacks.objectives import SINGLE
 from bench import dist
 from bench.devices import module_device
 from bench.errors import StoreError
@@ -48,6 +49,7 @@ from bench.store.aeset_files import (
     read_attrs,
     read_attrs_and_done,
     read_images,
+    read_marks,
     remove_strays,
     reusable,
     set_file,
@@ -127,6 +129,16 @@ class AESet:
         """The whole set at once (small sets and tests)."""
         return torch.cat(list(self.batches(max(self.length, 1))))
 
+    def marks(self) -> tuple[np.ndarray, tuple[int, ...]] | None:
+        """Per image, the intersections and unions per class of the attacked system's output at
+        its best iterate at marks of the budget, and the marks' iteration counts; None for a set
+        without marks (an attack that does not judge its iterates, or an older set).
+
+        Shapes:
+            returns: (N, M, 2, C) int64 [intersections, unions]; (M,) iteration counts.
+        """
+        return read_marks(self.path, self.name)
+
 
 def build_ae_set(
     store: str | Path,
@@ -176,7 +188,17 @@ def build_ae_set(
         "code_version": CODE_VERSION,
     }
     generation = {"batch_size": batch_size, "device": str(module_device(model))}
-    job = _Job(spec.name, model, dataset, attack, eps, batch_size, progress, after_batch)
+    job = _Job(
+        spec.name,
+        model,
+        dataset,
+        attack,
+        eps,
+        batch_size,
+        progress,
+        after_batch,
+        expected_marks(attack, model, eps),
+    )
     final = set_file(store, spec.name)
     if dist.size() > 1 and after_batch is None:
         return _build_sharded(store, final, job, key, generation, rebuild)
@@ -187,7 +209,7 @@ def build_ae_set(
             partial = partial_path(final)
             restart = rebuild or after_batch is not None
             if rebuild or not copy_from_legacy(store, final, key, generation):
-                with open_partial(partial, job.name, key, generation, restart) as part:
+                with open_partial(partial, job.name, key, generation, restart, job.marks) as part:
                     # what an interrupted torchrun left in shards counts, unless it starts over
                     _merge_shards(part, final, job.name, discard=restart)
                     built = _generate(part, partial, job)
@@ -209,6 +231,8 @@ class _Job:
     batch_size: int
     progress: bool
     after_batch: Callable[[Tensor], None] | None = None
+    #: the iteration counts of the marks the attack records (none: no marks)
+    marks: tuple[int, ...] = ()
 
 
 def _build_sharded(
@@ -232,7 +256,7 @@ def _build_sharded(
         if reused:
             done = np.ones(key["n_images"], dtype=bool)
         else:
-            with open_partial(partial, job.name, key, generation, rebuild) as part:
+            with open_partial(partial, job.name, key, generation, rebuild, job.marks) as part:
                 _merge_shards(part, final, job.name, discard=rebuild)
                 done = part["done"][()].astype(bool)
     done = dist.broadcast(done)
@@ -241,11 +265,11 @@ def _build_sharded(
     built = 0
     if todo:
         shard = shard_path(final, dist.rank())
-        with open_partial(shard, job.name, key, generation, False) as part:
+        with open_partial(shard, job.name, key, generation, False, job.marks) as part:
             built = _generate(part, shard, job, spans=todo)
     dist.barrier()
     if dist.is_main() and not reused:
-        with open_partial(partial, job.name, key, generation, False) as part:
+        with open_partial(partial, job.name, key, generation, False, job.marks) as part:
             _merge_shards(part, final, job.name)
         finish_set(partial, final, job.name)
     dist.barrier()
@@ -278,8 +302,11 @@ def _making(attrs: dict[str, Any]) -> dict[str, Any]:
 def _copy_done(source: Any, part: h5py.File) -> None:
     """Copy the images ``source`` (a set file or group) holds and ``part`` lacks."""
     done = source["done"][()].astype(bool)
+    marks = "marks" in source and "marks" in part
     for index in np.flatnonzero(done & ~part["done"][()].astype(bool)):
         part["images"][index] = source["images"][index]
+        if marks:
+            part["marks"][index] = source["marks"][index]
     part.flush()  # the images reach the file before they are marked done
     part["done"][done] = 1
     part.flush()
@@ -324,11 +351,19 @@ def _generate(
                 raise StoreError(
                     f"attack {attack.name} needs labels but the {name.split('/')[1]} split has none"
                 )
-            adv = attack(model, clean, eps=eps, labels=labels, index=torch.arange(start, stop))
+            index = torch.arange(start, stop)
+            marks = None
+            if job.marks:  # run() hands the marks back with the images
+                result = run_attack(attack, model, clean, eps=eps, labels=labels, index=index)
+                adv, marks = result.images[SINGLE], result.marks.get(SINGLE)
+            else:
+                adv = attack(model, clean, eps=eps, labels=labels, index=index)
             if after_batch is not None:
                 after_batch(adv)
             with writing(path, name):
-                write_batch(part, start, stop, adv.cpu().numpy())
+                write_batch(
+                    part, start, stop, adv.cpu().numpy(), None if marks is None else marks.numpy()
+                )
             bar.update(stop - start - int(done[start:stop].sum()))
             built += stop - start
     return built

@@ -80,6 +80,8 @@ DEFAULT_PARAMS = {
     },
     "mifgsm": {"target": "least_likely", "step": 1.0, "iterations": "llcm", "decay": 1.0},
     "square": {"queries": 1000, "p_init": 0.8, "seed": 0},
+    "segpgd": {"n_iter": 20, "seed": 0},  # step None (the papers' share of eps) is omitted
+    "cospgd": {"n_iter": 20, "seed": 0},
 }
 
 

@@ -92,4 +92,6 @@ def test_perf_attack_prints_both_ratios():
     assert result.exit_code == 0, result.output
     assert "(a) native/reference" in result.output and "(b) ART/native" in result.output
     assert result.output.count("eps=1 (2 iterations, 2 images)") == 2  # T and S
-    assert result.output.count("(c) APGD/floor") == 3  # T, S and the joint objective
+    # APGD-CE, SegPGD and CosPGD on T, S and the joint objective
+    assert result.output.count("(c) attack/floor") == 9
+    assert all(f"{name} on joint T+S" in result.output for name in ("apgd-ce", "segpgd", "cospgd"))

@@ -1,0 +1,99 @@
+"""The worst case at the marks of the attacks' budgets, and the check that flags a worst case
+still falling: by hand, and on the reference network with a budget cut to 2 iterations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from attacks import APGD
+from attacks.objectives import Ensemble
+from bench.data.labels import NUM_CLASSES
+from bench.metrics import image_counts
+from bench.stages.evaluation_checks import convergence_checks
+from bench.stages.results import mark_worst_case_rows
+from bench.variants import WORST_CASE_AT_MARK
+
+ROW = {"defense": "D", "subset": "mini_test", "eps": 4.0}
+
+
+def _records(threat: str, attack: str, source: str, counts: np.ndarray) -> pd.DataFrame:
+    """Per-image records of one variant from (N, 2C + 2) counts (``image_counts``)."""
+    columns = (
+        [f"i{c}" for c in range(NUM_CLASSES)]
+        + [f"u{c}" for c in range(NUM_CLASSES)]
+        + ["correct", "valid"]
+    )
+    frame = pd.DataFrame(counts, columns=columns)
+    return frame.assign(**ROW, threat=threat, attack=attack, source=source, image=range(len(frame)))
+
+
+def _counts(inter: int, union: int, n: int = 2) -> np.ndarray:
+    """n images with class 0 only: I and U of class 0."""
+    counts = np.zeros((n, 2 * NUM_CLASSES + 2), dtype=np.int64)
+    counts[:, 0], counts[:, NUM_CLASSES], counts[:, -1] = inter, union, union
+    return counts
+
+
+def _marks(inters: list[int], union: int, n: int = 2) -> np.ndarray:
+    marks = np.zeros((n, len(inters), 2, NUM_CLASSES), dtype=np.int64)
+    for m, inter in enumerate(inters):
+        marks[:, m, 0, 0], marks[:, m, 1, 0] = inter, union
+    return marks
+
+
+@pytest.mark.parametrize(
+    ("inters", "expected", "fires"),
+    [([8, 4, 1], [50.0, 40.0, 10.0], True), ([8, 1, 1], [50.0, 10.0, 10.0], False)],
+    ids=["still-falling", "converged"],
+)
+def test_worst_case_at_marks_by_hand(inters, expected, fires):
+    # transfer set (no marks): I 5 / U 10 per image, mIoU 50 at every mark; the white-box set
+    # at its marks: I 8, 4, 1 (or 8, 1, 1) of U 10, its last evaluated counts I 1 / U 10
+    records = pd.concat(
+        [
+            _records("transfer", "llcm", "T", _counts(5, 10)),
+            _records("white-box", "apgd-ce", "D", _counts(1, 10)),
+        ],
+        ignore_index=True,
+    )
+    marked = {("mini_test", "white-box", "apgd-ce", "D", 4.0): (_marks(inters, 10), (1, 2, 4))}
+    rows = mark_worst_case_rows(records, marked)
+    assert list(rows["threat"]) == [WORST_CASE_AT_MARK] * 3
+    assert list(rows["attack"]) == ["1/4", "1/2", "1/1"]
+    assert rows["miou"].tolist() == pytest.approx(expected)
+    assert rows["source"].iloc[1] == "apgd-ce 2/4"
+    findings = convergence_checks(rows)
+    assert len(findings) == fires
+    if fires:
+        assert findings[0]["check"] == "not converged" and findings[0]["subject"] == "D"
+        assert (
+            "worst case fell by 30.0 points over the second half of the budget: an upper "
+            in (findings[0]["message"])
+        )
+
+
+def test_no_mark_rows_without_marked_sets():
+    records = _records("transfer", "llcm", "T", _counts(5, 10))
+    assert mark_worst_case_rows(records, {}).empty
+
+
+def _fell_flagged(reference, n_iter: int, eps: float) -> bool:
+    """APGD-CE on a surface of the reference S alone; its marks and final images as the
+    evaluation would see them; whether the convergence check fires."""
+    net, images, labels = reference[1], reference[2], reference[3]
+    surface = Ensemble({"S": net}, decide=lambda maps: maps["S"])
+    result = APGD(n_iter=n_iter).run(surface, images, eps=eps, labels=labels)
+    with torch.no_grad():
+        final = image_counts(net(result.images[""].float()).argmax(1), labels).numpy()
+    records = _records("white-box", "apgd-ce", "S", final)
+    key = ("mini_test", "white-box", "apgd-ce", "S", 4.0)
+    rows = mark_worst_case_rows(records, {key: (result.marks[""].numpy(), result.mark_iterations)})
+    return bool(convergence_checks(rows))
+
+
+def test_flag_fires_on_a_budget_cut_to_2_iterations_and_not_on_a_converged_case(reference):
+    assert _fell_flagged(reference, 2, 4.0)
+    assert not _fell_flagged(reference, 20, 16.0)
