@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from bench.config import STATIC_NETS, load_config
+from bench.config import STATIC_NETS, adaptive_students, load_config
 from bench.models import ERFNet
 from bench.stages.context import RunContext
 from bench.stages.data_tree import prepare_data
-from bench.stages.networks import REFERENCE_DIR, static_key
+from bench.stages.networks import REFERENCE_DIR, adaptive_key, static_key
 from bench.store.checkpoints import check_meta, load_meta
 from bench.store.rundir import RunDir
 
@@ -128,3 +129,15 @@ def test_the_toy_preset_uses_the_shipped_reference_networks(tmp_path):
         assert static_key(ctx, name) == meta.info["key"]
         net = config.net(name)  # installed only when its metadata agrees with the config too
         check_meta(REFERENCE_DIR / "toy", name, meta, net.arch, net.options)
+    # the adaptive students (A and the baseline of [6]) too: their keys name T's and S's weights
+    ctx.run.models.mkdir(parents=True)
+    for name in STATIC_NETS:
+        for suffix in (".pt", ".json"):
+            shutil.copy(REFERENCE_DIR / "toy" / f"{name}{suffix}", ctx.run.models)
+    students = adaptive_students(config)
+    for settings in (students.main, *students.extra):
+        meta = load_meta(REFERENCE_DIR / "toy", settings.checkpoint_name)
+        assert adaptive_key(ctx, settings) == meta.info["key"]
+        check_meta(
+            REFERENCE_DIR / "toy", meta.name, meta, config.student.arch, config.student.options
+        )
