@@ -52,7 +52,7 @@ def test_metrics_cover_every_defense_variant_and_threat_model(smoke_run):
     # the worst case per defense, subset and eps is never above any attack's mIoU
     worst = metrics[metrics.threat == "worst-case"]
     assert len(worst) == len(defenses) * 4
-    attacked = metrics[~metrics.threat.isin(["clean", "worst-case"])]
+    attacked = metrics[~metrics.threat.isin(["clean", "worst-case", "worst-case-at-mark"])]
     lowest = attacked.groupby(["defense", "subset", "eps"])["miou"].min()
     worst_miou = worst.set_index(["defense", "subset", "eps"])["miou"]
     assert (worst_miou <= lowest.reindex(worst_miou.index) + 1e-9).all()
