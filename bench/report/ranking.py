@@ -5,7 +5,9 @@ for a missing attack surface and for a clean mIoU more than ``CLEAN_COST_POINTS`
 ``CHECK_FLAGS`` is the one table of check kind -> flag -> whether the robust mIoU still counts; a
 kind it does not list (a check added later) shows as its own name and counts as a note. A
 defense with a flag that does not count is ranked apart, after every trusted one, with the
-reason: a flagged defense never ranks above a trusted one.
+reason: a flagged defense never ranks above a trusted one. A provisional flag ("not converged":
+an upper bound still falling) ranks a defense after every trusted one without it, among its
+kind, so a number still falling never stands above a final one.
 
 Intervals come from a paired bootstrap over images (``bench.metrics.resample_weights``): each
 resample pools the per-image intersections and unions of ``records.csv``; for the worst case the
@@ -52,6 +54,9 @@ class Flag:
     text: str
     trusted: bool
     meaning: str
+    #: the robust mIoU counts, but as an upper bound still falling: ranked after every
+    #: defense without such a flag, among its kind (a number never shown as if final)
+    provisional: bool = False
 
 
 #: check kind (``checks.csv``'s ``check``) -> its flag
@@ -64,7 +69,9 @@ CHECK_FLAGS: dict[str, Flag] = {
         "ignores input", False, "its output ignores its input: its robust mIoU is meaningless"
     ),
     NO_SURFACE: Flag("no surface", False, "not adaptively evaluated: no attack surface"),
-    "not converged": Flag("not converged", False, "its attacks had not converged"),
+    "not converged": Flag(
+        "not converged", True, "its worst case was still falling at the end of the budget", True
+    ),
     "adaptive weaker than transfer": Flag(
         "white-box weaker", True, "a white-box attack left more than a transfer one"
     ),
@@ -183,6 +190,14 @@ def ranked_leaderboard(
     flags = row_flags(board, checks, subset)
     board["flags"] = [", ".join(f.text for f in flags[d]) for d in board.index]
     board["trusted"] = [all(f.trusted for f in flags[d]) for d in board.index]
+    # 0: sound and converged; 1: sound, an upper bound still falling; 2: ranked apart
+    tier = pd.Series(
+        [
+            2 if not board.at[d, "trusted"] else int(any(f.provisional for f in flags[d]))
+            for d in board.index
+        ],
+        index=board.index,
+    )
     robust_columns = [c for c in board.columns if c.startswith("robust mIoU eps=")]
     eps = [float(c.split("=", 1)[1]) for c in robust_columns]
     samples, why = bootstrap_samples(records, subset, seed)
@@ -204,14 +219,14 @@ def ranked_leaderboard(
         for column, pairs in bounds.items():
             board[f"{column} lo"] = [low for low, _ in pairs]
             board[f"{column} hi"] = [high for _, high in pairs]
-    board = board.sort_values(
-        ["trusted", "robust mIoU"], ascending=[False, False], na_position="last"
+    board = board.assign(tier=tier).sort_values(
+        ["tier", "robust mIoU"], ascending=[True, False], na_position="last"
     )
     ranks, ties = [], []
     for position, defense in enumerate(board.index):
         previous = board.index[position - 1] if position else None
         tie = previous is not None and bool(
-            board.at[previous, "trusted"] == board.at[defense, "trusted"]
+            board.at[previous, "tier"] == board.at[defense, "tier"]
             and _tied(
                 robust.get(previous) if robust is not None else None,
                 robust.get(defense) if robust is not None else None,
@@ -230,6 +245,7 @@ def ranked_leaderboard(
     for column in robust_columns:
         leading += [column, f"{column} lo", f"{column} hi"]
     leading += ["clean", "clean lo", "clean hi", "clean drop vs T", "threat models", "trusted"]
+    leading += ["tier"]
     leading = [c for c in leading if c in board.columns]
     board = board[leading + [c for c in board.columns if c not in leading]]
     notes = [headline(metrics, subset), _legend(flags)]
@@ -252,6 +268,7 @@ def _legend(flags: Mapping[str, list[Flag]]) -> str:
     parts = [
         f"{CHECK_FLAGS[CLEAN_COST].text if f.text.startswith('clean ') else f.text}: {meaning}"
         + ("" if f.trusted else " (ranked apart)")
+        + (" (ranked after the defenses without it)" if f.provisional else "")
         for meaning, f in seen.items()
     ]
     return "Flags: " + "; ".join(parts) + "."
@@ -281,7 +298,7 @@ def ranking_sentence(ranking: Ranking, metrics: pd.DataFrame, subset: str) -> st
     """The ranking in one sentence: '=' between tied neighbours, '>' only where the interval of
     the difference excludes 0; the defenses ranked apart after it, each with its reasons."""
     board = ranking.board
-    trusted, apart = board[board["trusted"]], board[~board["trusted"]]
+    apart = board[board["tier"] == 2]
 
     def shown(defense: str) -> str:
         value = f"{defense} {board.at[defense, 'robust mIoU']:.1f}"
@@ -292,11 +309,16 @@ def ranking_sentence(ranking: Ranking, metrics: pd.DataFrame, subset: str) -> st
             value += f"{board.at[defense, 'robust mIoU hi']:.1f}]"
         return value
 
-    order = ""
-    for position, defense in enumerate(trusted.index):
-        if position:
-            order += " = " if trusted.at[defense, "tie"] == "=" else " > "
-        order += shown(defense)
+    def ordered(tier: int) -> str:
+        rows = board[board["tier"] == tier]
+        order = ""
+        for position, defense in enumerate(rows.index):
+            if position:
+                order += " = " if rows.at[defense, "tie"] == "=" else " > "
+            order += shown(defense)
+        return order
+
+    order, falling = ordered(0), ordered(1)
     reasons = []
     for defense in apart.index:
         why = [
@@ -310,7 +332,13 @@ def ranking_sentence(ranking: Ranking, metrics: pd.DataFrame, subset: str) -> st
     return (
         f"Robust ranking ({subset}; worst case over every attack and threat model, mean over "
         "eps, 95% intervals; '=' a tie): "
-        + (order or "no defense passed every check")
+        + (order or "no defense passed every check with a converged attack")
+        + (
+            f"; upper bounds still falling (their attacks had not converged), after those: "
+            f"{falling}"
+            if falling
+            else ""
+        )
         + (f"; ranked apart (evaluation not sound): {', '.join(reasons)}" if reasons else "")
         + (
             f". Ranked by the transfer attacks alone, {transfer_only.idxmax()} came first."

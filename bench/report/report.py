@@ -334,7 +334,7 @@ def _introduction(config: RunConfig, folder: Path) -> list[str]:
 def _shown(board: pd.DataFrame) -> pd.DataFrame:
     """The leaderboard as the report shows it: each interval beside its mIoU as
     ``value [lo, hi]``, the ``trusted`` column left to the CSV (the rank says it)."""
-    shown = board.drop(columns="trusted")
+    shown = board.drop(columns=["trusted", "tier"], errors="ignore")
     for column in [c for c in board.columns if f"{c} lo" in board.columns]:
         shown[column] = [
             f"{v:.2f}" + ("" if pd.isna(lo) else f" [{lo:.2f}, {hi:.2f}]")

@@ -141,6 +141,25 @@ def test_a_flagged_defense_never_ranks_above_a_trusted_one():
     assert "odd" not in apart
 
 
+def test_a_worst_case_still_falling_ranks_after_the_converged_and_before_the_unsound():
+    metrics, records = _run(
+        {"T": (0.6, 0.3), "falling": (0.6, 0.55), "masked": (0.6, 0.5), "final": (0.6, 0.2)}
+    )
+    checks = pd.DataFrame(
+        [
+            {"check": "not converged", "subject": "falling", "message": "f"},
+            {"check": "gradient masking", "subject": "masked", "message": "m"},
+        ]
+    )
+    ranking = ranked_leaderboard(metrics, records, checks, subset="s")
+    board = ranking.board
+    assert list(board.index) == ["T", "final", "falling", "masked"]
+    assert list(board["rank"]) == ["1", "2", "3", "apart"]
+    sentence = ranking_sentence(ranking, metrics, "s")
+    assert sentence.index("final") < sentence.index("still falling") < sentence.index("falling ")
+    assert "falling" not in sentence.split("ranked apart", 1)[1]
+
+
 def test_the_clean_cost_against_t_is_shown_and_flagged_beyond_five_points():
     metrics, records = _run({"T": (0.6, 0.1), "cheap": (0.58, 0.1), "costly": (0.4, 0.4)})
     board = ranked_leaderboard(metrics, records, NO_CHECKS, subset="s").board
