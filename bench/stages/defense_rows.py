@@ -136,10 +136,7 @@ def _surface(defense: Defense, spec: str) -> AttackSurface | None:
     except Exception as err:
         if not is_plugin(spec):
             raise
-        raise DefenseError(
-            f"defense {spec!r}: attack_surface() failed with {type(err).__name__}: {err}; fix "
-            "the plug-in (BENCH_DEBUG=1 shows where)"
-        ) from err
+        raise _plugin_failure(repr(spec), "attack_surface()", err) from err
 
 
 def _plugin_failure(who: str, what: str, err: Exception) -> DefenseError:
