@@ -28,7 +28,7 @@ from torch import nn
 
 from attacks import build_attack
 from attacks.objectives import Ensemble, class_weights
-from bench.config import apply_values, load_config
+from bench.config import resolve_config
 from bench.metrics import image_counts, worst_case_miou
 from bench.stages.context import Datasets
 from bench.stages.networks import REFERENCE_DIR
@@ -65,8 +65,12 @@ class PassCounter:
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default="data/toycity", help="the toy city (bench data toycity)")
-    parser.add_argument("--run", default=None, help="a finished toy run, for A (the votes)")
+    parser.add_argument(
+        "--data", help="a toy city (default: the toy preset's, which bench run makes)"
+    )
+    parser.add_argument(
+        "--run", default=None, help="a toy run whose A to use (default: the shipped A)"
+    )
     parser.add_argument("--iterations", default="5,10,20,50,100")
     parser.add_argument("--eps", default="4,10")
     parser.add_argument("--defenses", default="T,S,jpeg,spatial-smoothing,feature-squeezing")
@@ -109,9 +113,8 @@ def _read_rows(paths: Sequence[str]) -> list[tuple]:
 
 def _networks(config, run: str | None) -> dict[str, nn.Module]:
     nets = {n: load_network(REFERENCE_DIR / "toy", n, config.net(n)) for n in ("T", "S")}
-    if run is not None:
-        name = config.finetune.checkpoint_name
-        nets["A"] = load_network(Path(run) / "models", name, config.student)
+    models = REFERENCE_DIR / "toy" if run is None else Path(run) / "models"
+    nets["A"] = load_network(models, config.finetune.checkpoint_name, config.student)
     return nets
 
 
@@ -159,7 +162,7 @@ def main() -> None:
         return
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = apply_values(load_config("toy"), {"data.root": args.data})
+    config = resolve_config("toy", data_root=args.data)
     data = Datasets(config.data)
     split = data.split(config.data.test_subset)
     n = min(args.images, len(split))
