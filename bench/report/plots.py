@@ -4,6 +4,7 @@ histograms, a qualitative grid."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import matplotlib
@@ -72,7 +73,7 @@ def plot_convergence(metrics: pd.DataFrame, subset: str, path: Path) -> bool:
     fig, axes = plt.subplots(
         1, len(eps_list), figsize=(5 * len(eps_list), 4), sharey=True, squeeze=False
     )
-    shares = [0.25, 0.5, 1.0]  # as MARK_NAMES
+    shares = [float(Fraction(mark)) for mark in MARK_NAMES]
     for ax, eps in zip(axes[0], eps_list):
         panel = rows[rows["eps"] == eps]
         for defense, group in panel.groupby("defense", sort=False):
