@@ -245,7 +245,8 @@ class _LayersOption(click.Option):
     default="T,S",
     show_default=True,
     help="Comma-separated networks: T (teacher), S (static student), A (adaptive "
-    "student, finetuned from S with J_TS' on the unlabelled split).",
+    "student, finetuned from S with J_TS' on the unlabelled split), AT (adversarially "
+    "trained from S, or T: the [adversarial] section).",
 )
 @click.option("--epochs", type=int, help="Sets pretrain.epochs (T, S) and finetune.epochs (A).")
 @click.option(
@@ -258,7 +259,8 @@ class _LayersOption(click.Option):
 def train(
     preset, run_dir, data_root, overrides, device, seed, quiet, nets, epochs, layers, alpha, retrain
 ) -> None:
-    """Pretrain T and S on the labelled split; finetune A (--net A) on the unlabelled one."""
+    """Pretrain T and S on the labelled split; finetune A (--net A) on the unlabelled one;
+    train AT (--net AT) on PGD examples of the labelled split."""
     from bench.config import train_values
     from bench.stages import train_command
 

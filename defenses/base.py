@@ -4,7 +4,8 @@ Constructor contract (what the evaluation runner and ``build_defense`` rely on):
 
     DefenseClass(networks, **options)
 
-``networks`` maps "T", "S", "A" to the run's networks (those it has; "A" may be missing), each
+``networks`` maps "T", "S", "A" to the run's networks (those it has; "A" may be missing), and
+"AT" to the adversarially trained network when a defense of the run reads it (``needs``), each
 in eval mode on the run's device, taking float gray values (N, 3, H, W) in [0, 255] and returning
 logits (N, 19, H, W). A defense must not modify them (copy a network it wants to train). Options
 are keyword arguments. The instance has a ``name`` (a short string used as the row key of the
@@ -180,7 +181,9 @@ def require_networks(networks: Networks, needed: tuple[str, ...], defense: str) 
     """Raise ``DefenseError`` when ``networks`` lacks one of ``needed``."""
     missing = [n for n in needed if n not in networks]
     if missing:
-        hint = " (finetune A first: bench train --net A)" if "A" in missing else ""
+        hint = next(
+            (f" (train {n} first: bench train --net {n})" for n in ("A", "AT") if n in missing), ""
+        )
         raise DefenseError(
             f"defense {defense!r} needs networks {', '.join(needed)} but got "
             f"{', '.join(networks) or 'none'}{hint}"

@@ -30,6 +30,8 @@ BUILTINS: dict[str, Callable[..., Defense]] = {
     "TA-vote": partial(Vote, fallback="A"),
     "TA-vote-online": partial(Vote, fallback="A", online=True),
     "TA-vote-disagree": DisagreementVote,
+    "AT": partial(SingleNetwork, net="AT"),
+    "TAT-vote": partial(Vote, fallback="A", adaptive="AT"),
     **{method: partial(InputTransform, method=method) for method in METHODS},
 }
 
@@ -43,10 +45,14 @@ BUILTIN_NEEDS: dict[str, tuple[str, ...]] = {
     "TA-vote": ("T", "S", "A"),
     "TA-vote-online": ("T", "S", "A"),
     "TA-vote-disagree": ("T", "S", "A"),
+    "AT": ("AT",),
+    "TAT-vote": ("T", "S", "AT"),
     **dict.fromkeys(METHODS, ("T",)),
 }
 #: what a plug-in is assumed to read unless its class says otherwise (``needs``)
 ALL_NETWORKS = ("T", "S", "A")
+#: every role a plug-in may ask for: the adversarially trained AT only on request
+ROLES = (*ALL_NETWORKS, "AT")
 
 REGISTRY: Registry[Callable[..., Defense]] = Registry(
     "defense",
@@ -78,15 +84,16 @@ def is_plugin(spec: str) -> bool:
 
 def networks_needed(spec: str) -> tuple[str, ...]:
     """The roles the defense of ``spec`` reads: a built-in's from ``BUILTIN_NEEDS``, a
-    plug-in's from its class attribute ``needs`` (e.g. ``needs = ("T",)``), all three when it
-    has none. Raises ``DefenseError`` for a ``needs`` that is not a tuple of T, S, A."""
+    plug-in's from its class attribute ``needs`` (e.g. ``needs = ("T",)``, or ``("T", "AT")``
+    for the adversarially trained network), T, S and A when it has none. Raises
+    ``DefenseError`` for a ``needs`` that is not a tuple of T, S, A, AT."""
     if not is_plugin(spec):
         return BUILTIN_NEEDS[spec]
     needs = getattr(load_defense(spec), "needs", ALL_NETWORKS)
-    if not isinstance(needs, (tuple, list)) or not set(needs) <= set(ALL_NETWORKS):
+    if not isinstance(needs, (tuple, list)) or not set(needs) <= set(ROLES):
         raise DefenseError(
             f"defense {spec!r}: needs = {needs!r} must be a tuple of the roles it reads, from "
-            f"{', '.join(ALL_NETWORKS)}, e.g. needs = ('T',)"
+            f"{', '.join(ROLES)}, e.g. needs = ('T',)"
         )
     return tuple(needs)
 

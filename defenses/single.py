@@ -1,4 +1,5 @@
-"""The undefended baseline: one network's per-pixel argmax (rows T, S, A of paper Table 7)."""
+"""One network's per-pixel argmax: the undefended baselines (rows T, S, A of paper Table 7) and
+the adversarially trained AT (the positive control)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from defenses.base import (
 
 
 class SingleNetwork(DefenseBase):
-    """Outputs the label map of one network: ``net`` is "T", "S" or "A".
+    """Outputs the label map of one network: ``net`` is "T", "S", "A" or "AT".
 
     Records: ``{"chosen": net}`` for every image.
     """

@@ -36,6 +36,9 @@ from defenses.base import (
 )
 
 FALLBACKS = ("S", "A")
+#: the networks that can take A's place (watchdog and fallback): the paper's adaptive student, or
+#: the adversarially trained AT (does redundancy add anything to a robust member?)
+WATCHDOGS = ("A", "AT")
 
 
 def hamming(labels_a: Tensor, labels_b: Tensor) -> Tensor:
@@ -97,7 +100,9 @@ class Vote(DefenseBase):
 
     Args:
         networks: "T", "S", "A" (see ``defenses.base``); none of them is modified.
-        fallback: the network output when T is suspected.
+        fallback: the network output when T is suspected: S, or A (the network in A's place).
+        adaptive: the network in A's place, the watchdog of eq. 4: "A" (the paper's) or "AT"
+            (the adversarially trained network: the T/AT vote ``TAT-vote``).
         delta, delta_t, delta_s: the thresholds of eq. 4 (see the module docstring).
         online: alternate the paper's test steps 1 and 2 (Fig. 2): after voting on a batch,
             a private copy of A takes ``online_steps`` J_TS' steps on that batch's images (never
@@ -124,15 +129,23 @@ class Vote(DefenseBase):
         online: bool = False,
         finetune: FinetuneConfig | None = None,
         online_steps: int = 1,
+        adaptive: str = "A",
     ) -> None:
         if fallback not in FALLBACKS:
             raise DefenseError(f"unknown vote fallback {fallback!r}; choose from S, A")
-        self.name = f"T{fallback}-vote" + ("-online" if online else "")
-        require_networks(networks, ("T", "S", "A"), self.name)
+        if adaptive not in WATCHDOGS:
+            raise DefenseError(f"unknown vote watchdog {adaptive!r}; choose from A, AT")
+        if online and adaptive != "A":
+            raise DefenseError("the online vote finetunes A with J_TS'; it takes adaptive='A'")
+        self.adaptive = adaptive
+        self.fallback = adaptive if fallback == "A" else fallback
+        watchdog = "" if adaptive == "A" else f"-{adaptive}"
+        self.name = f"T{self.fallback}-vote" + (watchdog if fallback == "S" else "")
+        self.name += "-online" if online else ""
+        require_networks(networks, ("T", "S", adaptive), self.name)
         self.delta_t, self.delta_s = thresholds(delta, delta_t, delta_s)
         self.tau: float | None = None  # see DisagreementVote
-        self.fallback = fallback
-        self.nets = {k: networks[k] for k in ("T", "S", "A")}
+        self.nets = {k: networks[k] for k in ("T", "S", adaptive)}
         self._trainer = None
         if online:
             if online_steps < 1:
@@ -149,7 +162,7 @@ class Vote(DefenseBase):
 
     def vote(self, maps: dict[str, Tensor]) -> tuple[Tensor, list[dict]]:
         """The vote on the networks' label maps: (labels (N, H, W), one record per image)."""
-        d_ta, d_sa, d = distances(maps["T"], maps["S"], maps["A"])
+        d_ta, d_sa, d = distances(maps["T"], maps["S"], maps[self.adaptive])
         suspect = suspects(d, self.delta_t, self.delta_s)
         if self.tau is not None:
             both = ((d_ta > self.tau) & (d_sa > self.tau)).tolist()
@@ -185,9 +198,10 @@ class Vote(DefenseBase):
                 self._trainer.step(images)
 
     def attack_surface(self) -> AttackSurface:
-        """T, S and A (the online vote: A as it is at each batch), judged on the vote's output."""
+        """T, S and A (the online vote: A as it is at each batch; AT in A's place for the T/AT
+        vote), judged on the vote's output."""
         return AttackSurface(
-            f"T+S+A:{self.name}",
+            f"T+S+{self.adaptive}:{self.name}",
             dict(self.nets),
             decide=lambda maps: self.vote(maps)[0],
             settings={

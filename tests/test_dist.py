@@ -64,13 +64,14 @@ def single(tmp_path_factory) -> Path:
     return base / "single"
 
 
-def _fresh(single: Path, name: str, networks: str = "*") -> Path:
+def _fresh(single: Path, name: str, networks: tuple[str, ...] = ("*",)) -> Path:
     """A run directory holding only the single run's networks (so only the sharded stages run),
-    or those of them that match ``networks``."""
+    or those of them that match one of the patterns ``networks``."""
     out = single.parent / name
     (out / "models").mkdir(parents=True)
-    for path in (single / "models").glob(f"{networks}.*"):
-        shutil.copy2(path, out / "models" / path.name)
+    for pattern in networks:
+        for path in (single / "models").glob(f"{pattern}.*"):
+            shutil.copy2(path, out / "models" / path.name)
     return out
 
 
@@ -85,7 +86,7 @@ def _sets(store: Path) -> dict[str, np.ndarray]:
 
 def _assert_same(single: Path, other: Path) -> None:
     ours, theirs = _sets(single / "aes"), _sets(other / "aes")
-    assert ours.keys() == theirs.keys() and len(ours) == 19  # one against the online vote
+    assert ours.keys() == theirs.keys() and len(ours) == 21  # one against the online vote
     assert all(np.array_equal(ours[k], theirs[k]) for k in ours)
     for table in ("metrics.csv", "records.csv"):
         assert pd.read_csv(single / table).equals(pd.read_csv(other / table)), table
@@ -100,7 +101,8 @@ def _free_port() -> int:
 
 
 def test_two_processes_give_the_single_process_results_bit_for_bit(single):
-    out = _fresh(single, "two", networks="[TS]")  # the two students are spread, one per rank
+    # the two students are spread, one per rank (AT, trained by both ranks, is the single's)
+    out = _fresh(single, "two", networks=("T", "S", "AT"))
     command = [str(TORCHRUN), "--nproc-per-node", "2", *_run_args(out, single.parent / "data")]
     result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -232,7 +234,7 @@ def test_data_parallel_finetuning_lowers_the_loss_and_keeps_a_equal(toy_root, tm
 def test_bench_train_under_torchrun_writes_one_plain_checkpoint(single):
     out = _fresh(single, "train")
     data = single.parent / "data"
-    command = [str(TORCHRUN), "--nproc-per-node", "2", "-m", "bench", "train", "--net", "A"]
+    command = [str(TORCHRUN), "--nproc-per-node", "2", "-m", "bench", "train", "--net", "A,AT"]
     command += ["--preset", "smoke", "--out", str(out), "--set", f"data.root={data}"]
     result = subprocess.run(
         [*command, "--retrain", "--quiet"], env=ENV, capture_output=True, text=True, timeout=600
@@ -242,8 +244,11 @@ def test_bench_train_under_torchrun_writes_one_plain_checkpoint(single):
     assert result.stdout.count(f"{name}: erfnet") == 1  # rank 0 alone reports
     meta = json.loads((out / "models" / f"{name}.json").read_text())
     assert meta["info"]["processes"] == 2  # trained by both, with DistributedDataParallel
-    weights = torch.load(out / "models" / f"{name}.pt", weights_only=True)
-    assert weights.keys() == torch.load(single / "models" / "S.pt", weights_only=True).keys()
+    assert json.loads((out / "models" / "AT.json").read_text())["info"]["processes"] == 2
+    assert result.stdout.count("AT: erfnet") == 1
+    for trained in (name, "AT"):
+        weights = torch.load(out / "models" / f"{trained}.pt", weights_only=True)
+        assert weights.keys() == torch.load(single / "models" / "S.pt", weights_only=True).keys()
     assert sorted(p.name for p in (out / "models").iterdir()) == sorted(
         p.name for p in (single / "models").iterdir()
     )  # no temporary file left behind

@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 
 #: The static networks: the teacher T and the static student S.
 STATIC_NETS = ("T", "S")
+#: The adversarially trained network (``adversarial`` section), named by this role and checkpoint.
+ROBUST_NET = "AT"
 #: Optimisers of the adaptive student's finetuning (built in ``defenses.adaptive``).
 OPTIMIZERS = ("adam", "adamw", "sgd")
 #: Splits of the Cityscapes layout, and the paper's named city subsets (Section 4.1).
@@ -115,6 +117,35 @@ class FinetuneConfig:
         if self.optimizer != default.optimizer:
             parts.append(self.optimizer)
         return "_".join(parts)
+
+
+@dataclass(frozen=True)
+class AdversarialConfig:
+    """Adversarial training of AT (Madry et al. 2018; SEA's PIR-AT, Croce et al. 2024): starting
+    from the clean network ``base`` (S: the student's architecture, T: the teacher's), every
+    step trains on ``steps``-step PGD examples inside the L_inf ball of ``eps`` gray values.
+
+    The loss per batch is (1 - clean_weight) CE(f(x_adv), y) + clean_weight CE(f(x), y): Madry's
+    PGD-AT at 0, a clean term beside it above 0. ``step``: PGD's step in gray values (None:
+    2.5 eps / steps, Madry's). Adam with poly learning-rate decay, random horizontal flips.
+    """
+
+    base: str = "S"
+    eps: float = 4.0
+    steps: int = 3
+    step: float | None = None
+    clean_weight: float = 0.0
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    workers: int = 0
+
+    @property
+    def pgd_step(self) -> float:
+        """PGD's step in gray values: ``step``, or 2.5 eps / steps (Madry et al. 2018)."""
+        return self.step if self.step is not None else 2.5 * self.eps / self.steps
 
 
 @dataclass(frozen=True)
@@ -271,6 +302,8 @@ class EvaluateConfig:
             "TS-vote",
             "TA-vote",
             "TA-vote-disagree",
+            "AT",
+            "TAT-vote",
             "jpeg",
             "spatial-smoothing",
             "feature-squeezing",
@@ -291,6 +324,7 @@ class RunConfig:
     student: NetConfig = field(default_factory=NetConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
@@ -300,13 +334,15 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def net(self, name: str) -> NetConfig:
-        """The architecture of a static network: T is the teacher, S the student."""
+        """The architecture of a network: T is the teacher, S (and A) the student, AT its base's."""
+        if name == ROBUST_NET:
+            name = self.adversarial.base
         return self.teacher if name == "T" else self.student
 
     def seed_for(self, name: str) -> int:
-        """Distinct, fixed seeds per network: T, S and A never share an initialisation or a
+        """Distinct, fixed seeds per network: T, S, A and AT never share an initialisation or a
         batch order, and the same config gives the same weights."""
-        return self.seed * 1000 + ("T", "S", "A").index(name)
+        return self.seed * 1000 + ("T", "S", "A", ROBUST_NET).index(name)
 
 
 # --- adaptive students ---------------------------------------------------------------------

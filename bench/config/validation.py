@@ -18,6 +18,7 @@ from bench.config.schema import (
     SPLITS,
     STATIC_NETS,
     THREAT_MODELS,
+    AdversarialConfig,
     AttackConfig,
     DataConfig,
     DetectConfig,
@@ -44,6 +45,7 @@ def validate(config: RunConfig) -> RunConfig:
     _validate_data(config.data)
     _validate_pretrain(config.pretrain)
     _validate_finetune(config.finetune, "finetune")
+    validate_adversarial(config.adversarial)
     _validate_attack(config.attack)
     _validate_detect(config.detect)
     _validate_sweep(config.sweep)
@@ -55,6 +57,38 @@ def validate_finetune(settings: FinetuneConfig) -> FinetuneConfig:
     """The finetune section's checks, for settings built in code (tests, the online vote)."""
     _validate_finetune(settings, "finetune")
     return settings
+
+
+def validate_adversarial(settings: AdversarialConfig, where: str = "adversarial") -> None:
+    """The adversarial section's checks (also for settings built in code)."""
+    require(
+        settings.base in STATIC_NETS,
+        f"{where}.base",
+        settings.base,
+        "choose S (start from the student) or T (start from the teacher)",
+    )
+    require(settings.eps > 0, f"{where}.eps", settings.eps, "must be > 0 gray values, e.g. 4")
+    require(settings.steps >= 1, f"{where}.steps", settings.steps, "must be an integer >= 1")
+    require(
+        settings.step is None or settings.step > 0,
+        f"{where}.step",
+        settings.step,
+        "must be > 0 gray values (leave it out for 2.5 eps / steps)",
+    )
+    require(
+        0 <= settings.clean_weight <= 1,
+        f"{where}.clean_weight",
+        settings.clean_weight,
+        "must lie in [0, 1] (0: adversarial examples only; 1: clean images only)",
+    )
+    require(settings.epochs >= 0, f"{where}.epochs", settings.epochs, "must be >= 0")
+    require(settings.batch_size >= 1, f"{where}.batch_size", settings.batch_size, "must be >= 1")
+    require(settings.lr > 0, f"{where}.lr", settings.lr, "must be > 0")
+    require(
+        settings.weight_decay >= 0, f"{where}.weight_decay", settings.weight_decay, "must be >= 0"
+    )
+    require(settings.poly_power >= 0, f"{where}.poly_power", settings.poly_power, "must be >= 0")
+    require(settings.workers >= 0, f"{where}.workers", settings.workers, "must be >= 0")
 
 
 def _validate_data(data: DataConfig) -> None:

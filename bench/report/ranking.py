@@ -159,6 +159,8 @@ class Ranking:
     notes: list[str]
     #: the robust mIoU of every resample per defense (None without per-image counts)
     robust: Mapping[str, np.ndarray] | None
+    #: every resample per defense of its clean mIoU and its worst case at each eps
+    samples: Samples | None = None
 
 
 def _tied(a: np.ndarray | None, b: np.ndarray | None, value_a: float, value_b: float) -> bool:
@@ -257,7 +259,88 @@ def ranked_leaderboard(
         else f"No intervals: {why} (a run of an older version); ties are neighbours at most "
         f"{TIE_POINTS:g} point apart."
     )
-    return Ranking(board, notes, robust)
+    return Ranking(board, notes, robust, samples)
+
+
+def _with_interval(value: float, values: np.ndarray | None) -> str:
+    if values is None:
+        return f"{value:.1f}%"
+    low, high = interval(values)
+    return f"{value:.1f}% [{low:.1f}, {high:.1f}]"
+
+
+def _difference(a: float, b: float, a_values: np.ndarray | None, b_values: np.ndarray | None):
+    """'higher: +N points [lo, hi]', 'lower: ...' or 'a tie: ...': the paired difference a - b
+    and its interval (without resamples: a tie within ``TIE_POINTS``)."""
+    diff = a - b
+    if a_values is None or b_values is None:
+        tie, shown = abs(diff) <= TIE_POINTS, f"{diff:+.1f} points"
+    else:
+        low, high = interval(a_values - b_values)
+        tie, shown = low <= 0 <= high, f"{diff:+.1f} points [{low:+.1f}, {high:+.1f}]"
+    verdict = "a tie" if tie else "higher" if diff > 0 else "lower"
+    return f"{verdict}, {shown}"
+
+
+def control_findings(ranking: Ranking, controls: Mapping[str, str], subset: str) -> list[str]:
+    """Where the adversarially trained rows land (the positive control), stated plainly.
+
+    ``controls``: row -> the row it is compared with besides the best other defense ("" for
+    none), e.g. {"AT": "", "TAT-vote": "AT"} (what the vote adds to its robust member). At each
+    eps of the board: the control's worst case with its interval against the best defense that
+    is neither a control nor ranked apart, and the paired difference with its interval.
+    """
+    board, samples = ranking.board, ranking.samples or {}
+    present = [row for row in controls if row in board.index]
+    if not present:
+        return []
+    columns = [
+        c
+        for c in board.columns
+        if c.startswith("robust mIoU eps=") and c[-3:] not in (" lo", " hi")
+    ]
+    others = board[~board.index.isin(list(controls)) & (board["tier"] < 2)]
+    lines = []
+    for row in present:
+        position = (
+            f"rank {board.at[row, 'rank']}" if board.at[row, "rank"] != "apart" else "ranked apart"
+        )
+        flags = str(board.at[row, "flags"] or "")
+        parts = []
+        for column in columns:
+            eps = float(column.split("=", 1)[1])
+            mine = board.at[row, column]
+            if math.isnan(mine):
+                continue
+            mine_values = samples.get(row, {}).get(eps)
+            text = f"eps {eps:g}: {_with_interval(mine, mine_values)}"
+            candidates = others[column].dropna()
+            if len(candidates):
+                best = str(candidates.idxmax())
+                best_values = samples.get(best, {}).get(eps)
+                text += (
+                    f" against the best other defense, {best} "
+                    f"{_with_interval(candidates[best], best_values)}: "
+                    f"{_difference(mine, candidates[best], mine_values, best_values)}"
+                )
+            partner = controls[row]
+            if partner and partner in board.index and not math.isnan(board.at[partner, column]):
+                partner_values = samples.get(partner, {}).get(eps)
+                text += (
+                    f"; against {partner} alone: "
+                    f"{_difference(mine, board.at[partner, column], mine_values, partner_values)}"
+                )
+            parts.append(text)
+        clean = board.at[row, "clean"]
+        lines.append(
+            f"{row} ({subset}; {position} of {len(board)}"
+            + (f", flags: {flags}" if flags else "")
+            + f"; clean {_with_interval(clean, samples.get(row, {}).get('clean'))}, "
+            f"{board.at[row, 'clean drop vs T']:+.1f} vs T): "
+            + ("; ".join(parts) or "no robust number")
+            + "."
+        )
+    return lines
 
 
 def _legend(flags: Mapping[str, list[Flag]]) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.config import (
+    ROBUST_NET,
     STATIC_NETS,
     AdaptiveStudents,
     RunConfig,
@@ -30,7 +31,12 @@ from bench.report.plots import (
     plot_miou_vs_eps,
     plot_qualitative,
 )
-from bench.report.ranking import Ranking, ranked_leaderboard, ranking_sentence
+from bench.report.ranking import (
+    Ranking,
+    control_findings,
+    ranked_leaderboard,
+    ranking_sentence,
+)
 from bench.report.tables import detection_table, metric_table, paper_numbers
 from bench.store.rundir import (
     CHECKS_FILE,
@@ -195,6 +201,27 @@ ROW_COLUMNS = ["defense", "subset", "threat", "attack", "source", "eps"]
 def _eps(config: RunConfig) -> set[float]:
     """Every eps the config's attacks run with."""
     return {float(e) for spec in config.attack.suite for e in config.attack.eps_of(spec)}
+
+
+CONTROL_INTRO = (
+    "AT is the student trained on PGD examples (Madry et al. 2018, as SEA's PIR-AT: from the "
+    "clean network's weights). It shows what a defense that holds looks like here, and that the "
+    "benchmark would notice one; each line gives its worst case with a 95% interval against the "
+    "best other defense that is not ranked apart, and the paired difference (a tie when its "
+    "interval holds 0)."
+)
+
+
+def _controls(config: RunConfig) -> dict[str, str]:
+    """The built-in rows that read AT -> the row they are also compared with (AT alone for the
+    votes with AT in A's place; none for AT itself). Plug-ins are never imported here."""
+    rows = {
+        d.name or d.spec: d.spec
+        for d in config.evaluate.defenses
+        if not is_plugin(d.spec) and ROBUST_NET in BUILTIN_NEEDS[d.spec]
+    }
+    alone = next((row for row, spec in rows.items() if spec == ROBUST_NET), "")
+    return {row: "" if spec == ROBUST_NET else alone for row, spec in rows.items()}
 
 
 def _requested(config: RunConfig, frame: pd.DataFrame) -> pd.DataFrame:
@@ -472,6 +499,10 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
     if adaptive:
         parts += ["", "## Attacks that see the defense", ""]
         parts += [f"- {line}" for line in adaptive]
+    control = control_findings(ranking, _controls(config), adaptive_subset)
+    if control:
+        parts += ["", "## The positive control: adversarial training", "", CONTROL_INTRO, ""]
+        parts += [f"- {line}" for line in control]
     parts += ["", "## Checks of the evaluation", ""]
     parts += [f"- {m}" for m in checks["message"]] or [
         "- None fired: no masked white-box gradient, no randomised defense without EOT, no "

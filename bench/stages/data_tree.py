@@ -8,6 +8,7 @@ from pathlib import Path
 from bench.config import RunConfig
 from bench.data.check import require_tree
 from bench.data.toycity import SceneStyle, generate_toycity
+from bench.stages.networks import robust_needed
 
 
 def prepare_data(config: RunConfig, *, progress: bool = True) -> bool:
@@ -38,7 +39,8 @@ def data_reads(
     """(split or subset, with labels) of everything the run's stages read."""
     data = config.data
     reads = [(data.val_subset, True)]
-    if train and not (config.teacher.weights and config.student.weights):
+    imported = config.teacher.weights and config.student.weights
+    if train and (not imported or robust_needed(config)):
         reads.append((data.train_split, True))
     if finetune:
         reads.append((data.unlabeled_split, False))

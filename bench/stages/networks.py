@@ -1,10 +1,12 @@
 """The networks stage: T and S pretrained (or the shipped reference checkpoints), then every
-adaptive student the config asks for, each reused while its cache key matches.
+adaptive student the config asks for and the adversarially trained AT when a defense reads it,
+each reused while its cache key matches.
 
 Keys (``bench.keys.cache_key``): a static network's key is its architecture, the pretraining
 settings, its seed, the image size and the identity of the labelled split it learns from; an
 adaptive student's key is its J_TS' settings, the sha256 of T and S, its seed and the identity of
-the unlabelled split.
+the unlabelled split; AT's is its adversarial-training settings, the architecture and sha256 of
+the network it starts from, its seed and the identity of the labelled split.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from bench import dist
-from bench.config import STATIC_NETS, FinetuneConfig, NetConfig, RunConfig, adaptive_students
+from bench.config import (
+    ROBUST_NET,
+    STATIC_NETS,
+    FinetuneConfig,
+    NetConfig,
+    RunConfig,
+    adaptive_students,
+)
 from bench.errors import CheckpointError, ConfigError, ModelError, RunDirError
 from bench.files import atomic_copy, sha256_file
 from bench.keys import cache_key
@@ -43,7 +52,7 @@ from bench.store.checkpoints import (
     save_model,
 )
 from bench.store.rundir import METRICS_FILE
-from bench.train import pretrain
+from bench.train import adversarial_train, pretrain
 from defenses import networks_needed
 from defenses.adaptive import finetune_adaptive
 
@@ -89,6 +98,21 @@ def adaptive_key(ctx: RunContext, settings: FinetuneConfig) -> str:
     return cache_key("adaptive", settings, sha, ctx.config.seed_for("A"), unlabeled.fingerprint())
 
 
+def robust_key(ctx: RunContext) -> str:
+    """AT's adversarial-training settings, the architecture and sha256 of the network it starts
+    from (``adversarial.base``), its seed and the identity of the labelled split."""
+    config = ctx.config
+    settings, net = config.adversarial, config.net(ROBUST_NET)
+    return cache_key(
+        "adversarial",
+        dataclasses.asdict(settings),
+        {"arch": net.arch, "options": net.options},
+        load_meta(ctx.run.models, settings.base).sha256,
+        config.seed_for(ROBUST_NET),
+        ctx.data.split(config.data.train_split).fingerprint(),
+    )
+
+
 def _reusable(models_dir: Path, name: str, key: str, net: NetConfig) -> CheckpointMeta | None:
     """The metadata of checkpoint ``name`` when it exists, was made with ``key``, names the
     config's architecture and options (``net``) and its weights are the ones the metadata names
@@ -106,17 +130,18 @@ def _reusable(models_dir: Path, name: str, key: str, net: NetConfig) -> Checkpoi
 
 
 def check_replacements(ctx: RunContext, names: tuple[str, ...]) -> None:
-    """Refuse to overwrite T or S of a finished run with networks of other settings: its
+    """Refuse to overwrite T, S or AT of a finished run with networks of other settings: its
     published results were computed with them (train into another folder instead)."""
     run = ctx.run
     if not (run.path / METRICS_FILE).is_file():
         return
-    for name in (n for n in names if n in STATIC_NETS):
+    for name in (n for n in names if n in (*STATIC_NETS, ROBUST_NET)):
         try:
             stored = load_meta(run.models, name).info.get("key")
+            wanted = robust_key(ctx) if name == ROBUST_NET else static_key(ctx, name)
         except CheckpointError:
             continue
-        if stored != static_key(ctx, name):
+        if stored != wanted:
             raise RunDirError(
                 f"{run.path} holds a finished run whose results use its {name}; training {name} "
                 "with other settings would replace it: choose another --out DIR"
@@ -280,7 +305,7 @@ def finetune_students(
     origins = None
     if dist.is_main():  # rank 0 decides, every rank follows
         origins = [
-            _found_student(ctx, settings.checkpoint_name, key, net, retrain)
+            _found_checkpoint(ctx, settings.checkpoint_name, key, net, retrain)
             for settings, key in zip(students, keys)
         ]
     origins = dist.broadcast(origins)
@@ -297,7 +322,7 @@ def finetune_students(
     ]
 
 
-def _found_student(
+def _found_checkpoint(
     ctx: RunContext, name: str, key: str, net: NetConfig, retrain: bool
 ) -> str | None:
     """ "cached" (a valid checkpoint in the run), "reference" (a shipped one of the same key,
@@ -355,6 +380,52 @@ def _finetune(ctx: RunContext, settings: FinetuneConfig, key: str, *, alone: boo
         )
 
 
+def train_robust(ctx: RunContext, *, retrain: bool = False) -> tuple[CheckpointMeta, str]:
+    """AT: the network ``adversarial.base`` (S or T, already in the run) trained further on PGD
+    examples (``bench.train.adversarial_train``), unless a valid checkpoint exists or a shipped
+    one has the same key. Returns its metadata and origin ("trained", "cached", "reference")."""
+    config, models = ctx.config, ctx.run.models
+    settings, net = config.adversarial, config.net(ROBUST_NET)
+    key = robust_key(ctx)
+    origin = None
+    if dist.is_main():  # rank 0 decides, every rank follows
+        origin = _found_checkpoint(ctx, ROBUST_NET, key, net, retrain)
+    if origin := dist.broadcast(origin):
+        return load_meta(models, ROBUST_NET), origin
+    model = load_network(models, settings.base, net, ctx.device)
+    train_set = ctx.data.split(config.data.train_split)
+    seed = config.seed_for(ROBUST_NET)
+    stats = adversarial_train(
+        model,
+        train_set,
+        settings,
+        device=ctx.device,
+        seed=seed,
+        progress=ctx.progress,
+        desc=f"adversarial training {ROBUST_NET}",
+    )
+    return _save_static(
+        ctx,
+        ROBUST_NET,
+        model,
+        key,
+        origin="trained",
+        train_seconds=round(stats.seconds, 1),
+        iterations=stats.iterations,
+        final_loss=stats.final_loss,
+        train_images=len(train_set),
+        adversarial=dataclasses.asdict(settings),
+        base_sha256=load_meta(models, settings.base).sha256,
+        seed=seed,
+        processes=dist.size(),
+    )
+
+
+def robust_needed(config: RunConfig) -> bool:
+    """Whether a defense of the run reads AT: only then is it trained."""
+    return any(ROBUST_NET in networks_needed(d.spec) for d in config.evaluate.defenses)
+
+
 def adaptive_needed(config: RunConfig) -> bool:
     """Whether a defense of the run reads A (``defenses.networks_needed``): only then are A and
     the sweeps' students (ablations of A) finetuned."""
@@ -368,21 +439,32 @@ def needed_students(config: RunConfig) -> list[tuple[str, FinetuneConfig]]:
 
 
 def run_roles(config: RunConfig) -> tuple[str, ...]:
-    """The roles of the run's networks: T and S, and A when a defense reads it."""
-    return ("T", "S", "A") if adaptive_needed(config) else STATIC_NETS
+    """The roles of the run's networks: T and S, A when a defense reads it, AT likewise."""
+    return (
+        *STATIC_NETS,
+        *(("A",) if adaptive_needed(config) else ()),
+        *((ROBUST_NET,) if robust_needed(config) else ()),
+    )
+
+
+#: the networks ``bench train`` can name, in the order it trains them
+TRAINABLE = (*STATIC_NETS, "A", ROBUST_NET)
 
 
 def check_network_names(names: tuple[str, ...]) -> None:
-    unknown = [n for n in names if n not in (*STATIC_NETS, "A")]
+    unknown = [n for n in names if n not in TRAINABLE]
     if unknown or not names:
-        raise ConfigError(f"unknown network {(unknown or [''])[0]!r}; choose from T, S, A")
+        raise ConfigError(
+            f"unknown network {(unknown or [''])[0]!r}; choose from {', '.join(TRAINABLE)}"
+        )
 
 
 def train_networks(
     ctx: RunContext, names: tuple[str, ...] = ("T", "S", "A"), *, retrain: bool = False
 ) -> list[tuple[CheckpointMeta, str]]:
-    """The networks named, in the order T, S, A; "A" is the config's main adaptive student
-    (``finetune``) and needs T and S in the run. ``bench run`` adds the sweeps' students.
+    """The networks named, in the order T, S, A, AT; "A" is the config's main adaptive student
+    (``finetune``) and needs T and S in the run, AT the network ``adversarial.base`` names.
+    ``bench run`` adds the sweeps' students.
 
     Returns (metadata, origin) per network.
     """
@@ -393,15 +475,25 @@ def train_networks(
             done.append(train_static(ctx, name, retrain=retrain))
     if "A" in names:
         done += finetune_students(ctx, [ctx.config.finetune], retrain=retrain)
+    if ROBUST_NET in names:
+        base = ctx.config.adversarial.base
+        try:
+            load_meta(ctx.run.models, base)
+        except CheckpointError as err:
+            raise CheckpointError(
+                f"{ROBUST_NET} starts from {base} (adversarial.base), which the run lacks: "
+                f"train it first (bench train --net {base},{ROBUST_NET})"
+            ) from err
+        done.append(train_robust(ctx, retrain=retrain))
     return done
 
 
 def load_networks(ctx: RunContext, roles: Sequence[str] = ("T", "S", "A")) -> RunNetworks:
-    """The run's networks by role (T, S and the config's main adaptive student as A), each
-    wrapped so defenses share forward passes."""
+    """The run's networks by role (T, S, the config's main adaptive student as A, the
+    adversarially trained AT), each wrapped so defenses share forward passes."""
     config = ctx.config
-    checkpoints = {"T": "T", "S": "S", "A": config.finetune.checkpoint_name}
-    nets = {"T": config.net("T"), "S": config.net("S"), "A": config.student}
+    checkpoints = {"T": "T", "S": "S", "A": config.finetune.checkpoint_name, ROBUST_NET: ROBUST_NET}
+    nets = {role: config.net(role) for role in (*STATIC_NETS, ROBUST_NET)} | {"A": config.student}
     names = {role: checkpoints[role] for role in roles}
     return RunNetworks(
         memos={

@@ -56,8 +56,10 @@ from bench.stages.networks import (
     load_networks,
     needed_students,
     report_line,
+    robust_needed,
     run_roles,
     train_networks,
+    train_robust,
     train_static,
 )
 from bench.stages.preflight import check_run
@@ -168,6 +170,8 @@ def _networks_stage(ctx: RunContext, retrain: bool, summary: list[str]) -> RunCo
         summary.append(describe(meta, origin, val_subset))
     if not students:
         summary.append("no adaptive student (no evaluated defense reads A)")
+    if robust_needed(ctx.config):
+        summary.append(describe(*train_robust(ctx, retrain=retrain), val_subset))
     return ctx.with_networks(load_networks(ctx, run_roles(ctx.config)))
 
 

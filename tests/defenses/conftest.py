@@ -18,12 +18,12 @@ def const_networks() -> dict[str, nn.Module]:
 
 @pytest.fixture
 def tiny_networks() -> dict[str, nn.Module]:
-    """Untrained ERFNet(width=1) for T, S and A (A a copy of S), eval mode."""
+    """Untrained ERFNet(width=1) for T, S, A (A a copy of S) and AT, eval mode."""
     torch.manual_seed(0)
     t, s = ERFNet(width=1).eval(), ERFNet(width=1).eval()
     a = ERFNet(width=1).eval()
     a.load_state_dict(s.state_dict())
-    return {"T": t, "S": s, "A": a}
+    return {"T": t, "S": s, "A": a, "AT": ERFNet(width=1).eval()}
 
 
 @pytest.fixture

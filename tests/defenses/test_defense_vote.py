@@ -120,3 +120,20 @@ def test_online_vote_learns_the_same_behind_the_evaluations_forward_memo(
 def test_online_vote_validates_its_finetune_settings(tiny_networks):
     with pytest.raises(ModelError, match="unknown layer 'down4'"):
         Vote(tiny_networks, online=True, finetune=FinetuneConfig(layers=("down4",)))
+
+
+def test_at_in_as_place_is_the_watchdog_and_the_fallback(const_networks):
+    """The T/AT vote is the T/A vote with AT's map where A's was: the same choices."""
+    images = torch.zeros(4, 3, 4, 5, dtype=torch.uint8)
+    with_at = {"T": const_networks["T"], "S": const_networks["S"], "AT": const_networks["A"]}
+    tat = Vote(with_at, fallback="A", adaptive="AT", delta=0.1).predict(images)
+    ta = Vote(const_networks, fallback="A", delta=0.1).predict(images)
+    assert torch.equal(tat.labels, ta.labels)
+    assert [r["chosen"] for r in tat.records] == ["AT", "T", "T", "AT"]
+    assert [r["d_ae"] for r in tat.records] == [r["d_ae"] for r in ta.records]
+    with pytest.raises(DefenseError, match=r"needs networks T, S, AT.*bench train --net AT"):
+        Vote(const_networks, fallback="A", adaptive="AT")
+    with pytest.raises(DefenseError, match="unknown vote watchdog 'B'"):
+        Vote(with_at, adaptive="B")
+    with pytest.raises(DefenseError, match="online vote finetunes A"):
+        Vote(with_at, fallback="A", adaptive="AT", online=True)

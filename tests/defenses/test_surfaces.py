@@ -95,3 +95,22 @@ def test_the_online_vote_is_attacked_against_its_a_of_the_moment(tiny_networks, 
     surface.after_batch(images)  # what the AE builder calls after each adversarial batch
     assert any(not torch.equal(b, p) for b, p in zip(before, surface.networks["A"].parameters()))
     assert attack_surface(Vote(tiny_networks, fallback="A")).after_batch is None
+
+
+def test_the_adversarially_trained_network_is_its_own_surface(tiny_networks):
+    networks = {**tiny_networks, "AT": tiny_networks["S"]}
+    defense = build_defense("AT", networks)
+    surface = attack_surface(defense)
+    assert defense.name == "AT" and surface.name == "AT"
+    assert surface.networks == {"AT": networks["AT"]}
+    assert surface.transform is None and surface.decide is None and not surface.random
+
+
+def test_the_vote_with_at_in_as_place_is_attacked_through_t_s_and_at(tiny_networks, images):
+    networks = {"T": tiny_networks["T"], "S": tiny_networks["S"], "AT": tiny_networks["A"]}
+    vote = build_defense("TAT-vote", networks)
+    surface = attack_surface(vote)
+    assert vote.name == "TAT-vote" and surface.name == "T+S+AT:TAT-vote"
+    assert surface.networks == networks
+    maps = {k: net(images.float()).argmax(1) for k, net in surface.networks.items()}
+    assert torch.equal(surface.decide(maps), vote.predict(images).labels)

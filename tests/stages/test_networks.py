@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.config import STATIC_NETS, adaptive_students, load_config
+from bench.config import STATIC_NETS, AdversarialConfig, adaptive_students, load_config
 from bench.models import ERFNet
 from bench.stages.context import RunContext
 from bench.stages.data_tree import prepare_data
-from bench.stages.networks import REFERENCE_DIR, adaptive_key, static_key
+from bench.stages.networks import REFERENCE_DIR, adaptive_key, robust_key, static_key
 from bench.store.checkpoints import check_meta, load_meta
 from bench.store.rundir import RunDir
 
@@ -141,3 +141,65 @@ def test_the_toy_preset_uses_the_shipped_reference_networks(tmp_path):
         check_meta(
             REFERENCE_DIR / "toy", meta.name, meta, config.student.arch, config.student.options
         )
+
+
+#: a value other than the default for every setting of the adversarial section
+OTHER_ADVERSARIAL = {
+    "base": "T",
+    "eps": 8.0,
+    "steps": 5,
+    "step": 1.0,
+    "clean_weight": 0.5,
+    "epochs": 3,
+    "batch_size": 2,
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "poly_power": 1.0,
+    "workers": 1,
+}
+
+
+def _smoke_context(run_dir: Path, **adversarial: object) -> RunContext:
+    config = load_config("smoke")
+    config = dataclasses.replace(
+        config,
+        data=dataclasses.replace(config.data, root=str(run_dir.parent / "data")),
+        adversarial=dataclasses.replace(config.adversarial, **adversarial),
+    )
+    return RunContext.open(config, RunDir(run_dir), torch.device("cpu"), progress=False)
+
+
+def test_the_adversarial_recipe_key_changes_with_every_setting(smoke_copy):
+    assert set(OTHER_ADVERSARIAL) == {f.name for f in dataclasses.fields(AdversarialConfig)}
+    keys = {robust_key(_smoke_context(smoke_copy))}
+    for name, value in OTHER_ADVERSARIAL.items():
+        keys.add(robust_key(_smoke_context(smoke_copy, **{name: value})))
+    assert len(keys) == 1 + len(OTHER_ADVERSARIAL)
+    # and with the weights it starts from
+    before = robust_key(_smoke_context(smoke_copy))
+    meta = json.loads((smoke_copy / "models" / "S.json").read_text())
+    meta["sha256"] = "0" * 64
+    (smoke_copy / "models" / "S.json").write_text(json.dumps(meta))
+    assert robust_key(_smoke_context(smoke_copy)) != before
+
+
+def test_bench_train_trains_at_from_its_base_and_reuses_it(smoke_copy, tmp_path):
+    data = f"data.root={smoke_copy.parent / 'data'}"
+    args = ["train", "--preset", "smoke", "--set", data, "--device", "cpu", "--quiet"]
+    fresh = tmp_path / "fresh"
+    missing = invoke(*args, "--out", fresh, "--net", "AT", ok=False)
+    assert missing.exit_code != 0 and len(missing.output.strip().splitlines()) == 1
+    assert "AT starts from S (adversarial.base), which the run lacks" in missing.output
+    assert "bench train --net S,AT" in missing.output
+    done = invoke(*args, "--out", fresh, "--net", "S,AT").output
+    assert "AT: erfnet" in done and "trained in" in done
+    meta = json.loads((fresh / "models" / "AT.json").read_text())
+    assert meta["info"]["adversarial"]["eps"] == 4.0
+    assert (
+        meta["info"]["base_sha256"]
+        == json.loads((fresh / "models" / "S.json").read_text())["sha256"]
+    )
+    again = invoke(*args, "--out", fresh, "--net", "AT").output
+    assert "reused (valid checkpoint in the run)" in again
+    other = invoke(*args, "--out", fresh, "--net", "AT", "--set", "adversarial.eps=2").output
+    assert "trained in" in other
