@@ -9,8 +9,9 @@ cheapest attack within 1 point of the strongest measured.
     PYTHONPATH=. python benchmarks/attack_budget.py --data data/toycity --images 16 --iterations 5,10,20 \
         --defenses T,S,jpeg,spatial-smoothing,feature-squeezing --out benchmarks/attack_budget.md
 
-The defenses that need the adaptive student A (the votes) take it from a finished run of the
-toy preset: ``--run runs/toy``. Seconds are wall-clock on this machine (compare them side by
+The defenses that need the adaptive student A (the votes) take it from the shipped reference
+checkpoints, or from a finished run of the toy preset: ``--run runs/toy``; AT (and TAT-vote)
+from the shipped reference checkpoints. Seconds are wall-clock on this machine (compare them side by
 side in one run only); network passes are counted (forward calls x images; every pass of an
 iteration also runs backward, the judging of the last iterate does not).
 """
@@ -112,7 +113,7 @@ def _read_rows(paths: Sequence[str]) -> list[tuple]:
 
 
 def _networks(config, run: str | None) -> dict[str, nn.Module]:
-    nets = {n: load_network(REFERENCE_DIR / "toy", n, config.net(n)) for n in ("T", "S")}
+    nets = {n: load_network(REFERENCE_DIR / "toy", n, config.net(n)) for n in ("T", "S", "AT")}
     models = REFERENCE_DIR / "toy" if run is None else Path(run) / "models"
     nets["A"] = load_network(models, config.finetune.checkpoint_name, config.student)
     return nets

@@ -158,7 +158,7 @@ def _threshold(ok: bool) -> str:
 
 
 PREPROCESSORS = ("jpeg", "spatial-smoothing", "feature-squeezing")
-VOTES = ("TS-vote", "TA-vote", "TA-vote-disagree")
+VOTES = ("TS-vote", "TA-vote", "TA-vote-disagree", "TAT-vote")
 
 
 def adaptive_findings(
@@ -214,7 +214,7 @@ def adaptive_findings(
                 f"{vote} under the {threat} attack (eps {top:g}, {subset}): mIoU {value:.1f}%"
                 + (f" (T alone {alone:.1f}%)" if _measured(alone) else "")
                 + (
-                    f"; median d_AE {median:+.3f}, the vote left T on {left:.0f}% of the images."
+                    f"; median d_AE {median:+.3f}, the vote output another network than T on {left:.0f}% of the images."
                     if _measured(left, median)
                     else "."
                 )
@@ -239,7 +239,7 @@ def adaptive_findings(
 def _vote_choices(
     records: pd.DataFrame, vote: str, subset: str, threat: str, eps: float
 ) -> tuple[float, float]:
-    """The share (%) of images on which ``vote`` left T, and the median d_AE, under one attack
+    """The share (%) of images on which ``vote`` output another network than T, and the median d_AE, under one attack
     (NaN for both without records)."""
     mine = records[
         (records["defense"] == vote)

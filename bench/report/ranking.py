@@ -288,7 +288,8 @@ def control_findings(ranking: Ranking, controls: Mapping[str, str], subset: str)
     ``controls``: row -> the row it is compared with besides the best other defense ("" for
     none), e.g. {"AT": "", "TAT-vote": "AT"} (what the vote adds to its robust member). At each
     eps of the board: the control's worst case with its interval against the best defense that
-    is neither a control nor ranked apart, and the paired difference with its interval.
+    is neither a control nor ranked apart (with its flags: "not converged" says that number is
+    an upper bound still falling), and the paired difference with its interval.
     """
     board, samples = ranking.board, ranking.samples or {}
     present = [row for row in controls if row in board.index]
@@ -318,9 +319,12 @@ def control_findings(ranking: Ranking, controls: Mapping[str, str], subset: str)
             if len(candidates):
                 best = str(candidates.idxmax())
                 best_values = samples.get(best, {}).get(eps)
+                best_flags = str(board.at[best, "flags"] or "")
                 text += (
                     f" against the best other defense, {best} "
-                    f"{_with_interval(candidates[best], best_values)}: "
+                    f"{_with_interval(candidates[best], best_values)}"
+                    + (f" ({best_flags})" if best_flags else "")
+                    + ": "
                     f"{_difference(mine, candidates[best], mine_values, best_values)}"
                 )
             partner = controls[row]

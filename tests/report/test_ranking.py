@@ -10,7 +10,12 @@ import pytest
 from bench.data.labels import NUM_CLASSES
 from bench.metrics import bootstrap_miou, interval, resample_weights
 from bench.report.plots import pareto_front
-from bench.report.ranking import headline, ranked_leaderboard, ranking_sentence
+from bench.report.ranking import (
+    control_findings,
+    headline,
+    ranked_leaderboard,
+    ranking_sentence,
+)
 from bench.scoring import COUNT_COLUMNS
 from bench.stages.results import worst_case_rows
 
@@ -227,3 +232,31 @@ def test_no_surface_is_flagged_only_beside_defenses_that_met_white_box_attacks()
     board = ranked_leaderboard(*mixed, NO_CHECKS, subset="s").board
     assert list(board.index) == ["d", "T", "e"] and list(board["rank"]) == ["1", "apart", "apart"]
     assert list(board["flags"]) == ["", "no surface", "no surface, clean -10"]
+
+
+def test_the_positive_control_is_compared_with_the_best_other_defense_at_each_eps():
+    """AT clearly above the best other sound defense, the vote with AT tied with AT alone, and
+    a defense ranked apart never taken as 'the best other'."""
+    metrics, records = _run(
+        {
+            "T": (0.6, 0.2),
+            "jpeg": (0.6, 0.3),
+            "masked": (0.6, 0.7),
+            "AT": (0.4, 0.45),
+        }
+    )
+    vote_metrics = metrics[metrics["defense"] == "AT"].assign(defense="TAT-vote")
+    vote_records = records[records["defense"] == "AT"].assign(defense="TAT-vote")
+    metrics = pd.concat([metrics, vote_metrics], ignore_index=True)
+    records = pd.concat([records, vote_records], ignore_index=True)
+    checks = pd.DataFrame([{"check": "gradient masking", "subject": "masked", "message": "m"}])
+    ranking = ranked_leaderboard(metrics, records, checks, subset="s")
+    lines = control_findings(ranking, {"AT": "", "TAT-vote": "AT"}, "s")
+    at, vote = lines
+    # the mean over eps 1 (as good as clean) and 4 ties it with T; at eps 4 alone it holds
+    assert at.startswith("AT (s; rank 2 of 5, flags: clean -20;")
+    assert "eps 4: " in at and "against the best other defense, jpeg " in at
+    assert "higher, +" in at.split("eps 4: ")[1]
+    assert "masked" not in at  # ranked apart: its number is not evidence
+    assert "against AT alone: a tie, +0.0 points [+0.0, +0.0]" in vote
+    assert control_findings(ranking, {"absent": ""}, "s") == []

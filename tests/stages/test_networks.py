@@ -119,7 +119,7 @@ def test_weights_made_with_the_default_options_name_the_option_to_set(smoke_copy
 
 def test_the_toy_preset_uses_the_shipped_reference_networks(tmp_path):
     """A new setting of the pretraining or of the networks must not silently change the keys of
-    the toy preset's T and S: every user would then train them anew (half an hour)."""
+    the toy preset's shipped networks: every user would then train them anew (half an hour)."""
     config = load_config("toy")
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=tmp_path))
     prepare_data(config, progress=False)  # the toy city exactly as bench run draws it
@@ -141,6 +141,10 @@ def test_the_toy_preset_uses_the_shipped_reference_networks(tmp_path):
         check_meta(
             REFERENCE_DIR / "toy", meta.name, meta, config.student.arch, config.student.options
         )
+    # and the adversarially trained AT: its key names S's weights and the adversarial section
+    meta = load_meta(REFERENCE_DIR / "toy", "AT")
+    assert robust_key(ctx) == meta.info["key"]
+    check_meta(REFERENCE_DIR / "toy", "AT", meta, config.student.arch, config.student.options)
 
 
 #: a value other than the default for every setting of the adversarial section

@@ -29,6 +29,8 @@ def test_metrics_cover_every_defense_variant_and_threat_model(smoke_run):
         "TS-vote",
         "TA-vote",
         "TA-vote-disagree",
+        "AT",
+        "TAT-vote",
         "jpeg",
         "spatial-smoothing",
         "feature-squeezing",
@@ -98,7 +100,7 @@ def test_rerun_reuses_everything_and_report_needs_only_published_rows(
     assert ": toy city generated and checked" in smoke_run[1]  # the first run made the toy city
     output = invoke(*run_args(smoke_copy)).output
     assert "toy city generated" not in output and ": checked (" in output
-    assert output.count("(cached)") == 4  # T, S, A, A_all
+    assert output.count("(cached)") == 5  # T, S, A, A_all, AT
     assert "trained" not in output and "0 AE sets" not in output
     copy = tmp_path / "copy"
     shutil.copytree(
