@@ -52,7 +52,7 @@ from bench.store.checkpoints import (
     save_model,
 )
 from bench.store.rundir import METRICS_FILE
-from bench.train import adversarial_train, pretrain
+from bench.train import TrainStats, adversarial_train, pretrain
 from defenses import networks_needed
 from defenses.adaptive import finetune_adaptive
 
@@ -207,14 +207,21 @@ def train_static(
         model,
         key,
         origin="trained",
-        train_seconds=round(stats.seconds, 1),
-        iterations=stats.iterations,
-        final_loss=stats.final_loss,
-        train_images=len(train_set),
         recipe=dataclasses.asdict(config.pretrain),
-        seed=seed,
-        processes=dist.size(),
+        **_training_meta(stats, len(train_set), seed),
     )
+
+
+def _training_meta(stats: TrainStats, train_images: int, seed: int) -> dict[str, Any]:
+    """What a checkpoint trained on the labelled split records of its training."""
+    return {
+        "train_seconds": round(stats.seconds, 1),
+        "iterations": stats.iterations,
+        "final_loss": stats.final_loss,
+        "train_images": train_images,
+        "seed": seed,
+        "processes": dist.size(),
+    }
 
 
 def _save_static(
@@ -410,14 +417,9 @@ def train_robust(ctx: RunContext, *, retrain: bool = False) -> tuple[CheckpointM
         model,
         key,
         origin="trained",
-        train_seconds=round(stats.seconds, 1),
-        iterations=stats.iterations,
-        final_loss=stats.final_loss,
-        train_images=len(train_set),
         adversarial=dataclasses.asdict(settings),
         base_sha256=load_meta(models, settings.base).sha256,
-        seed=seed,
-        processes=dist.size(),
+        **_training_meta(stats, len(train_set), seed),
     )
 
 
