@@ -248,7 +248,11 @@ class _LayersOption(click.Option):
     "student, finetuned from S with J_TS' on the unlabelled split), AT (adversarially "
     "trained from S, or T: the [adversarial] section).",
 )
-@click.option("--epochs", type=int, help="Sets pretrain.epochs (T, S) and finetune.epochs (A).")
+@click.option(
+    "--epochs",
+    type=int,
+    help="Sets pretrain.epochs (T, S), finetune.epochs (A) and adversarial.epochs (AT).",
+)
 @click.option(
     "--layers",
     cls=_LayersOption,

@@ -149,7 +149,8 @@ def adversarial_train(
     DistributedDataParallel, each rank attacking its own share of the batch. Cost per batch:
     ``steps`` forward + backward passes for the examples, one (or two halves') for the step.
     """
-    noise = torch.Generator().manual_seed(seed + 2 + dist.rank())
+    # past every rank's flip generator (seed + 1 + rank): no two streams coincide
+    noise = torch.Generator().manual_seed(seed + 1 + dist.size() + dist.rank())
     w = config.clean_weight
 
     def adversarial_loss(trained: nn.Module, images: Tensor, labels: Tensor) -> Tensor:

@@ -1,5 +1,5 @@
 """The adversarial-training recipe of AT chosen by measurement: for each setting of the grid,
-train AT from the shipped reference S of the ``toy`` preset (``bench.train.adversarial_train``)
+train AT from the shipped reference S (or T, with ``base=T``) of the ``toy`` preset (``bench.train.adversarial_train``)
 and print what it cost and what it buys: clean mIoU on the whole validation subset, and the
 worst case of CosPGD and APGD-JS (the two strongest attacks of benchmarks/attack_budget.md) at
 each eps on its first images, white-box on the network itself. S itself is the first row.
@@ -16,7 +16,6 @@ Seconds are wall-clock on this machine: compare them side by side in one run onl
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import time
 from pathlib import Path
@@ -97,9 +96,8 @@ def main() -> None:
     images = torch.stack([val[i][0] for i in range(n)])
     labels = torch.stack([val[i][1] for i in range(n)])
     eps_list = [float(e) for e in args.eps.split(",")]
-    start_net = load_network(REFERENCE_DIR / "toy", "S", config.net("S"))
     header = [
-        f"AT from the shipped toy S; train split {len(train)} images; clean mIoU on all "
+        f"AT from the shipped toy S (T where base=T); train split {len(train)} images; clean mIoU on all "
         f"{len(val)} images of {config.data.val_subset}; robust: worst case of "
         f"{' and '.join(ATTACKS)} x {args.attack_iterations} on its first {n}; "
         f"{torch.get_num_threads()} threads.",
@@ -112,10 +110,13 @@ def main() -> None:
     print("\n".join(header), flush=True)
     lines = list(header)
     for entry in ["S (the start)", *args.grid.split(";")]:
-        model = copy.deepcopy(start_net)
-        seconds = 0.0
+        settings = config.adversarial
         if not entry.startswith("S "):
             settings = _settings(entry, config.adversarial)
+        # the shipped network the entry starts from (adversarial.base: S, or T with base=T)
+        model = load_network(REFERENCE_DIR / "toy", settings.base, config.net(settings.base))
+        seconds = 0.0
+        if not entry.startswith("S "):
             began = time.perf_counter()
             adversarial_train(
                 model, train, settings, seed=config.seed_for(ROBUST_NET), desc=entry.strip()

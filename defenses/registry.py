@@ -49,6 +49,9 @@ BUILTIN_NEEDS: dict[str, tuple[str, ...]] = {
     "TAT-vote": ("T", "S", "AT"),
     **dict.fromkeys(METHODS, ("T",)),
 }
+#: the built-ins' options that choose which networks they read: fixed by each built-in's name,
+#: so that ``BUILTIN_NEEDS`` holds (the vote with AT in A's place is ``TAT-vote``)
+ROLE_OPTIONS = ("net", "fallback", "adaptive")
 #: what a plug-in is assumed to read unless its class says otherwise (``needs``)
 ALL_NETWORKS = ("T", "S", "A")
 #: every role a plug-in may ask for: the adversarially trained AT only on request

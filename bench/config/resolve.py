@@ -43,11 +43,12 @@ def toycity_root(config: RunConfig) -> Path:
 def train_values(
     *, epochs: int | None = None, layers: Sequence[str] | None = None, alpha: float | None = None
 ) -> dict[str, Any]:
-    """``bench train``'s own options as config values (``--epochs`` sets both pretraining and
-    finetuning), so that the saved config records what was trained."""
+    """``bench train``'s own options as config values (``--epochs`` sets pretraining,
+    finetuning and adversarial training), so that the saved config records what was trained."""
     values: dict[str, Any] = {
         "pretrain.epochs": epochs,
         "finetune.epochs": epochs,
+        "adversarial.epochs": epochs,
         "finetune.layers": list(layers) if layers else None,
         "finetune.alpha": alpha,
     }

@@ -203,13 +203,23 @@ def _eps(config: RunConfig) -> set[float]:
     return {float(e) for spec in config.attack.suite for e in config.attack.eps_of(spec)}
 
 
-CONTROL_INTRO = (
-    "AT is the student trained on PGD examples (Madry et al. 2018, as SEA's PIR-AT: from the "
-    "clean network's weights). It shows what a defense that holds looks like here, and that the "
-    "benchmark would notice one; each line gives its worst case with a 95% interval against the "
-    "best other defense that is not ranked apart, and the paired difference (a tie when its "
-    "interval holds 0)."
-)
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _control_intro(config: RunConfig) -> str:
+    """What AT is in this run, and how the section's lines read."""
+    settings = config.adversarial
+    base = {"S": "the student S", "T": "the teacher T"}[settings.base]
+    return (
+        f"AT is {base} trained further on PGD examples ({_count(settings.steps, 'step')} "
+        f"inside eps {settings.eps:g}, {_count(settings.epochs, 'epoch')}; Madry et al. 2018, "
+        "as SEA's PIR-AT: from "
+        "the clean network's weights). It shows what a defense that holds looks like here, and "
+        "that the benchmark would notice one; each line gives its worst case with a 95% "
+        "interval against the best other defense that is not ranked apart, and the paired "
+        "difference (a tie when its interval holds 0)."
+    )
 
 
 def _controls(config: RunConfig) -> dict[str, str]:
@@ -501,7 +511,8 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
         parts += [f"- {line}" for line in adaptive]
     control = control_findings(ranking, _controls(config), adaptive_subset)
     if control:
-        parts += ["", "## The positive control: adversarial training", "", CONTROL_INTRO, ""]
+        parts += ["", "## The positive control: adversarial training", ""]
+        parts += [_control_intro(config), ""]
         parts += [f"- {line}" for line in control]
     parts += ["", "## Checks of the evaluation", ""]
     parts += [f"- {m}" for m in checks["message"]] or [

@@ -34,13 +34,20 @@ def prepare_data(config: RunConfig, *, progress: bool = True) -> bool:
 
 
 def data_reads(
-    config: RunConfig, *, train: bool = True, finetune: bool = True, attack: bool = True
+    config: RunConfig,
+    *,
+    train: bool = True,
+    finetune: bool = True,
+    attack: bool = True,
+    robust: bool | None = None,
 ) -> list[tuple[str, bool]]:
-    """(split or subset, with labels) of everything the run's stages read."""
+    """(split or subset, with labels) of everything the run's stages read; ``robust``: AT is
+    trained (None: when an evaluated defense reads it)."""
     data = config.data
     reads = [(data.val_subset, True)]
     imported = config.teacher.weights and config.student.weights
-    if train and (not imported or robust_needed(config)):
+    robust = robust_needed(config) if robust is None else robust
+    if train and (not imported or robust):
         reads.append((data.train_split, True))
     if finetune:
         reads.append((data.unlabeled_split, False))

@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from bench import __version__, dist
+from bench.config import ROBUST_NET
 from bench.errors import BenchError, DefenseError
 from bench.files import sha256_file
 from bench.keys import cache_key
@@ -38,6 +39,7 @@ from defenses import (
     build_defense,
     is_plugin,
     load_defense,
+    networks_needed,
     predict_labels,
 )
 from defenses.vote import hamming
@@ -82,7 +84,8 @@ def build_defense_rows(ctx: RunContext) -> RunDefenses:
         factory = load_defense(spec)
         accepted = inspect.signature(factory).parameters
         options = {k: v for k, v in offered.items() if k in accepted} | configured.options
-        defense = build_defense(spec, networks.memos, **options)
+        given = _networks_for(spec, networks)
+        defense = build_defense(spec, given, **options)
         row = configured.name or defense.name
         if row in entries:
             raise DefenseError(
@@ -97,8 +100,8 @@ def build_defense_rows(ctx: RunContext) -> RunDefenses:
         if surface is not None and is_plugin(spec):
             surface = _guarded_surface(surface, defense_label(row, spec), networks)
         entries[row] = DefenseEntry(
-            partial(build_defense, spec, networks.memos, **options),
-            cache_key(spec, options, networks.sha256, source, __version__),
+            partial(build_defense, spec, given, **options),
+            cache_key(spec, options, {r: networks.sha256[r] for r in given}, source, __version__),
             surface,
             key,
             plugin=spec if is_plugin(spec) else "",
@@ -124,6 +127,18 @@ def build_defense_rows(ctx: RunContext) -> RunDefenses:
             sweep=True,
         )
     return RunDefenses(entries, tau, students)
+
+
+def _networks_for(spec: str, networks: RunNetworks) -> dict[str, nn.Module]:
+    """The run's networks a defense is built with (and its row keyed by): T, S and A as every
+    defense always got them, and AT only for one that reads it, so that AT's presence never
+    changes another defense (a plug-in that iterates over its networks) or its row's key."""
+    reads = networks_needed(spec)
+    return {
+        role: memo
+        for role, memo in networks.memos.items()
+        if role != ROBUST_NET or ROBUST_NET in reads
+    }
 
 
 def _surface(defense: Defense, spec: str) -> AttackSurface | None:

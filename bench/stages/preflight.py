@@ -22,7 +22,8 @@ from bench.models import build_model, check_output
 from bench.models.taps import expand_taps
 from bench.plugins import is_spec
 from bench.stages.defense_rows import OFFERED
-from defenses import defense_name, load_defense, networks_needed
+from defenses import defense_name, is_plugin, load_defense, networks_needed
+from defenses.registry import ROLE_OPTIONS
 
 
 def check_run(config: RunConfig, device: torch.device | None = None) -> None:
@@ -122,6 +123,13 @@ def _check_defense(defense: DefenseSpec) -> None:
     constructor's own refusal of a value comes when the run builds it, as one line too)."""
     spec = defense.spec
     factory = load_defense(spec)
+    fixed = sorted(set(ROLE_OPTIONS) & set(defense.options))
+    if not is_plugin(spec) and fixed:
+        raise DefenseError(
+            f"defense {spec!r}: option {fixed[0]!r} is what the built-in's name fixes (which "
+            "networks it reads); name the built-in that has the value you want instead, e.g. "
+            "TAT-vote for the vote with AT in A's place"
+        )
     try:
         parameters = inspect.signature(factory).parameters
         options = {name: None for name in OFFERED if name in parameters} | defense.options

@@ -21,6 +21,7 @@ import torch
 
 from bench import dist
 from bench.config import (
+    ROBUST_NET,
     RunConfig,
     apply_values,
     parse_defense,
@@ -275,7 +276,8 @@ def train_command(
     with _locked(ctx.run):
         check_replacements(ctx, tuple(names))
         _prepare_data(ctx)
-        check_data(config, data_reads(config, finetune="A" in names, attack=False))
+        reads = data_reads(config, finetune="A" in names, attack=False, robust=ROBUST_NET in names)
+        check_data(config, reads)
         done = train_networks(ctx, tuple(names), retrain=retrain)
         if dist.is_main() and not (ctx.run.path / METRICS_FILE).is_file():
             save_run_config(config, ctx.run.path)

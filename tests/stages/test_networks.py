@@ -11,10 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.config import STATIC_NETS, AdversarialConfig, adaptive_students, load_config
+from bench.config import (
+    STATIC_NETS,
+    AdversarialConfig,
+    adaptive_students,
+    load_config,
+    train_values,
+)
 from bench.models import ERFNet
-from bench.stages.context import RunContext
-from bench.stages.data_tree import prepare_data
+from bench.stages.context import RunContext, RunNetworks
+from bench.stages.data_tree import data_reads, prepare_data
+from bench.stages.defense_rows import _networks_for
 from bench.stages.networks import REFERENCE_DIR, adaptive_key, robust_key, static_key
 from bench.store.checkpoints import check_meta, load_meta
 from bench.store.rundir import RunDir
@@ -207,3 +214,27 @@ def test_bench_train_trains_at_from_its_base_and_reuses_it(smoke_copy, tmp_path)
     assert "reused (valid checkpoint in the run)" in again
     other = invoke(*args, "--out", fresh, "--net", "AT", "--set", "adversarial.eps=2").output
     assert "trained in" in other
+
+
+def test_at_is_given_only_to_the_defenses_that_read_it():
+    """An existing plug-in that iterates over its networks (no ``needs``) keeps getting T, S and
+    A, and its row's key stays the same, when another defense makes the run train AT."""
+    memos = {role: torch.nn.Identity() for role in ("T", "S", "A", "AT")}
+    networks = RunNetworks(memos, {role: role.lower() for role in memos}, {})
+    assert set(_networks_for("TA-vote", networks)) == {"T", "S", "A"}
+    assert set(_networks_for(f"{EXAMPLE}:PixelVote", networks)) == {"T", "S", "A"}
+    assert set(_networks_for("TAT-vote", networks)) == {"T", "S", "A", "AT"}
+    assert set(_networks_for("AT", networks)) == {"T", "S", "A", "AT"}
+
+
+def test_bench_train_checks_the_training_split_for_at_even_with_imported_t_and_s():
+    config = load_config("smoke")
+    imported = dataclasses.replace(
+        config,
+        teacher=dataclasses.replace(config.teacher, weights="t.pt"),
+        student=dataclasses.replace(config.student, weights="s.pt"),
+    )
+    train = (config.data.train_split, True)
+    assert train not in data_reads(imported, robust=False)
+    assert train in data_reads(imported, robust=True)
+    assert train_values(epochs=2)["adversarial.epochs"] == 2  # bench train --epochs
