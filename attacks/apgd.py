@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from attacks.base import AttackBase, project
+from attacks.base import AttackBase, check_precision, forward_in, project
 from attacks.best_iterate import BestIterates, Iterates, budget_marks
 from attacks.objectives import (
     LOSSES,
@@ -82,6 +82,7 @@ class APGD(AttackBase):
         seed: seeds the per-image random starts.
         class_weights: 19 per-class weights (``balanced-masked-ce`` only; ``bench run`` computes
             1 / N_y from the training split).
+        precision: what the passes compute in (``attacks.base.PRECISIONS``); None: float32.
 
     Shapes:
         images: (N, 3, H, W) uint8, gray values 0..255.
@@ -102,6 +103,7 @@ class APGD(AttackBase):
         rho: float = 0.75,
         seed: int = 0,
         class_weights: Sequence[float] | None = None,
+        precision: str | None = None,
     ) -> None:
         if loss not in LOSSES:
             raise AttackError(f"unknown APGD loss {loss!r}; choose from {', '.join(LOSSES)}")
@@ -118,6 +120,7 @@ class APGD(AttackBase):
         self.rho = float(rho)
         self.seed = int(seed)
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+        self.precision = check_precision(precision)
         self._loss_fn: PixelLoss = pixel_loss(loss, self.class_weights)
 
     def schedule(self, eps: float) -> list[tuple[float, int]]:
@@ -161,7 +164,7 @@ class APGD(AttackBase):
     ) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
         """Per image: the loss, its input gradient; and the outputs (to judge)."""
         x = x.detach().requires_grad_(True)
-        outputs = model(x)
+        outputs = forward_in(model, x, self.precision)
         loss = summed_loss(self._loss_fn, outputs, labels)
         (grad,) = torch.autograd.grad(loss.sum(), x)
         return loss.detach(), grad, tuple(out.detach() for out in members_of(outputs))

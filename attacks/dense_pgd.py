@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.apgd import random_start
-from attacks.base import AttackBase, check_step, project
+from attacks.base import AttackBase, check_precision, check_step, forward_in, project
 from attacks.best_iterate import BestIterates, Iterates, budget_marks
 from attacks.objectives import ce_loss, judged_output, members_of, summed_loss
 from bench.errors import AttackError
@@ -39,6 +39,7 @@ class DensePGD(AttackBase):
         n_iter: iterations T (forward + backward passes).
         step: alpha in gray values; None: the papers' alpha / eps (``PAPERS_STEP_SHARE``) x eps.
         seed: seeds the per-image random starts.
+        precision: what the passes compute in (``attacks.base.PRECISIONS``); None: float32.
 
     Shapes:
         images: (N, 3, H, W) uint8, gray values 0..255.
@@ -49,12 +50,20 @@ class DensePGD(AttackBase):
     needs_labels = True
     shares_trajectory = True  # the weights read each member's own output, never a decision
 
-    def __init__(self, *, n_iter: int = 20, step: float | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        n_iter: int = 20,
+        step: float | None = None,
+        seed: int = 0,
+        precision: str | None = None,
+    ) -> None:
         if not (isinstance(n_iter, int) and n_iter >= 1):
             raise AttackError(f"n_iter must be an integer >= 1, got {n_iter!r}")
         self.n_iter = n_iter
         self.step = None if step is None else check_step(step)
         self.seed = int(seed)
+        self.precision = check_precision(precision)
 
     @abstractmethod
     def weights(self, logits: Tensor, labels: Tensor, t: int) -> Tensor:
@@ -87,12 +96,12 @@ class DensePGD(AttackBase):
         adv = random_start(x, eps, index, self.seed)
         for t in range(self.n_iter):
             adv = adv.detach().requires_grad_(True)
-            outputs = model(adv)
+            outputs = forward_in(model, adv, self.precision)
             (grad,) = torch.autograd.grad(self.loss(outputs, labels, t).sum(), adv)
             judge.judge(adv.detach(), tuple(o.detach() for o in members_of(outputs)), t)
             if judge.all_wrong():
                 return judge.finish()  # every pixel of every image is wrong: nothing to gain
             adv = project(adv.detach() + step * grad.sign(), x, eps)
         with torch.no_grad():
-            judge.judge(adv, model(adv), self.n_iter)
+            judge.judge(adv, forward_in(model, adv, self.precision), self.n_iter)
         return judge.finish()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import torch
 
@@ -35,3 +36,16 @@ def module_device(module: torch.nn.Module) -> torch.device:
     for parameter in module.parameters():
         return parameter.device
     return torch.device("cpu")
+
+
+def native_bfloat16(device: torch.device, cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether ``device`` computes bfloat16 natively: a GPU, or a CPU with AVX512-BF16 or AMX
+    (read off ``cpuinfo``); None where that cannot be read (not Linux). Without it oneDNN
+    emulates bfloat16, slower than float32."""
+    if device.type != "cpu":
+        return True
+    try:
+        flags = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))

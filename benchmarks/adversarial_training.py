@@ -24,14 +24,14 @@ import torch
 from torch import nn
 
 from attacks import build_attack
-from bench.config import ROBUST_NET, resolve_config
+from bench.config import ROBUST_NET
 from bench.config.validation import validate_adversarial
 from bench.metrics import image_counts, worst_case_miou
 from bench.scoring import clean_confusion
-from bench.stages.context import Datasets
 from bench.stages.networks import REFERENCE_DIR
 from bench.store.checkpoints import load_network
 from bench.train import adversarial_train
+from benchmarks.attack_budget import toy_setup
 from defenses import predict_labels
 
 #: the attacks of the robust columns: label -> (registry name, options besides n_iter)
@@ -86,10 +86,7 @@ def _robust_miou(model: nn.Module, images, labels, eps: float, n_iter: int, batc
 
 def main() -> None:
     args = _arguments()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = resolve_config("toy", data_root=args.data)
-    data = Datasets(config.data)
+    config, data = toy_setup(args.threads, args.data)
     train = data.split(config.data.train_split)
     val = data.split(config.data.val_subset)
     n = min(args.images, len(val))

@@ -25,11 +25,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from attacks import build_attack
 from attacks.objectives import Ensemble, class_weights
-from bench.config import resolve_config
+from bench.config import RunConfig, resolve_config
 from bench.metrics import image_counts, worst_case_miou
 from bench.stages.context import Datasets
 from bench.stages.networks import REFERENCE_DIR
@@ -156,23 +156,44 @@ def _miou(counts: torch.Tensor) -> float:
     return 100 * miou
 
 
+def toy_setup(threads: int | None, data_root: str | None) -> tuple[RunConfig, Datasets]:
+    """The toy preset's config and data, with ``threads`` torch threads when given."""
+    if threads:
+        torch.set_num_threads(threads)
+    config = resolve_config("toy", data_root=data_root)
+    return config, Datasets(config.data)
+
+
+def first_test_images(config: RunConfig, data: Datasets, count: int) -> tuple[Tensor, Tensor]:
+    """The first ``count`` images of the test subset and their labels."""
+    split = data.split(config.data.test_subset)
+    n = min(count, len(split))
+    return torch.stack([split[i][0] for i in range(n)]), torch.stack(
+        [split[i][1] for i in range(n)]
+    )
+
+
+def surface_of(spec: str, networks: dict[str, nn.Module], config: RunConfig):
+    """The defense ``spec`` on ``networks`` with the config's detection thresholds, its attack
+    surface as a model and the networks whose passes count."""
+    detect = config.detect
+    offered = {"delta": detect.delta, "delta_t": detect.delta_t, "delta_s": detect.delta_s}
+    accepted = inspect.signature(load_defense(spec)).parameters
+    options = {k: v for k, v in offered.items() if v is not None and k in accepted}
+    defense = build_defense(spec, networks, **options)
+    return (defense, *_surface_model(defense, config.attack.eot_samples))
+
+
 def main() -> None:
     args = _arguments()
     if args.summarize:
         print("\n".join(_proposal(_read_rows(args.summarize))))
         return
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = resolve_config("toy", data_root=args.data)
-    data = Datasets(config.data)
-    split = data.split(config.data.test_subset)
-    n = min(args.images, len(split))
-    images = torch.stack([split[i][0] for i in range(n)])
-    labels = torch.stack([split[i][1] for i in range(n)])
+    config, data = toy_setup(args.threads, args.data)
+    images, labels = first_test_images(config, data, args.images)
+    n = len(images)
     weights = class_weights(data.class_pixel_counts())
     networks = _networks(config, args.run)
-    detect = config.detect
-    offered = {"delta": detect.delta, "delta_t": detect.delta_t, "delta_s": detect.delta_s}
     iterations = [int(i) for i in args.iterations.split(",")]
     eps_list = [float(e) for e in args.eps.split(",")]
     names = args.attacks.split(",")
@@ -186,10 +207,7 @@ def main() -> None:
     print("\n".join(lines), flush=True)
     results = []  # (defense, eps, attack, iterations, miou, seconds, passes)
     for spec in args.defenses.split(","):
-        accepted = inspect.signature(load_defense(spec)).parameters
-        options = {k: v for k, v in offered.items() if v is not None and k in accepted}
-        defense = build_defense(spec, networks, **options)
-        model, members = _surface_model(defense, config.attack.eot_samples)
+        defense, model, members = surface_of(spec, networks, config)
         for eps in eps_list:
             for n_iter in iterations:
                 per_attack = []

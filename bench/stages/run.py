@@ -27,6 +27,7 @@ from bench.config import (
     parse_defense,
     save_run_config,
 )
+from bench.devices import native_bfloat16
 from bench.files import atomic_copy
 from bench.report import check_rows, write_report
 from bench.stages.ae_sets import (
@@ -126,7 +127,7 @@ def run_benchmark(
             data_warnings = check_data(config, data_reads(config))
             made = "toy city generated and checked" if generated else "checked"
             summary.append(f"{config.data.root}: {made}")
-        for message in data_warnings:
+        for message in [*data_warnings, *precision_warnings(config, ctx.device)]:
             echo(f"warning: {message}")
         with _stage("networks", echo) as summary:
             ctx = _networks_stage(ctx, retrain, summary)
@@ -217,6 +218,19 @@ def _prepare_data(ctx: RunContext) -> bool:
     generated = prepare_data(ctx.config, progress=ctx.progress) if dist.is_main() else False
     dist.barrier()
     return generated
+
+
+def precision_warnings(config: RunConfig, device: torch.device) -> list[str]:
+    """A warning when the suite asks for bfloat16 passes and ``device`` has no native bfloat16
+    (they then run slower than float32, not faster)."""
+    low = [s.tag for s in config.attack.suite if s.options.get("precision") == "bfloat16"]
+    if not low or native_bfloat16(device) is not False:
+        return []
+    return [
+        f"attacks {', '.join(low)} compute in bfloat16, which this CPU has no native support for "
+        "(no avx512_bf16 or amx_bf16): they may run slower than in float32; set their "
+        'options\' precision = "float32" in a copy of the preset (--preset FILE.toml)'
+    ]
 
 
 def _silent(_line: str) -> None:

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from attacks import APGD, CosPGD, SegPGD, build_attack
+from attacks.base import forward_in
 from attacks.best_iterate import budget_marks, mark_counts
 from attacks.cospgd import cospgd_weights
 from attacks.dense_pgd import DensePGD
@@ -152,3 +153,46 @@ def test_ignored_pixels_weigh_nothing():
     labels = torch.full_like(LABELS, 255)
     assert SegPGD(n_iter=2).loss(LOGITS, labels, 1).item() == 0
     assert CosPGD(n_iter=2).loss(LOGITS, labels, 1).item() == 0
+
+
+def test_precision_float32_keeps_the_keys_and_a_bad_one_is_refused():
+    assert CosPGD(precision="float32").params() == CosPGD().params()
+    assert APGD(precision="float32").params() == APGD().params()
+    assert CosPGD(precision="bfloat16").params()["precision"] == "bfloat16"
+    with pytest.raises(AttackError, match="precision must be one of float32, bfloat16"):
+        build_attack("apgd", precision="half")
+
+
+def test_forward_in_bfloat16_hands_back_float32_and_a_gradient(reference):
+    t, s, images = reference[0], reference[1], reference[2][:2].float()
+    x = images.clone().requires_grad_(True)
+    outputs = forward_in(Ensemble({"T": t, "S": s}), x, "bfloat16")
+    assert isinstance(outputs, tuple) and all(o.dtype == torch.float32 for o in outputs)
+    (grad,) = torch.autograd.grad(sum(o.logsumexp(1).sum() for o in outputs), x)
+    assert grad.dtype == torch.float32 and grad.abs().sum() > 0
+    with torch.no_grad():
+        exact = t(images)
+        # bfloat16 passes: the same map on most pixels, not the same logits
+        low = forward_in(t, images, "bfloat16")
+    assert (low.argmax(1) == exact.argmax(1)).float().mean() > 0.9
+    assert not torch.equal(low, exact)
+    with torch.no_grad():
+        assert torch.equal(forward_in(t, images, None), exact)
+        assert torch.equal(forward_in(t, images, "float32"), exact)
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [CosPGD(n_iter=10), APGD(loss="js", n_iter=10)],
+    ids=["cospgd", "apgd-js"],
+)
+def test_an_attack_in_bfloat16_stays_in_the_ball_and_breaks_the_network(reference, attack):
+    net, images, labels = reference[1], reference[2], reference[3]
+    low = build_attack(attack.name, **{**attack.params(), "precision": "bfloat16"})
+    adv = low(net, images, eps=4, labels=labels)
+    assert adv.dtype == torch.uint8 and (adv.int() - images.int()).abs().max() <= 4
+    exact = attack(net, images, eps=4, labels=labels)
+    assert not torch.equal(adv, exact)  # the passes did run in bfloat16
+    # as strong as float32's on this tiny set (benchmarks/attack_precision.md measures it)
+    assert _accuracy(net, adv, labels) < _accuracy(net, images, labels) - 0.2
+    assert _accuracy(net, adv, labels) <= _accuracy(net, exact, labels) + 0.03

@@ -25,6 +25,7 @@ ALTERNATIVES = {
     "decay": (0.5,),
     "queries": (50,),
     "p_init": (0.5,),
+    "precision": ("bfloat16",),
 }
 
 

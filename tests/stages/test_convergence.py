@@ -97,3 +97,28 @@ def _fell_flagged(reference, n_iter: int, eps: float) -> bool:
 def test_flag_fires_on_a_budget_cut_to_2_iterations_and_not_on_a_converged_case(reference):
     assert _fell_flagged(reference, 2, 4.0)
     assert not _fell_flagged(reference, 20, 16.0)
+
+
+def test_bfloat16_warns_only_where_the_cpu_lacks_it(tmp_path, monkeypatch):
+    from bench.config import load_config
+    from bench.devices import native_bfloat16
+    from bench.stages.run import precision_warnings
+
+    with_bf16, without = tmp_path / "with", tmp_path / "without"
+    with_bf16.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
+    without.write_text("flags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    cpu = torch.device("cpu")
+    assert native_bfloat16(cpu, str(with_bf16)) is True
+    assert native_bfloat16(cpu, str(without)) is False
+    assert native_bfloat16(cpu, str(tmp_path / "absent")) is None
+    assert native_bfloat16(torch.device("cuda"), str(without)) is True
+
+    full, toy = load_config("toy-full"), load_config("toy")
+    tags = [s.tag for s in full.attack.suite if s.options.get("precision") == "bfloat16"]
+    assert len(tags) == 5  # every attack of toy-full that sees the defense
+    monkeypatch.setattr("bench.stages.run.native_bfloat16", lambda device: False)
+    (warning,) = precision_warnings(full, cpu)
+    assert "apgd-js-red" in warning and 'precision = "float32"' in warning
+    assert precision_warnings(toy, cpu) == []  # toy computes in float32
+    monkeypatch.setattr("bench.stages.run.native_bfloat16", lambda device: True)
+    assert precision_warnings(full, cpu) == []
