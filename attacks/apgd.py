@@ -19,7 +19,10 @@ gray values. Per image:
 Losses: ``ce``, ``masked-ce``, ``js``, ``balanced-masked-ce`` (``attacks.objectives``); on an
 ensemble the members' losses are summed. ``red_eps``: SEA's schedule of radii 2 eps, 1.5 eps and
 eps with the iterations split 3:3:4, each stage starting from the previous stage's best point
-projected into its ball; only the last stage (radius eps) yields the output.
+projected into its ball; only the last stage (radius eps) yields the output. A larger-radius
+stage stops early when every member network is wrong on every labelled pixel (not when a
+defense's decision is): its trajectory never depends on a decision, so several decisions on the
+same networks (the votes) share it, as they share every other attack's.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from attacks.objectives import (
     members_of,
     pixel_loss,
     summed_loss,
+    without_decisions,
 )
 from bench.errors import AttackError
 
@@ -130,11 +134,9 @@ class APGD(AttackBase):
         first = second = round(0.3 * self.n_iter)
         return [(2 * eps, first), (1.5 * eps, second), (eps, self.n_iter - first - second)]
 
-    @property
-    def shares_trajectory(self) -> bool:  # type: ignore[override]
-        # red_eps stops a larger-radius stage early when its decision is all wrong, and the next
-        # stage starts from where it stopped: the trajectory depends on the decision
-        return not self.red_eps
+    # the steps follow the members' losses; the larger-radius stages of red_eps stop on the
+    # members' outputs (``without_decisions``): no step depends on a decision
+    shares_trajectory = True
 
     def budget_marks(self, model: nn.Module, eps: float) -> tuple[int, ...]:
         """1/4, 1/2 and all of the iterations; with ``red_eps``, of the last stage's (the only
@@ -148,9 +150,10 @@ class APGD(AttackBase):
         self, model: nn.Module, x: Tensor, eps: float, labels: Tensor | None, index: Tensor
     ) -> Iterates:
         start = random_start(x, self.schedule(eps)[0][0], index, self.seed)
+        members = without_decisions(model)
         for radius, n_iter in self.schedule(eps)[:-1]:
             start = self._stage(
-                model, x, labels, start, radius, n_iter, BestIterates(model, labels, ())
+                model, x, labels, start, radius, n_iter, BestIterates(members, labels, ())
             )
         last_radius, last_iter = self.schedule(eps)[-1]
         start = project(start, x, last_radius)

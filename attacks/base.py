@@ -35,7 +35,8 @@ from bench.errors import AttackError
 
 # Bump whenever an attack's output changes for the same inputs: AE sets stored under another
 # version are rebuilt (bench.store.aesets keys them by it).
-ATTACKS_VERSION = 1
+# 2: APGD's red_eps stops a larger-radius stage on its members' outputs, not on a decision.
+ATTACKS_VERSION = 2
 
 
 @runtime_checkable

@@ -182,6 +182,16 @@ def shared_decisions(ensembles: Mapping[str, nn.Module]) -> Ensemble | None:
     return Ensemble(members, decisions={name: m._decide for name, m in ensembles.items()})
 
 
+def without_decisions(model: nn.Module) -> nn.Module:
+    """``model`` judged by its members alone: an ``Ensemble``'s networks, transform and samples
+    without its decision(s) (success is then the mean of the members' accuracies); any other
+    model as it is. The same modules, not copies."""
+    if not (isinstance(model, Ensemble) and (model.decisions or model._decide is not None)):
+        return model
+    members = dict(zip(model.roles, model.members))
+    return Ensemble(members, transform=model.transform, samples=model.samples)
+
+
 def members_of(outputs: Tensor | Sequence[Tensor]) -> tuple[Tensor, ...]:
     """A network's logits, or an ensemble's, as a tuple of (N, C, H, W) tensors."""
     return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)

@@ -124,15 +124,23 @@ def _decide_s(maps):
     return maps["S"]
 
 
+def _decide_never_right(maps):
+    """A decision wrong on every pixel of the fixture's labels from the start (class 19 does
+    not exist), so an early stop on it would fire at once."""
+    return torch.full_like(maps["T"], 19)
+
+
 @pytest.mark.parametrize(
-    "attack", [APGD(n_iter=5), SegPGD(n_iter=5), CosPGD(n_iter=5)], ids=["apgd", "segpgd", "cospgd"]
+    "attack",
+    [APGD(n_iter=5), APGD(n_iter=10, red_eps=True), SegPGD(n_iter=5), CosPGD(n_iter=5)],
+    ids=["apgd", "apgd-red-eps", "segpgd", "cospgd"],
 )
 def test_one_trajectory_for_several_decisions_gives_the_separate_sets_bit_for_bit(
     reference, attack
 ):
     nets = {"T": reference[0], "S": reference[1]}
     images, labels = reference[2][:4], reference[3][:4]
-    decisions = {"t": _decide_t, "s": _decide_s}
+    decisions = {"t": _decide_t, "s": _decide_s, "never": _decide_never_right}
     shared = attack.run(Ensemble(nets, decisions=decisions), images, eps=4, labels=labels)
     for name, decide in decisions.items():
         alone = attack.run(Ensemble(nets, decide=decide), images, eps=4, labels=labels)
@@ -141,12 +149,26 @@ def test_one_trajectory_for_several_decisions_gives_the_separate_sets_bit_for_bi
     assert not torch.equal(shared.marks["t"], shared.marks["s"])  # each judged on its own output
 
 
-def test_red_eps_apgd_does_not_share_a_trajectory(reference):
-    nets = Ensemble({"T": reference[0]}, decisions={"a": _decide_t, "b": _decide_t})
-    with pytest.raises(AttackError, match="several decisions"):
-        APGD(n_iter=3, red_eps=True).run(nets, reference[2][:1], eps=4, labels=reference[3][:1])
+def test_red_eps_stops_a_larger_radius_stage_on_the_members_not_on_a_decision(reference):
+    # the decision is wrong everywhere from the start, the members are not: the 2 eps and
+    # 1.5 eps stages run their 3 + 3 iterations (and their first evaluations); the last stops
+    # after its first step, its decision all wrong
+    net, images, labels = reference[1], reference[2][:2], reference[3][:2]
+    calls = []
+    net.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        APGD(n_iter=10, red_eps=True).run(
+            Ensemble({"T": net}, decide=_decide_never_right), images, eps=4, labels=labels
+        )
+    finally:
+        net._forward_hooks.clear()
+    assert len(calls) == (1 + 3) + (1 + 3) + (1 + 1)
+
+
+def test_an_attack_on_several_decisions_must_be_run():
+    nets = Ensemble({"T": torch.nn.Identity()}, decisions={"a": _decide_t, "b": _decide_t})
     with pytest.raises(AttackError, match="call run"):
-        SegPGD(n_iter=3)(nets, reference[2][:1], eps=4, labels=reference[3][:1])
+        SegPGD(n_iter=3)(nets, torch.zeros(1, 3, 4, 4, dtype=torch.uint8), eps=4)
 
 
 def test_ignored_pixels_weigh_nothing():
