@@ -138,6 +138,12 @@ class APGD(AttackBase):
     # members' outputs (``without_decisions``): no step depends on a decision
     shares_trajectory = True
 
+    @property
+    def revision(self) -> int:  # type: ignore[override]
+        # 1: red_eps stops its larger-radius stages when every member is all wrong, not when a
+        # decision is (the sets of surfaces with a decision changed; only red_eps sets rebuild)
+        return 1 if self.red_eps else 0
+
     def budget_marks(self, model: nn.Module, eps: float) -> tuple[int, ...]:
         """1/4, 1/2 and all of the iterations; with ``red_eps``, of the last stage's (the only
         one whose iterates lie in the eps ball), counted from the start of the first."""

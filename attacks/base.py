@@ -33,10 +33,10 @@ from bench.data.tensors import check_images
 from bench.devices import module_device
 from bench.errors import AttackError
 
-# Bump whenever an attack's output changes for the same inputs: AE sets stored under another
-# version are rebuilt (bench.store.aesets keys them by it).
-# 2: APGD's red_eps stops a larger-radius stage on its members' outputs, not on a decision.
-ATTACKS_VERSION = 2
+# Bump whenever the output of every attack changes for the same inputs: AE sets stored under
+# another version are rebuilt (bench.store.aesets keys them by it). A change to one attack bumps
+# its own ``revision`` instead, so the other attacks' sets are kept.
+ATTACKS_VERSION = 1
 
 
 @runtime_checkable
@@ -78,8 +78,9 @@ def check_eps(eps: float) -> float:
 #: what an attack's forward and backward passes may compute in (its ``precision`` option):
 #: float32, or bfloat16 under autocast with channels-last images (about 1.5x faster per pass on
 #: a CPU with native bfloat16, benchmarks/attack_precision.md). The outputs are handed back cast
-#: to float32, and the losses and the judging of iterates are computed from them in float32; the
-#: AE sets are evaluated in float32 whatever the attack computed in.
+#: to float32 and the losses are computed from them in float32, but they are bfloat16 predictions:
+#: the best iterate, the early stop and the marks judge those. The AE sets are evaluated in
+#: float32 whatever the attack computed in.
 PRECISIONS = ("float32", "bfloat16")
 
 
@@ -278,6 +279,10 @@ class AttackBase(ABC):
     #: the attack keeps a best iterate per decision on one trajectory: its steps do not depend
     #: on the decision, so several decisions on the same networks can share it
     shares_trajectory: bool = False
+
+    #: bumped when this attack's output changes for the same ``params()``: it enters its AE
+    #: sets' keys (0, the default, is omitted, so the keys of unchanged attacks stay)
+    revision: int = 0
 
     def budget_marks(self, model: nn.Module, eps: float) -> tuple[int, ...]:
         """The iteration counts at which the attack records its marks on ``model`` at ``eps``

@@ -39,11 +39,14 @@ def module_device(module: torch.nn.Module) -> torch.device:
 
 
 def native_bfloat16(device: torch.device, cpuinfo: str = "/proc/cpuinfo") -> bool | None:
-    """Whether ``device`` computes bfloat16 natively: a GPU, or a CPU with AVX512-BF16 or AMX
-    (read off ``cpuinfo``); None where that cannot be read (not Linux). Without it oneDNN
-    emulates bfloat16, slower than float32."""
+    """Whether ``device`` computes bfloat16 natively: a CUDA GPU that does (Ampere or later),
+    or a CPU with AVX512-BF16 or AMX (read off ``cpuinfo``); None where that cannot be told (a
+    CPU off Linux, another kind of device). Without it bfloat16 is emulated, slower than
+    float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type != "cpu":
-        return True
+        return None
     try:
         flags = Path(cpuinfo).read_text()
     except OSError:

@@ -43,6 +43,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--eps", default="4,10")
     parser.add_argument("--defenses", default="T,S,jpeg,TA-vote,AT")
     parser.add_argument("--attacks", default="cospgd,apgd-js")
+    parser.add_argument("--red-eps", action="store_true", help="APGD with SEA's red_eps")
     parser.add_argument("--images", type=int, default=16, help="the first images of mini test")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None)
@@ -58,7 +59,8 @@ def main() -> None:
     networks = _networks(config, args.run)
     print(
         f"Images: the first {n} of {config.data.test_subset} ({tuple(images.shape)}); "
-        f"{torch.get_num_threads()} threads; {args.iterations} iterations; white-box on each "
+        f"{torch.get_num_threads()} threads; {args.iterations} iterations"
+        f"{' (APGD with red_eps)' if args.red_eps else ''}; white-box on each "
         "defense's own surface.\n\n"
         "| defense | eps | attack | mIoU float32 | mIoU bfloat16 | s float32 | s bfloat16 | "
         "speed-up |\n|---|---|---|---|---|---|---|---|",
@@ -72,6 +74,8 @@ def main() -> None:
                 registry_name, extra = ATTACKS[name]
                 if extra.get("loss") == "balanced-masked-ce":
                     extra = {**extra, "class_weights": weights}
+                if args.red_eps and registry_name == "apgd":
+                    extra = {**extra, "red_eps": True}
                 found = {}
                 order = PRECISIONS if row % 2 == 0 else PRECISIONS[::-1]
                 for precision in order:

@@ -47,11 +47,14 @@ def check_run(config: RunConfig, device: torch.device | None = None) -> None:
             raise ConfigError(f"{key}: {err}") from err
     if config.data.toycity:
         SceneStyle.from_dict(config.data.toycity_style)
-    for spec in config.attack.suite:
+    for i, spec in enumerate(config.attack.suite):
         options = dict(spec.options)
         if options.get("loss") == "balanced-masked-ce":
             options.setdefault("class_weights", [1.0] * 19)  # computed from the data by the run
-        build_attack(spec.name, **options)
+        try:
+            build_attack(spec.name, **options)
+        except AttackError as err:
+            raise ConfigError(f"attack.suite[{i}] ({spec.tag}): {err}") from err
     _check_gradient_free(config)
     for defense in config.evaluate.defenses:
         _check_defense(defense)

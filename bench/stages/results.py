@@ -318,8 +318,9 @@ def mark_worst_case_rows(records: pd.DataFrame, marked: MarkedSets) -> pd.DataFr
     attack's iterations there).
 
     A white-box set's marks are the defense's own output at the attack's best iterate so far,
-    before the rounding to whole gray values (so the last mark may differ slightly from the
-    evaluated set); every other set (LLCM, joint sets: no single output was judged) counts with
+    before the rounding to whole gray values and, for an attack with ``precision = "bfloat16"``,
+    as its bfloat16 passes predicted it (so the last mark may differ slightly from the evaluated
+    set, which is float32); every other set (LLCM, joint sets: no single output was judged) counts with
     its evaluated numbers at every mark.
     """
     attacked = records[records["threat"] != "clean"]

@@ -177,6 +177,8 @@ def build_ae_set(
         "attack": attack.name,
         "label": spec.attack,
         "params": attack.params(),
+        # an attack's own revision (attacks.base.AttackBase.revision), only when bumped
+        **({"revision": r} if (r := getattr(attack, "revision", 0)) else {}),
         "eps": eps,
         "source": spec.source,
         "networks": spec.networks,

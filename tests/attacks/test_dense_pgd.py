@@ -155,14 +155,18 @@ def test_red_eps_stops_a_larger_radius_stage_on_the_members_not_on_a_decision(re
     # after its first step, its decision all wrong
     net, images, labels = reference[1], reference[2][:2], reference[3][:2]
     calls = []
-    net.register_forward_hook(lambda *_: calls.append(1))
+    hook = net.register_forward_hook(lambda *_: calls.append(1))
     try:
         APGD(n_iter=10, red_eps=True).run(
             Ensemble({"T": net}, decide=_decide_never_right), images, eps=4, labels=labels
         )
     finally:
-        net._forward_hooks.clear()
+        hook.remove()
     assert len(calls) == (1 + 3) + (1 + 3) + (1 + 1)
+
+
+def test_only_red_eps_sets_carry_apgds_revision():
+    assert (APGD(red_eps=True).revision, APGD().revision, CosPGD().revision) == (1, 0, 0)
 
 
 def test_an_attack_on_several_decisions_must_be_run():

@@ -178,6 +178,10 @@ class TupleDefense:
             ["--set", "attack.suite=[{name='llcm', options={rounding='up'}}]"],
             "unknown LLCM rounding 'up'",
         ),
+        (
+            ["--set", "attack.suite=[{name='cospgd', options={precision='half'}}]"],
+            "attack.suite[0] (cospgd): precision must be one of float32, bfloat16, got 'half'",
+        ),
         (["--set", "evaluate.defenses=['T', 'nope']"], "unknown defense 'nope'; choose from T"),
         (
             ["--set", "evaluate.defenses=[{spec='TA-vote', options={adaptive='AT'}}]"],
@@ -260,6 +264,7 @@ class TupleDefense:
         "source",
         "attack",
         "attack-option",
+        "attack-precision",
         "defense",
         "builtin-redefined",
         "adversarial-base",

@@ -115,6 +115,21 @@ def test_any_key_change_rebuilds_never_mixes(tmp_path, source, make_source, mini
     assert _build(path, other, mini_val, attack=LLCM(rounding="floor"), sha="1" * 64).built == 0
 
 
+class _RevisedLLCM(LLCM):
+    """LLCM whose output changed for the same params (its own revision bumped)."""
+
+    revision = 1
+
+
+def test_an_attacks_revision_rebuilds_only_its_own_sets(tmp_path, source, mini_test):
+    path = tmp_path / "aes"
+    first = _build(path, source, mini_test, batch_size=2)
+    assert first.built == 4 and "revision" not in first.attrs  # 0: the keys stay as they were
+    revised = _build(path, source, mini_test, attack=_RevisedLLCM(), batch_size=2)
+    assert revised.built == 4 and revised.attrs["revision"] == 1
+    assert _build(path, source, mini_test, attack=_RevisedLLCM(), batch_size=2).built == 0
+
+
 def _fresh(tmp_path, model, dataset, name="fresh", **kw):
     path = tmp_path / name
     _build(path, model, dataset, **kw)
