@@ -173,7 +173,9 @@ def first_test_images(config: RunConfig, data: Datasets, count: int) -> tuple[Te
     )
 
 
-def surface_of(spec: str, networks: dict[str, nn.Module], config: RunConfig):
+def surface_of(
+    spec: str, networks: dict[str, nn.Module], config: RunConfig
+) -> tuple[object, Ensemble, list[nn.Module]]:
     """The defense ``spec`` on ``networks`` with the config's detection thresholds, its attack
     surface as a model and the networks whose passes count."""
     detect = config.detect

@@ -227,9 +227,10 @@ def precision_warnings(config: RunConfig, device: torch.device) -> list[str]:
     if not low or native_bfloat16(device) is not False:
         return []
     return [
-        f"attacks {', '.join(low)} compute in bfloat16, which this CPU has no native support for "
-        "(no avx512_bf16 or amx_bf16): they may run slower than in float32; set their "
-        'options\' precision = "float32" in a copy of the preset (--preset FILE.toml)'
+        f"attacks {', '.join(low)} compute in bfloat16, which {device} has no native support "
+        "for (a CPU without avx512_bf16 or amx_bf16, a GPU before Ampere): they may run slower "
+        'than in float32; set their options\' precision = "float32" in a copy of the preset '
+        "(--preset FILE.toml)"
     ]
 
 
