@@ -157,10 +157,13 @@ def pareto_front(clean: np.ndarray, robust: np.ndarray) -> np.ndarray:
     return ~(at_least & better).any(1)
 
 
-def plot_clean_vs_robust(board: pd.DataFrame, subset: str, path: Path) -> bool:
-    """Clean against robust mIoU (%), one labelled point per defense of a ranked leaderboard
-    (``bench.report.ranking``), the Pareto front of the trusted ones drawn as a step line and
-    the ones ranked apart hollow; False (and no file) when no defense has both numbers."""
+def plot_clean_vs_robust(
+    board: pd.DataFrame, subset: str, path: Path, eps: Sequence[float]
+) -> bool:
+    """Clean against robust mIoU (%, the mean over ``eps`` of the worst case), one labelled
+    point per defense of a ranked leaderboard (``bench.report.ranking``), the Pareto front of
+    the trusted ones drawn as a step line and the ones ranked apart hollow; False (and no file)
+    when no defense has both numbers."""
     rows = board.dropna(subset=["clean", "robust mIoU"])
     if rows.empty:
         return False
@@ -183,9 +186,10 @@ def plot_clean_vs_robust(board: pd.DataFrame, subset: str, path: Path) -> bool:
         front = front.sort_values("clean")
         ax.step(front["clean"], front["robust mIoU"], where="pre", color="tab:red", linewidth=1)
     ax.set_xlabel("clean mIoU (%)")
-    ax.set_ylabel("robust mIoU (%), worst case, mean over eps")
+    shown_eps = ", ".join(f"{e:g}" for e in eps)
+    ax.set_ylabel(f"robust mIoU (%): worst case, mean over eps {shown_eps}")
     ax.set_title(
-        f"clean vs robust, {subset}; red: Pareto front of the trusted defenses; hollow: ranked "
+        f"clean vs robust, {subset}\nred: Pareto front of the trusted defenses; hollow: ranked "
         "apart",
         fontsize=8,
     )

@@ -37,7 +37,7 @@ from bench.report.ranking import (
     ranked_leaderboard,
     ranking_sentence,
 )
-from bench.report.tables import detection_table, metric_table, paper_numbers
+from bench.report.tables import detection_table, headline_eps, metric_table, paper_numbers
 from bench.store.rundir import (
     CHECKS_FILE,
     METRICS_FILE,
@@ -404,17 +404,18 @@ def _leaderboards(
         if board.empty:
             continue
         name = f"leaderboard_{subset}"
+        eps = headline_eps(metrics, subset)
         parts += [
             "",
             f"## Leaderboard, {subset} (mIoU %, ranked by robust mIoU: the worst case over every "
-            "attack and threat model, mean over eps; defenses whose evaluation is not sound "
-            "ranked apart, after the others)",
+            f"attack and threat model, mean over eps {', '.join(f'{e:g}' for e in eps)}; "
+            "defenses whose evaluation is not sound ranked apart, after the others)",
             "",
             *[f"- {note}" for note in ranking.notes],
             "",
             _write_table(board, tables_dir, name, _shown(board)),
         ]
-        if plot_clean_vs_robust(board, subset, plots_dir / f"clean_vs_robust_{subset}.png"):
+        if plot_clean_vs_robust(board, subset, plots_dir / f"clean_vs_robust_{subset}.png", eps):
             parts += ["", f"![clean vs robust mIoU, {subset}](plots/clean_vs_robust_{subset}.png)"]
         if plot_miou_vs_eps(metrics, subset, attack, plots_dir / f"miou_vs_eps_{subset}.png"):
             parts += ["", f"![mIoU vs eps, {subset}](plots/miou_vs_eps_{subset}.png)"]

@@ -186,8 +186,28 @@ def test_without_per_image_counts_the_board_has_no_intervals_and_says_so():
 
 def test_the_headline_names_the_threat_models_of_each_eps():
     metrics, _ = _run({"T": (0.6, 0.3)})
-    assert "mean over eps 1, 4 " in headline(metrics, "s")
-    assert "eps 1: transfer only; eps 4: transfer + white-box" in headline(metrics, "s")
+    line = headline(metrics, "s")
+    assert "mean over eps 4 of the worst case" in line
+    assert "eps 1: transfer only; eps 4: transfer + white-box" in line
+    assert "Eps 1, met by no attack that sees the defense, is shown beside it and left out" in line
+
+
+def test_the_robust_mIoU_is_the_mean_over_the_eps_attacked_white_box():
+    """At eps 1 only transfer sets ran: the worst case there is the clean mIoU. A defense that
+    buys robustness with clean accuracy ranks first on the eps attacked white-box; a mean over
+    eps 1 too would rank it last."""
+    metrics, records = _run({"T": (0.6, 0.1), "robust": (0.3, 0.2)})
+    ranking = ranked_leaderboard(metrics, records, NO_CHECKS, subset="s")
+    board = ranking.board
+    assert list(board.index) == ["robust", "T"] and list(board["rank"]) == ["1", "2"]
+    for defense in ("robust", "T"):
+        assert board.at[defense, "robust mIoU"] == board.at[defense, "robust mIoU eps=4"]
+        # the interval is the eps-4 one, and eps 1 stays in the table
+        assert board.at[defense, "robust mIoU lo"] == board.at[defense, "robust mIoU eps=4 lo"]
+        assert board.at[defense, "robust mIoU eps=1"] > board.at[defense, "robust mIoU eps=4"]
+    old_mean = board[["robust mIoU eps=1", "robust mIoU eps=4"]].mean(axis=1)
+    assert old_mean["T"] > old_mean["robust"]  # what the mean over every eps would have ranked
+    assert "mean over eps 4, 95% intervals" in ranking_sentence(ranking, metrics, "s")
 
 
 def test_the_pareto_front_keeps_only_undominated_points():
@@ -228,6 +248,8 @@ def test_no_surface_is_flagged_only_beside_defenses_that_met_white_box_attacks()
     board = ranked_leaderboard(*transfer, NO_CHECKS, subset="s").board
     assert "apart" not in set(board["rank"]) and "no surface" not in "".join(board["flags"])
     assert "eps 1, 4: transfer only" in headline(transfer[0], "s")
+    assert "mean over eps 1, 4 of" in headline(transfer[0], "s")  # no white-box eps: every eps
+    assert "left out" not in headline(transfer[0], "s")
     mixed = _without_white_box(metrics, records, ["T", "e"])
     board = ranked_leaderboard(*mixed, NO_CHECKS, subset="s").board
     assert list(board.index) == ["d", "T", "e"] and list(board["rank"]) == ["1", "apart", "apart"]
@@ -253,8 +275,7 @@ def test_the_positive_control_is_compared_with_the_best_other_defense_at_each_ep
     ranking = ranked_leaderboard(metrics, records, checks, subset="s")
     lines = control_findings(ranking, {"AT": "", "TAT-vote": "AT"}, "s")
     at, vote = lines
-    # the mean over eps 1 (as good as clean) and 4 ties it with T; at eps 4 alone it holds
-    assert at.startswith("AT (s; rank 2 of 5, flags: clean -20;")
+    assert at.startswith("AT (s; rank 1 of 5, flags: clean -20;")  # first at eps 4
     assert "eps 4: " in at and "against the best other defense, jpeg " in at
     assert "higher, +" in at.split("eps 4: ")[1]
     assert "masked" not in at  # ranked apart: its number is not evidence
