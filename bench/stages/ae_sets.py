@@ -16,9 +16,10 @@ Before white-box sets are planned every surface is probed once (``bench.stages.p
 surface whose defense says ``random=True`` or is found random is attacked with EOT
 (``attack.eot_samples`` forward samples per step, part of the set's key); one whose gradient is
 found masked is also attacked by the gradient-free attack (``attack.gradient_free``) at the eps
-and on the subsets of the suite's white-box attacks. ``attack_findings`` says per defense which
-EOT, BPDA and gradient-free attack it got. The evaluation's own checks of these sets live in
-``bench.stages.evaluation_checks``.
+and on the subsets of the suite's white-box attacks, unless every defense on it ignores its input
+(then its zero gradient is the truth and nothing can move it). ``attack_findings`` says per
+defense which EOT, BPDA and gradient-free attack it got. The evaluation's own checks of these
+sets live in ``bench.stages.evaluation_checks``.
 """
 
 from __future__ import annotations
@@ -168,7 +169,8 @@ def plan_sets(ctx: RunContext) -> list[PlannedSet]:
     masked: dict[str, Target] = {}
     for spec in attack.suite:
         for target in _targets(ctx, spec, probes):
-            if target.probe is not None and target.probe.masked:
+            probe = target.probe
+            if probe is not None and probe.masked and not probe.ignores_input:
                 masked.setdefault(target.surface, target)
             planned += _sets(spec, target, attack.subsets_of(spec), attack.eps_of(spec))
     if attack.gradient_free.queries > 0:

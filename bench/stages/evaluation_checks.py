@@ -19,13 +19,12 @@ from collections.abc import Collection, Sequence
 
 import pandas as pd
 import torch
-from torch import Tensor
 
 from bench.metrics import TIE_POINTS
-from bench.scoring import checked_predict, defense_label
+from bench.scoring import defense_label
 from bench.stages.ae_sets import PlannedSet
 from bench.stages.context import RunContext
-from bench.stages.probes import answers_differ, probe_batch
+from bench.stages.probes import answers_differ, input_ignoring_rows, probe_batch
 from bench.variants import (
     CONVERGED_POINTS,
     MARK_NAMES,
@@ -93,24 +92,12 @@ def random_checks(ctx: RunContext) -> list[Finding]:
     return warnings
 
 
-@torch.no_grad()
 def input_checks(ctx: RunContext) -> list[Finding]:
     """A defense whose labels for a clean batch equal its labels for uniform noise and for the
-    same batch in reverse order ignores its input: nothing an attacker does can move it, so its
-    robust mIoU is exact but says nothing (its clean mIoU is what it costs). Each input goes to
-    every defense in turn, so defenses on the same networks share their forward passes."""
+    same batch in reverse order ignores its input (``input_ignoring_rows``): nothing an attacker
+    does can move it, so its robust mIoU is exact but says nothing (its clean mIoU is what it
+    costs)."""
     images, _ = probe_batch(ctx)
-    noise = torch.randint(
-        0, 256, images.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
-    )
-    inputs = [images, noise, images.flip(0)] if len(images) > 1 else [images, noise]
-    entries = ctx.require_defenses().entries
-    answers: dict[str, list[Tensor]] = {name: [] for name in entries}
-    for batch in inputs:
-        for name, entry in entries.items():
-            who = defense_label(name, entry.plugin)
-            prediction = checked_predict(entry.make(), batch, who, bool(entry.plugin))
-            answers[name].append(prediction.labels)
     return [
         {
             "check": "input independence",
@@ -119,8 +106,7 @@ def input_checks(ctx: RunContext) -> list[Finding]:
             "noise and for the batch reversed): its robust mIoU is exact but meaningless, no "
             "attack can move it; judge it by its clean mIoU",
         }
-        for name, labels in answers.items()
-        if all(torch.equal(labels[0], other) for other in labels[1:])
+        for name in input_ignoring_rows(ctx.require_defenses().entries, images)
     ]
 
 

@@ -3,16 +3,20 @@
 - ``masked_gradient_share``: the share of the input whose white-box gradient is zero or NaN (a
   masked surface is also attacked by the gradient-free attack);
 - ``answers_differ``: two fresh instances of a defense answer the same batch differently (a
-  random defense is attacked with EOT, whether or not its surface says ``random=True``).
+  random defense is attacked with EOT, whether or not its surface says ``random=True``);
+- ``input_ignoring_rows``: the defenses whose labels are the same for a batch, for uniform noise
+  and for the batch reversed (a masked surface whose rows all ignore their input gets no
+  gradient-free attack: its zero gradient is the truth, and nothing can move it).
 
-``probe_surfaces`` runs both once per run on every white-box surface, before the attacks stage
-plans its sets; the evaluation's checks (``bench.stages.evaluation_checks``) use the same probes.
+``probe_surfaces`` runs them once per run on every white-box surface (the input test only where
+the gradient is masked), before the attacks stage plans its sets; the evaluation's checks
+(``bench.stages.evaluation_checks``) use the same probes.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +27,7 @@ from attacks.objectives import Ensemble, ce_loss, summed_loss
 from bench import dist
 from bench.devices import module_device
 from bench.scoring import checked_predict, defense_label
-from bench.stages.context import RunContext
+from bench.stages.context import DefenseEntry, RunContext
 from defenses import Defense
 
 #: a white-box gradient that is zero or NaN on more than this share of the input is masked
@@ -59,16 +63,45 @@ def answers_differ(make: Callable[[], Defense], images: Tensor, who: str, plugin
     return not torch.equal(first.labels, second.labels)
 
 
+@torch.no_grad()
+def input_ignoring_rows(entries: Mapping[str, DefenseEntry], images: Tensor) -> list[str]:
+    """The rows of ``entries`` whose labels for ``images``, for uniform noise and for the batch
+    reversed are all the same: their output ignores their input. Each input goes to every
+    defense in turn, so defenses on the same networks share their forward passes.
+
+    Shapes:
+        images: (N, 3, H, W) uint8 gray values 0..255.
+    """
+    noise = torch.randint(
+        0, 256, images.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    inputs = [images, noise, images.flip(0)] if len(images) > 1 else [images, noise]
+    answers: dict[str, list[Tensor]] = {name: [] for name in entries}
+    for batch in inputs:
+        for name, entry in entries.items():
+            who = defense_label(name, entry.plugin)
+            prediction = checked_predict(entry.make(), batch, who, bool(entry.plugin))
+            answers[name].append(prediction.labels)
+    return [
+        name
+        for name, labels in answers.items()
+        if all(torch.equal(labels[0], other) for other in labels[1:])
+    ]
+
+
 @dataclass(frozen=True)
 class SurfaceProbe:
     """What one batch says about a white-box surface and the defense rows attacked through it.
 
     ``masked_share``: the share of the input whose gradient is zero or NaN (NaN when it could
-    not be computed); ``random_rows``: the rows whose two fresh instances answered differently.
+    not be computed); ``random_rows``: the rows whose two fresh instances answered differently;
+    ``ignores_input``: the gradient is masked and every row on the surface ignores its input
+    (``input_ignoring_rows``), so no attack, gradient-free included, can move them.
     """
 
     masked_share: float
     random_rows: tuple[str, ...]
+    ignores_input: bool = False
 
     @property
     def masked(self) -> bool:
@@ -110,5 +143,11 @@ def _probe_surfaces(ctx: RunContext) -> dict[str, SurfaceProbe]:
                 entry.make, images, defense_label(row, entry.plugin), bool(entry.plugin)
             )
         )
-        probes[key] = SurfaceProbe(masked_gradient_share(model, images, labels), random_rows)
+        share = masked_gradient_share(model, images, labels)
+        probe = SurfaceProbe(share, random_rows)
+        if probe.masked:
+            on_surface = dict(zip(rows, entries))
+            ignoring = input_ignoring_rows(on_surface, images)
+            probe = SurfaceProbe(share, random_rows, ignores_input=len(ignoring) == len(rows))
+        probes[key] = probe
     return probes

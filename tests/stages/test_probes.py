@@ -1,6 +1,6 @@
 """The probes before the attacks, and what the attacks stage plans from them: EOT for a defense
-found random (declared or not), the gradient-free attack for a masked surface only, and the
-findings that say which defense got what."""
+found random (declared or not), the gradient-free attack for a masked surface only (and not
+for one whose defense ignores its input), and the findings that say which defense got what."""
 
 from __future__ import annotations
 
@@ -43,7 +43,12 @@ def _contrast(x):
     return x / 2 + 64
 
 
-TRANSFORMS = {"quant": _quantize, "contrast": _contrast}
+def _blank(x):
+    """Every image the same: the output ignores the input, its gradient is zero."""
+    return x * 0
+
+
+TRANSFORMS = {"quant": _quantize, "contrast": _contrast, "fixed": _blank}
 
 
 class OnT:
@@ -74,7 +79,7 @@ class OnT:
 ROWS = ("plain", "noisy", "declared", "quant", "contrast")
 
 
-def _context(toy_root, tmp_path, **values) -> RunContext:
+def _context(toy_root, tmp_path, rows=ROWS, **values) -> RunContext:
     config = load_config("smoke")
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=str(toy_root)))
     config = apply_values(config, values)
@@ -83,7 +88,7 @@ def _context(toy_root, tmp_path, **values) -> RunContext:
     sha = {"T": "t" * 64, "S": "s" * 64}
     ctx = ctx.with_networks(RunNetworks({k: ForwardMemo(v) for k, v in nets.items()}, sha, {}))
     entries = {}
-    for row in ROWS:
+    for row in rows:
         surface = OnT(row, nets["T"]).attack_surface()
         make = lambda row=row: OnT(row, nets["T"])  # noqa: E731 - a fresh instance per call
         entries[row] = DefenseEntry(make, row, surface, surface_key(surface, sha))
@@ -158,6 +163,26 @@ def test_the_gradient_free_attack_only_on_the_masked_surface(toy_root, tmp_path)
     assert plan.spec.surface == _white_box(plans)["quant"].spec.surface
     off = _context(toy_root, tmp_path, **{"attack.gradient_free.queries": 0})
     assert not [p for p in plan_sets(off) if p.gradient_free]
+
+
+def test_no_gradient_free_attack_on_a_masked_surface_whose_defense_ignores_its_input(
+    toy_root, tmp_path
+):
+    """Its zero gradient is the truth: no query could move it, so none is spent (the evaluation's
+    input check flags the row instead)."""
+    ctx = _context(
+        toy_root, tmp_path, rows=("quant", "fixed"), **{"attack.gradient_free.queries": 50}
+    )
+    entries = ctx.require_defenses().entries
+    probes = probe_surfaces(ctx)
+    fixed, quant = (probes[entries[row].surface_key] for row in ("fixed", "quant"))
+    assert fixed.masked and fixed.ignores_input
+    assert quant.masked and not quant.ignores_input
+    plans = plan_sets(ctx)
+    assert [p.target.rows for p in plans if p.gradient_free] == [("quant",)]
+    assert ("fixed", "gradient-free") not in {
+        (f["subject"], f["check"]) for f in attack_findings(plans)
+    }
 
 
 def test_the_findings_say_which_eot_bpda_and_gradient_free_attack_each_defense_got(
