@@ -36,7 +36,7 @@ from bench.metrics import (
     resample_weights,
     worst_case_miou,
 )
-from bench.report.tables import headline_eps, leaderboard
+from bench.report.tables import headline_eps, leaderboard, robust_column
 from bench.scoring import COUNT_COLUMNS, stacked_counts
 from bench.variants import CLEAN, TRANSFER, WORST_CASE
 
@@ -79,6 +79,9 @@ CHECK_FLAGS: dict[str, Flag] = {
     "eot": Flag("EOT", True, "attacked with EOT (averaged over random draws)"),
     "bpda": Flag("BPDA", True, "attacked through its differentiable stand-in transform"),
     "gradient-free": Flag("square", True, "also attacked by the gradient-free random search"),
+    "gradient-free skipped": Flag(
+        "no square", True, "a zero gradient from an output that ignores its input: no square"
+    ),
     CLEAN_COST: Flag(  # the text gets the drop against T
         "clean -N", True, f"clean mIoU N points below T's (more than {CLEAN_COST_POINTS:g})"
     ),
@@ -144,11 +147,16 @@ def bootstrap_samples(
 
 
 def _robust_samples(samples: Samples, defense: str, eps: list[float]) -> np.ndarray | None:
-    """The robust mIoU (mean over the headline eps the defense has) of every resample, or
-    None."""
+    """The robust mIoU (mean over the headline eps) of every resample, or None when the
+    defense lacks one of them."""
     mine = [samples.get(defense, {}).get(e) for e in eps]
-    mine = [s for s in mine if s is not None]
-    return np.mean(mine, axis=0) if mine else None
+    return np.mean(mine, axis=0) if mine and all(s is not None for s in mine) else None
+
+
+def _by_column(mine: Mapping[object, np.ndarray]) -> dict[str, np.ndarray]:
+    """A defense's resamples of the worst case keyed by its leaderboard column (the samples
+    are keyed by the exact eps, a column name by its short form)."""
+    return {robust_column(eps): values for eps, values in mine.items() if eps != "clean"}
 
 
 @dataclass(frozen=True)
@@ -202,7 +210,6 @@ def ranked_leaderboard(
         index=board.index,
     )
     robust_columns = [c for c in board.columns if c.startswith("robust mIoU eps=")]
-    column_eps = [float(c.split("=", 1)[1]) for c in robust_columns]
     counted = headline_eps(metrics, subset)
     samples, why = bootstrap_samples(records, subset, seed)
     robust: dict[str, np.ndarray] | None = None
@@ -215,7 +222,7 @@ def ranked_leaderboard(
             if overall is not None:
                 robust[defense] = overall
             per_column = {"robust mIoU": overall, "clean": mine.get("clean")}
-            per_column.update({c: mine.get(e) for c, e in zip(robust_columns, column_eps)})
+            per_column.update({c: _by_column(mine).get(c) for c in robust_columns})
             for column, values in per_column.items():
                 bounds.setdefault(column, []).append(
                     interval(values) if values is not None else (math.nan, math.nan)
@@ -311,16 +318,16 @@ def control_findings(ranking: Ranking, controls: Mapping[str, str], subset: str)
         flags = str(board.at[row, "flags"] or "")
         parts = []
         for column in columns:
-            eps = float(column.split("=", 1)[1])
             mine = board.at[row, column]
             if math.isnan(mine):
                 continue
-            mine_values = samples.get(row, {}).get(eps)
-            text = f"eps {eps:g}: {_with_interval(mine, mine_values)}"
+            mine_values = _by_column(samples.get(row, {})).get(column)
+            text = f"{column.removeprefix('robust mIoU ').replace('=', ' ')}: "
+            text += _with_interval(mine, mine_values)
             candidates = others[column].dropna()
             if len(candidates):
                 best = str(candidates.idxmax())
-                best_values = samples.get(best, {}).get(eps)
+                best_values = _by_column(samples.get(best, {})).get(column)
                 best_flags = str(board.at[best, "flags"] or "")
                 text += (
                     f" against the best other defense, {best} "
@@ -331,7 +338,7 @@ def control_findings(ranking: Ranking, controls: Mapping[str, str], subset: str)
                 )
             partner = controls[row]
             if partner and partner in board.index and not math.isnan(board.at[partner, column]):
-                partner_values = samples.get(partner, {}).get(eps)
+                partner_values = _by_column(samples.get(partner, {})).get(column)
                 text += (
                     f"; against {partner} alone: "
                     f"{_difference(mine, board.at[partner, column], mine_values, partner_values)}"
@@ -373,6 +380,7 @@ def headline(metrics: pd.DataFrame, subset: str) -> str:
     every = sorted(e for eps in by_threats.values() for e in eps)
     counted = headline_eps(metrics, subset)
     left_out = [e for e in every if e not in counted]
+    strongest = next((t for t in reversed(THREAT_MODELS) if t in set(rows["threat"])), "")
     parts = [
         f"eps {', '.join(f'{e:g}' for e in eps)}: {' + '.join(threats)}"
         + (" only" if len(threats) == 1 else "")
@@ -383,9 +391,12 @@ def headline(metrics: pd.DataFrame, subset: str) -> str:
         f"case over every attack a defense met; {'; '.join(parts)} (a defense without an "
         "attack surface met no white-box attack)"
         + (
-            f". Eps {', '.join(f'{e:g}' for e in left_out)}, met by no attack that sees the "
-            "defense, is shown beside it and left out of the mean: there the worst case is "
-            "little below the clean mIoU, and the mean would rank clean accuracy."
+            f". The mean takes the eps of the strongest threat model run here ({strongest}); "
+            f"eps {', '.join(f'{e:g}' for e in left_out)} "
+            f"{'is' if len(left_out) == 1 else 'are'} on the board but not in it: without "
+            "that threat model a worst case is nearer the clean mIoU, and a mean over it would "
+            "rank clean accuracy. A defense without a worst case at every eps of the mean has "
+            "no robust mIoU (n/a)."
             if left_out
             else "."
         )
@@ -399,6 +410,8 @@ def ranking_sentence(ranking: Ranking, metrics: pd.DataFrame, subset: str) -> st
     apart = board[board["tier"] == 2]
 
     def shown(defense: str) -> str:
+        if math.isnan(board.at[defense, "robust mIoU"]):
+            return f"{defense} n/a"
         value = f"{defense} {board.at[defense, 'robust mIoU']:.1f}"
         if "robust mIoU lo" in board.columns and not math.isnan(
             board.at[defense, "robust mIoU lo"]
@@ -426,11 +439,12 @@ def ranking_sentence(ranking: Ranking, metrics: pd.DataFrame, subset: str) -> st
         ]
         reasons.append(f"{shown(defense)} ({'; '.join(why) or 'flagged'})")
     rows = metrics[metrics["subset"] == subset]
-    transfer_only = rows[rows["threat"] == TRANSFER].groupby("defense")["miou"].mean()
+    counted = headline_eps(metrics, subset)
+    transfer = rows[(rows["threat"] == TRANSFER) & rows["eps"].isin(counted)]
+    transfer_only = transfer.groupby("defense")["miou"].mean()
     return (
         f"Robust ranking ({subset}; worst case over every attack and threat model, mean over "
-        f"eps {', '.join(f'{e:g}' for e in headline_eps(metrics, subset))}, 95% intervals; "
-        "'=' a tie): "
+        f"eps {', '.join(f'{e:g}' for e in counted)}, 95% intervals; '=' a tie): "
         + (order or "no defense passed every check with a converged attack")
         + (
             f"; upper bounds still falling (their attacks had not converged), after those: "

@@ -16,8 +16,8 @@ Before white-box sets are planned every surface is probed once (``bench.stages.p
 surface whose defense says ``random=True`` or is found random is attacked with EOT
 (``attack.eot_samples`` forward samples per step, part of the set's key); one whose gradient is
 found masked is also attacked by the gradient-free attack (``attack.gradient_free``) at the eps
-and on the subsets of the suite's white-box attacks, unless every defense on it ignores its input
-(then its zero gradient is the truth and nothing can move it). ``attack_findings`` says per
+and on the subsets of the suite's white-box attacks, unless every defense on it ignored its input
+on the probe batch (then its zero gradient is the truth, and no query would move it). ``attack_findings`` says per
 defense which EOT, BPDA and gradient-free attack it got. The evaluation's own checks of these
 sets live in ``bench.stages.evaluation_checks``.
 """
@@ -46,7 +46,7 @@ from bench.variants import JOINT, JOINT_SOURCE, TRANSFER, WHITE_BOX, Variant
 from defenses import AttackSurface
 
 #: the kinds of ``attack_findings``: what each defense was attacked with, not warnings
-ATTACK_FINDINGS = ("eot", "bpda", "gradient-free")
+ATTACK_FINDINGS = ("eot", "bpda", "gradient-free", "gradient-free skipped")
 
 
 @dataclass(frozen=True)
@@ -244,8 +244,8 @@ def build_ae_sets(ctx: RunContext) -> list[tuple[PlannedSet, AESet]]:
 def attack_findings(plans: Sequence[PlannedSet]) -> list[dict[str, object]]:
     """What each defense row was attacked with, as findings of ``checks.csv`` (kinds
     ``ATTACK_FINDINGS``; informational, not warnings): EOT and why, BPDA through its surface's
-    ``transform`` (when that gives a gradient), the gradient-free attack and its budget. One of
-    each kind per row."""
+    ``transform`` (when that gives a gradient), the gradient-free attack and its budget (or why
+    it was skipped). One of each kind per row."""
     found: dict[tuple[str, str], str] = {}
     for plan in plans:
         target, surface = plan.target, plan.target.attack_surface
@@ -267,6 +267,13 @@ def attack_findings(plans: Sequence[PlannedSet]) -> list[dict[str, object]]:
                     (row, "bpda"),
                     f"{row} was attacked white-box through its differentiable stand-in "
                     "`transform` (BPDA)",
+                )
+            if target.probe.masked and target.probe.ignores_input:
+                found.setdefault(
+                    (row, "gradient-free skipped"),
+                    f"{row}: its gradient is zero because its output ignored its input on the "
+                    "probe batch (clean, uniform noise, reversed): no gradient-free attack was "
+                    "spent on it",
                 )
             if plan.gradient_free:
                 found.setdefault(

@@ -5,8 +5,8 @@
 - ``answers_differ``: two fresh instances of a defense answer the same batch differently (a
   random defense is attacked with EOT, whether or not its surface says ``random=True``);
 - ``input_ignoring_rows``: the defenses whose labels are the same for a batch, for uniform noise
-  and for the batch reversed (a masked surface whose rows all ignore their input gets no
-  gradient-free attack: its zero gradient is the truth, and nothing can move it).
+  and for the batch reversed (a masked surface whose rows all ignore their input on the probe
+  batch gets no gradient-free attack: its zero gradient is the truth, no query would move it).
 
 ``probe_surfaces`` runs them once per run on every white-box surface (the input test only where
 the gradient is masked), before the attacks stage plans its sets; the evaluation's checks
@@ -95,8 +95,8 @@ class SurfaceProbe:
 
     ``masked_share``: the share of the input whose gradient is zero or NaN (NaN when it could
     not be computed); ``random_rows``: the rows whose two fresh instances answered differently;
-    ``ignores_input``: the gradient is masked and every row on the surface ignores its input
-    (``input_ignoring_rows``), so no attack, gradient-free included, can move them.
+    ``ignores_input``: the gradient is masked and every row on the surface ignored its input on
+    the probe batch (``input_ignoring_rows``), so no gradient-free attack is spent on them.
     """
 
     masked_share: float

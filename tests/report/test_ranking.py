@@ -189,7 +189,9 @@ def test_the_headline_names_the_threat_models_of_each_eps():
     line = headline(metrics, "s")
     assert "mean over eps 4 of the worst case" in line
     assert "eps 1: transfer only; eps 4: transfer + white-box" in line
-    assert "Eps 1, met by no attack that sees the defense, is shown beside it and left out" in line
+    assert (
+        "strongest threat model run here (white-box); eps 1 is on the board but not in it" in line
+    )
 
 
 def test_the_robust_mIoU_is_the_mean_over_the_eps_attacked_white_box():
@@ -208,6 +210,45 @@ def test_the_robust_mIoU_is_the_mean_over_the_eps_attacked_white_box():
     old_mean = board[["robust mIoU eps=1", "robust mIoU eps=4"]].mean(axis=1)
     assert old_mean["T"] > old_mean["robust"]  # what the mean over every eps would have ranked
     assert "mean over eps 4, 95% intervals" in ranking_sentence(ranking, metrics, "s")
+
+
+def test_the_mean_takes_the_eps_of_the_strongest_threat_model_run():
+    """Joint attacks at eps 4 only, transfer at 1 and 4, no white-box: the mean is over eps 4."""
+    metrics, records = _run({"T": (0.6, 0.3), "d": (0.6, 0.4)})
+    joint_metrics = metrics["threat"] == "white-box"
+    metrics.loc[joint_metrics, "threat"] = "joint"
+    records.loc[records["threat"] == "white-box", "threat"] = "joint"
+    board = ranked_leaderboard(metrics, records, NO_CHECKS, subset="s").board
+    assert (board["robust mIoU"] == board["robust mIoU eps=4"]).all()
+    assert "mean over eps 4 of" in headline(metrics, "s") and "(joint)" in headline(metrics, "s")
+
+
+def test_a_defense_without_a_worst_case_at_a_headline_eps_has_no_robust_mIoU():
+    """A mean over fewer eps would not compare with the others': it is n/a, not a number."""
+    metrics, records = _run({"T": (0.6, 0.3), "d": (0.6, 0.4)})
+    gone = (metrics["defense"] == "d") & (metrics["eps"] == 4.0)
+    metrics = metrics[~gone]
+    records = records[~((records["defense"] == "d") & (records["eps"] == 4.0))]
+    ranking = ranked_leaderboard(metrics, records, NO_CHECKS, subset="s")
+    assert np.isnan(ranking.board.at["d", "robust mIoU"])
+    assert ranking.robust is not None and "d" not in ranking.robust
+    assert list(ranking.board.index) == ["T", "d"]
+    assert "d n/a" in ranking_sentence(ranking, metrics, "s")
+
+
+def test_intervals_and_control_lines_find_an_eps_that_is_not_a_round_number():
+    """eps 800/255 shows as 3.13725 in its column's name: its intervals are still its own."""
+    metrics, records = _run({"T": (0.6, 0.2), "AT": (0.4, 0.45)})
+    eps = 800 / 255
+    metrics.loc[metrics["eps"] == 4.0, "eps"] = eps
+    records.loc[records["eps"] == 4.0, "eps"] = eps
+    ranking = ranked_leaderboard(metrics, records, NO_CHECKS, subset="s")
+    board, column = ranking.board, f"robust mIoU eps={eps:g}"
+    assert board.at["AT", f"{column} lo"] < board.at["AT", column] < board.at["AT", f"{column} hi"]
+    assert board.at["AT", "robust mIoU lo"] == board.at["AT", f"{column} lo"]
+    (line,) = control_findings(ranking, {"AT": ""}, "s")
+    assert f"eps {eps:g}: " in line and "higher, +" in line.split(f"eps {eps:g}: ")[1]
+    assert "points [+" in line.split(f"eps {eps:g}: ")[1]  # the paired interval is there
 
 
 def test_the_pareto_front_keeps_only_undominated_points():
@@ -249,7 +290,7 @@ def test_no_surface_is_flagged_only_beside_defenses_that_met_white_box_attacks()
     assert "apart" not in set(board["rank"]) and "no surface" not in "".join(board["flags"])
     assert "eps 1, 4: transfer only" in headline(transfer[0], "s")
     assert "mean over eps 1, 4 of" in headline(transfer[0], "s")  # no white-box eps: every eps
-    assert "left out" not in headline(transfer[0], "s")
+    assert "not in it" not in headline(transfer[0], "s")
     mixed = _without_white_box(metrics, records, ["T", "e"])
     board = ranked_leaderboard(*mixed, NO_CHECKS, subset="s").board
     assert list(board.index) == ["d", "T", "e"] and list(board["rank"]) == ["1", "apart", "apart"]

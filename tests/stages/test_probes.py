@@ -16,7 +16,7 @@ from bench.scoring import ForwardMemo
 from bench.stages.ae_sets import attack_findings, build_ae_sets, plan_sets
 from bench.stages.context import DefenseEntry, RunContext, RunDefenses, RunNetworks
 from bench.stages.defense_rows import surface_key
-from bench.stages.evaluation_checks import random_checks
+from bench.stages.evaluation_checks import input_checks, random_checks
 from bench.stages.probes import answers_differ, masked_gradient_share, probe_surfaces
 from bench.store.rundir import RunDir
 from bench.variants import WHITE_BOX
@@ -180,9 +180,11 @@ def test_no_gradient_free_attack_on_a_masked_surface_whose_defense_ignores_its_i
     assert quant.masked and not quant.ignores_input
     plans = plan_sets(ctx)
     assert [p.target.rows for p in plans if p.gradient_free] == [("quant",)]
-    assert ("fixed", "gradient-free") not in {
-        (f["subject"], f["check"]) for f in attack_findings(plans)
-    }
+    by = {(f["subject"], f["check"]): f["message"] for f in attack_findings(plans)}
+    assert ("fixed", "gradient-free") not in by
+    assert "no gradient-free attack was spent" in by["fixed", "gradient-free skipped"]
+    assert ("quant", "gradient-free skipped") not in by
+    assert [w["subject"] for w in input_checks(ctx)] == ["fixed"]  # it is flagged instead
 
 
 def test_the_findings_say_which_eot_bpda_and_gradient_free_attack_each_defense_got(
