@@ -13,6 +13,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.text import Text
 
 from bench.data.labels import colorize
 from bench.files import atomic_write
@@ -169,16 +170,9 @@ def plot_clean_vs_robust(
         return False
     trusted = rows[rows["trusted"].astype(bool)]
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for defense, row in rows.iterrows():
+    for _, row in rows.iterrows():
         style = {"color": "tab:blue"} if row["trusted"] else {"facecolors": "none"}
         ax.scatter(row["clean"], row["robust mIoU"], edgecolors="tab:blue", **style)
-        ax.annotate(
-            f"{defense}" + (f" ({row['flags']})" if row["flags"] else ""),
-            (row["clean"], row["robust mIoU"]),
-            fontsize=7,
-            xytext=(3, 3),
-            textcoords="offset points",
-        )
     if len(trusted):
         front = trusted[
             pareto_front(trusted["clean"].to_numpy(), trusted["robust mIoU"].to_numpy())
@@ -195,5 +189,38 @@ def plot_clean_vs_robust(
     )
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    labels = [f"{d}" + (f" ({row['flags']})" if row["flags"] else "") for d, row in rows.iterrows()]
+    _label_points(ax, rows[["clean", "robust mIoU"]].to_numpy(float), labels)
     _save(fig, path)
     return True
+
+
+def _label_points(ax: plt.Axes, points: np.ndarray, labels: Sequence[str]) -> None:
+    """Label each point (data coordinates, (N, 2)) beside it, towards the middle of the axes; a
+    label that would cover one already placed moves down a line, with a leader line back to its
+    point, so a cluster of defenses stays readable. Call after the layout is set."""
+    renderer = ax.figure.canvas.get_renderer()
+    line = 8.0  # points: one line of the 7-point labels
+    at = ax.transData.transform(points)
+    middle = ax.transAxes.transform((0.5, 0.5))[0]
+    placed: list = []  # the window extents of the labels placed so far
+    for i in np.argsort(-at[:, 1], kind="stable"):
+        side = 1 if at[i, 0] < middle else -1
+        drop = 0.0
+        for _ in range(len(labels) + 1):  # each placed label can push it down once at most
+            label = ax.annotate(
+                labels[i],
+                tuple(points[i]),
+                fontsize=7,
+                xytext=((12 if drop else 3) * side, 3 - drop),
+                textcoords="offset points",
+                ha="left" if side > 0 else "right",
+                arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "gray"} if drop else None,
+            )
+            label.update_positions(renderer)
+            box = Text.get_window_extent(label, renderer)  # the text alone, not its leader
+            if not any(box.overlaps(other) for other in placed):
+                break
+            label.remove()
+            drop += line
+        placed.append(box)

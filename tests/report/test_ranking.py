@@ -1,5 +1,6 @@
 """The ranked leaderboard: the bootstrap against a plain-loop reference, ties, flags on the rows
-(a flagged defense never above a trusted one), the clean cost, the headline and the Pareto front."""
+(a flagged defense never above a trusted one), the clean cost, the headline, the Pareto front
+and the labels of its plot."""
 
 from __future__ import annotations
 
@@ -322,3 +323,32 @@ def test_the_positive_control_is_compared_with_the_best_other_defense_at_each_ep
     assert "masked" not in at  # ranked apart: its number is not evidence
     assert "against AT alone: a tie, +0.0 points [+0.0, +0.0]" in vote
     assert control_findings(ranking, {"absent": ""}, "s") == []
+
+
+def test_labels_of_a_cluster_of_defenses_do_not_cover_each_other():
+    """Six defenses within 1.5 points of each other (the votes and T of the default run): each
+    label is placed where no other label's text is."""
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    from bench.report.plots import _label_points
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    points = np.array(
+        [[44.8, 4.7], [44.8, 4.3], [44.8, 4.2], [44.8, 3.9], [44.6, 3.8], [44.8, 3.5]]
+    )
+    points = np.concatenate([points, [[19.6, 12.1], [30.0, 3.2], [28.0, 2.4]]])
+    ax.scatter(points[:, 0], points[:, 1])
+    fig.tight_layout()
+    labels = [f"defense {i} (not converged)" for i in range(len(points))]
+    _label_points(ax, points, labels)
+    renderer = fig.canvas.get_renderer()
+    texts = [t for t in ax.texts if t.get_text() in labels]
+    assert sorted(t.get_text() for t in texts) == sorted(labels)  # one label each, none left over
+    boxes = []
+    for text in texts:
+        text.update_positions(renderer)
+        boxes.append(Text.get_window_extent(text, renderer))
+    for i, a in enumerate(boxes):
+        assert not any(a.overlaps(b) for b in boxes[i + 1 :])
+    plt.close(fig)
