@@ -7,7 +7,9 @@ kind it does not list (a check added later) shows as its own name and counts as 
 defense with a flag that does not count is ranked apart, after every trusted one, with the
 reason: a flagged defense never ranks above a trusted one. A provisional flag ("not converged":
 an upper bound still falling) ranks a defense after every trusted one without it, among its
-kind, so a number still falling never stands above a final one.
+kind, so a number still falling never stands above a final one, unless what is final of it
+already beats that one: its floor, the robust mIoU with every eps still falling counted as 0 (no
+mIoU is lower), above the final number by more than the noise.
 
 Intervals come from a paired bootstrap over images (``bench.metrics.resample_weights``): each
 resample pools the per-image intersections and unions of ``records.csv``; for the worst case the
@@ -36,7 +38,7 @@ from bench.metrics import (
     resample_weights,
     worst_case_miou,
 )
-from bench.report.tables import headline_eps, leaderboard, robust_column
+from bench.report.tables import budget_fall, headline_eps, leaderboard, robust_column
 from bench.scoring import COUNT_COLUMNS, stacked_counts
 from bench.variants import CLEAN, TRANSFER, WORST_CASE
 
@@ -55,7 +57,8 @@ class Flag:
     trusted: bool
     meaning: str
     #: the robust mIoU counts, but as an upper bound still falling: ranked after every
-    #: defense without such a flag, among its kind (a number never shown as if final)
+    #: defense without such a flag, among its kind (a number never shown as if final), unless
+    #: its floor beats that defense (``_order``)
     provisional: bool = False
 
 
@@ -188,12 +191,16 @@ def ranked_leaderboard(
     *,
     subset: str,
     seed: int = 0,
+    marks: pd.DataFrame | None = None,
 ) -> Ranking:
     """The leaderboard of ``subset`` (``bench.report.tables.leaderboard``) ranked: trusted
-    defenses by robust mIoU, then the ones ranked apart. Columns added: ``rank`` (ties share
-    it; ``apart`` for the untrusted), ``tie`` ("=" when tied with the row above), ``flags``,
-    ``trusted``, ``clean drop vs T`` and a 95% interval (``<column> lo`` / ``hi``) for every
-    robust mIoU and the clean mIoU when the records hold per-image counts."""
+    defenses by robust mIoU, then the ones ranked apart; an upper bound still falling after the
+    final numbers unless what is final of it beats them (``_order``; ``marks``: the rows of the
+    worst case at the budget's marks, which say per eps what converged; none: nothing did).
+    Columns added: ``rank`` (ties share it; ``apart`` for the untrusted), ``tie`` ("=" when tied
+    with the row above), ``flags``, ``trusted``, ``clean drop vs T``, ``robust mIoU floor`` (of
+    the upper bounds still falling, when there are some) and a 95% interval (``<column> lo`` /
+    ``hi``) for every robust mIoU and the clean mIoU when the records hold per-image counts."""
     board = leaderboard(metrics, subset=subset)
     if board.empty:
         return Ranking(board, [], None)
@@ -230,9 +237,11 @@ def ranked_leaderboard(
         for column, pairs in bounds.items():
             board[f"{column} lo"] = [low for low, _ in pairs]
             board[f"{column} hi"] = [high for _, high in pairs]
-    board = board.assign(tier=tier).sort_values(
-        ["tier", "robust mIoU"], ascending=[True, False], na_position="last"
-    )
+    no_marks = pd.DataFrame(columns=["defense", "subset", "eps", "attack", "miou", "threat"])
+    floor = _floors(board, tier, no_marks if marks is None else marks, subset, counted, samples)
+    if floor:
+        board["robust mIoU floor"] = pd.Series({d: value for d, (value, _) in floor.items()})
+    board = board.assign(tier=tier).loc[_order(board, tier, floor, robust)]
     ranks, ties = [], []
     for position, defense in enumerate(board.index):
         previous = board.index[position - 1] if position else None
@@ -253,6 +262,7 @@ def ranked_leaderboard(
     board.insert(0, "rank", ranks)
     board.insert(1, "tie", ties)
     leading = ["rank", "tie", "flags", "robust mIoU", "robust mIoU lo", "robust mIoU hi"]
+    leading += ["robust mIoU floor"]
     for column in robust_columns:
         leading += [column, f"{column} lo", f"{column} hi"]
     leading += ["clean", "clean lo", "clean hi", "clean drop vs T", "threat models", "trusted"]
@@ -269,6 +279,65 @@ def ranked_leaderboard(
         f"{TIE_POINTS:g} point apart."
     )
     return Ranking(board, notes, robust, samples)
+
+
+def _floors(
+    board: pd.DataFrame,
+    tier: pd.Series,
+    marks: pd.DataFrame,
+    subset: str,
+    counted: list[float],
+    samples: Samples | None,
+) -> dict[str, tuple[float, np.ndarray | None]]:
+    """What the evaluation guarantees of each upper bound still falling (tier 1): its robust
+    mIoU with every eps not shown converged by its marks counted as 0, no mIoU being lower (and
+    its resamples, None without). Its converged eps are final numbers, so this floor is one
+    too."""
+    fall = budget_fall(marks)
+    fall = fall[(fall["subset"] == subset) & fall["converged"]]
+    floors: dict[str, tuple[float, np.ndarray | None]] = {}
+    for defense in tier[tier == 1].index:
+        falling = set(counted) - set(fall.loc[fall["defense"] == defense, "eps"])
+        values = [0.0 if e in falling else board.at[defense, robust_column(e)] for e in counted]
+        mine = (samples or {}).get(defense, {})
+        resampled = [np.zeros(1) if e in falling else mine.get(e) for e in counted]
+        together = (
+            np.mean(np.broadcast_arrays(*resampled), axis=0)
+            if samples is not None and all(r is not None for r in resampled) and resampled
+            else None
+        )
+        floors[defense] = (float(np.mean(values)) if values else math.nan, together)
+    return floors
+
+
+def _order(
+    board: pd.DataFrame,
+    tier: pd.Series,
+    floor: Mapping[str, tuple[float, np.ndarray | None]],
+    robust: Mapping[str, np.ndarray] | None,
+) -> list[str]:
+    """The rows in ranked order: the final numbers (tier 0) by robust mIoU; each upper bound
+    still falling (tier 1) right above the first of them that its floor beats (the interval of
+    the paired difference above 0; without resamples by more than ``TIE_POINTS``), the rest
+    after every final number, by robust mIoU; the defenses ranked apart (tier 2) last."""
+
+    def by_value(level: int) -> list[str]:
+        rows = board[tier == level]
+        return list(rows.sort_values("robust mIoU", ascending=False, na_position="last").index)
+
+    def beats(upper: str, final: str) -> bool:
+        value, values = floor[upper]
+        theirs = robust.get(final) if robust is not None else None
+        if values is not None and theirs is not None:
+            return interval(values - theirs)[0] > 0
+        return value - board.at[final, "robust mIoU"] > TIE_POINTS
+
+    finals, uppers = by_value(0), by_value(1)
+    slot = {u: next((f for f in finals if beats(u, f)), None) for u in uppers}
+    order = []
+    for final in finals:
+        order += [u for u in uppers if slot[u] == final] + [final]
+    return order + [u for u in uppers if slot[u] is None] + by_value(2)
 
 
 def _with_interval(value: float, values: np.ndarray | None) -> str:
@@ -364,7 +433,12 @@ def _legend(flags: Mapping[str, list[Flag]]) -> str:
     parts = [
         f"{CHECK_FLAGS[CLEAN_COST].text if f.text.startswith('clean ') else f.text}: {meaning}"
         + ("" if f.trusted else " (ranked apart)")
-        + (" (ranked after the defenses without it)" if f.provisional else "")
+        + (
+            " (ranked after the defenses without it, unless its floor, the robust mIoU with its "
+            "eps still falling counted as 0, beats them)"
+            if f.provisional
+            else ""
+        )
         for meaning, f in seen.items()
     ]
     return "Flags: " + "; ".join(parts) + "."
@@ -420,16 +494,24 @@ def ranking_sentence(ranking: Ranking, metrics: pd.DataFrame, subset: str) -> st
             value += f"{board.at[defense, 'robust mIoU hi']:.1f}]"
         return value
 
-    def ordered(tier: int) -> str:
-        rows = board[board["tier"] == tier]
+    def ordered(rows: pd.DataFrame, among_finals: bool) -> str:
         order = ""
         for position, defense in enumerate(rows.index):
             if position:
                 order += " = " if rows.at[defense, "tie"] == "=" else " > "
             order += shown(defense)
+            if among_finals and rows.at[defense, "tier"] == 1:  # its floor beat the next final
+                order += (
+                    f" (still falling; at least {rows.at[defense, 'robust mIoU floor']:.1f} with "
+                    "its eps still falling at 0)"
+                )
         return order
 
-    order, falling = ordered(0), ordered(1)
+    sound = board[board["tier"] < 2]
+    finals = [position for position, d in enumerate(sound.index) if sound.at[d, "tier"] == 0]
+    last_final = finals[-1] + 1 if finals else 0
+    order = ordered(sound.iloc[:last_final], among_finals=True)
+    falling = ordered(sound.iloc[last_final:], among_finals=False)
     reasons = []
     for defense in apart.index:
         why = [

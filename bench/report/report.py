@@ -37,7 +37,13 @@ from bench.report.ranking import (
     ranked_leaderboard,
     ranking_sentence,
 )
-from bench.report.tables import detection_table, headline_eps, metric_table, paper_numbers
+from bench.report.tables import (
+    budget_fall,
+    detection_table,
+    headline_eps,
+    metric_table,
+    paper_numbers,
+)
 from bench.store.rundir import (
     CHECKS_FILE,
     METRICS_FILE,
@@ -424,15 +430,21 @@ def _leaderboards(
     return parts
 
 
-def _convergence(config: RunConfig, folder: Path, tables_dir: Path, plots_dir: Path) -> list[str]:
-    """Per subset, the worst case of every defense at the marks of the attacks' budgets (a table
-    and a plot), each marked converged or still falling; the report's lines for them."""
+def _marks(config: RunConfig, folder: Path) -> pd.DataFrame:
+    """The worst case of every defense at the marks of the attacks' budgets (the metrics rows
+    of threat ``WORST_CASE_AT_MARK``) at the config's subsets and eps."""
     raw = read_table(folder / METRICS_FILE, [*ROW_COLUMNS, "miou"])
-    marks = raw[
+    return raw[
         (raw["threat"] == WORST_CASE_AT_MARK)
         & raw["subset"].isin(config.attack.subsets)
         & raw["eps"].isin(_eps(config))
     ]
+
+
+def _convergence(config: RunConfig, folder: Path, tables_dir: Path, plots_dir: Path) -> list[str]:
+    """Per subset, the worst case of every defense at the marks of the attacks' budgets (a table
+    and a plot), each marked converged or still falling; the report's lines for them."""
+    marks = _marks(config, folder)
     parts: list[str] = []
     for subset in dict.fromkeys(marks["subset"]):
         rows = marks[marks["subset"] == subset]
@@ -440,16 +452,18 @@ def _convergence(config: RunConfig, folder: Path, tables_dir: Path, plots_dir: P
             index="defense", columns=["eps", "attack"], values="miou", sort=False
         )
         board = pd.DataFrame(index=pd.Index(list(dict.fromkeys(rows["defense"])), name="defense"))
+        fall = budget_fall(rows)
         for eps in sorted(set(rows["eps"])):
             for mark in MARK_NAMES:
                 board[f"eps={eps:g} at {mark}"] = table.get((eps, mark))
-            fell = (
-                board[f"eps={eps:g} at {MARK_NAMES[-2]}"]
-                - board[f"eps={eps:g} at {MARK_NAMES[-1]}"]
-            )
+            at_eps = fall[fall["eps"] == eps].set_index("defense")
             board[f"eps={eps:g} converged"] = [
-                "yes" if f <= CONVERGED_POINTS else f"no: fell {f:.1f} over the second half"
-                for f in fell
+                "n/a"
+                if d not in at_eps.index
+                else "yes"
+                if at_eps.at[d, "converged"]
+                else f"no: fell {at_eps.at[d, 'fell']:.1f} over the second half"
+                for d in board.index
             ]
         iterations = "; ".join(dict.fromkeys(rows["source"]))
         parts += [
@@ -499,8 +513,11 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
         if config.data.test_subset in config.attack.subsets
         else config.attack.subsets[-1]
     )
+    marks = _marks(config, folder)
     rankings = {
-        subset: ranked_leaderboard(metrics, records, checks, subset=subset, seed=config.seed)
+        subset: ranked_leaderboard(
+            metrics, records, checks, subset=subset, seed=config.seed, marks=marks
+        )
         for subset in config.attack.subsets
     }
     adaptive = adaptive_findings(config, metrics, records, adaptive_subset)

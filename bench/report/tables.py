@@ -16,7 +16,14 @@ import numpy as np
 import pandas as pd
 
 from bench.config import THREAT_MODELS
-from bench.variants import WHITE_BOX, WORST_CASE, Variant
+from bench.variants import (
+    CONVERGED_POINTS,
+    MARK_NAMES,
+    WHITE_BOX,
+    WORST_CASE,
+    WORST_CASE_AT_MARK,
+    Variant,
+)
 
 PAPER_TABLES = Path(__file__).parent / "paper" / "paper_tables.csv"
 PAPER_DELTAS = (0.0, 0.1, 0.2, 0.5)
@@ -133,6 +140,21 @@ def threat_models(rows: pd.DataFrame) -> str:
 def robust_column(eps: float) -> str:
     """The leaderboard's column of the worst case at ``eps``."""
     return f"robust mIoU eps={eps:g}"
+
+
+def budget_fall(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per defense, subset and eps with marks (``WORST_CASE_AT_MARK`` rows), how far its worst
+    case fell from the mark at half the budget to the end (``fell``, mIoU points; NaN without
+    both marks) and whether that is ``converged`` (at most ``CONVERGED_POINTS``): one row each,
+    columns defense, subset, eps, fell, converged."""
+    marks = metrics[metrics["threat"] == WORST_CASE_AT_MARK]
+    half, end = MARK_NAMES[-2], MARK_NAMES[-1]
+    rows = []
+    for (defense, subset, eps), group in marks.groupby(["defense", "subset", "eps"], sort=False):
+        miou = group.set_index("attack")["miou"]
+        fell = float(miou.get(half, math.nan) - miou.get(end, math.nan))
+        rows.append((defense, subset, float(eps), fell, not fell > CONVERGED_POINTS))
+    return pd.DataFrame(rows, columns=["defense", "subset", "eps", "fell", "converged"])
 
 
 def headline_eps(metrics: pd.DataFrame, subset: str) -> list[float]:

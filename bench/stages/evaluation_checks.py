@@ -14,24 +14,18 @@ data stage's, whose subject is the data root.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Sequence
 
 import pandas as pd
 import torch
 
 from bench.metrics import TIE_POINTS
+from bench.report.tables import budget_fall
 from bench.scoring import defense_label
 from bench.stages.ae_sets import PlannedSet
 from bench.stages.context import RunContext
 from bench.stages.probes import answers_differ, input_ignoring_rows, probe_batch
-from bench.variants import (
-    CONVERGED_POINTS,
-    MARK_NAMES,
-    TRANSFER,
-    WHITE_BOX,
-    WORST_CASE_AT_MARK,
-)
+from bench.variants import TRANSFER, WHITE_BOX
 
 #: the columns of ``checks.csv``; ``subset`` only where a finding holds for one subset alone
 CHECK_COLUMNS = ["check", "subject", "message", "subset"]
@@ -135,26 +129,20 @@ def weaker_checks(metrics: pd.DataFrame) -> list[Finding]:
 
 def convergence_checks(metrics: pd.DataFrame) -> list[Finding]:
     """A defense whose worst case (``bench.stages.results.mark_worst_case_rows``) fell by more
-    than ``CONVERGED_POINTS`` from the mark at half the budget to the end: its robust mIoU is an
-    upper bound still falling, not a final number."""
-    warnings = []
-    marks = metrics[metrics["threat"] == WORST_CASE_AT_MARK]
-    half, end = MARK_NAMES[-2], MARK_NAMES[-1]
-    for (defense, subset, eps), group in marks.groupby(["defense", "subset", "eps"], sort=False):
-        miou = group.set_index("attack")["miou"]
-        fell = float(miou.get(half, math.nan) - miou.get(end, math.nan))
-        if fell > CONVERGED_POINTS:
-            warnings.append(
-                {
-                    "check": "not converged",
-                    "subject": defense,
-                    "subset": subset,
-                    "message": f"{defense} on {subset} at eps {eps:g}: worst case fell by "
-                    f"{fell:.1f} points over the second half of the budget: an upper bound "
-                    "still falling",
-                }
-            )
-    return warnings
+    than ``CONVERGED_POINTS`` from the mark at half the budget to the end (``budget_fall``): its
+    robust mIoU is an upper bound still falling, not a final number."""
+    falling = budget_fall(metrics)
+    return [
+        {
+            "check": "not converged",
+            "subject": row.defense,
+            "subset": row.subset,
+            "message": f"{row.defense} on {row.subset} at eps {row.eps:g}: worst case fell by "
+            f"{row.fell:.1f} points over the second half of the budget: an upper bound still "
+            "falling",
+        }
+        for row in falling[~falling["converged"]].itertuples()
+    ]
 
 
 def data_checks(root: str, warnings: Sequence[str]) -> list[Finding]:

@@ -74,12 +74,18 @@ def _counts(rng, n_images: int, quality: float) -> np.ndarray:
     return np.concatenate([inter, union, correct, valid], 1).astype(np.int64)
 
 
-def _run(qualities: dict[str, tuple[float, float]], n_images: int = 30, seed: int = 0):
-    """Records and metrics of defenses whose clean and white-box (eps 4) quality are given,
-    with transfer sets at eps 1 and 4 as good as clean."""
+def _run(
+    qualities: dict[str, tuple[float, float]],
+    n_images: int = 30,
+    seed: int = 0,
+    white_box_eps: tuple[float, ...] = (4.0,),
+):
+    """Records and metrics of defenses whose clean and white-box (at ``white_box_eps``) quality
+    are given, with transfer sets at eps 1 and 4 as good as clean."""
     rng = np.random.default_rng(seed)
     variants = [("clean", "clean", "clean", 0.0), ("transfer", "llcm", "T", 1.0)]
-    variants += [("transfer", "llcm", "T", 4.0), ("white-box", "apgd", "T", 4.0)]
+    variants += [("transfer", "llcm", "T", 4.0)]
+    variants += [("white-box", "apgd", "T", eps) for eps in white_box_eps]
     records, metrics = [], []
     for defense, (clean, attacked) in qualities.items():
         for threat, attack, source, eps in variants:
@@ -164,6 +170,54 @@ def test_a_worst_case_still_falling_ranks_after_the_converged_and_before_the_uns
     sentence = ranking_sentence(ranking, metrics, "s")
     assert sentence.index("final") < sentence.index("still falling") < sentence.index("falling ")
     assert "falling" not in sentence.split("ranked apart", 1)[1]
+
+
+def _marks(falls: dict[str, dict[float, float]]) -> pd.DataFrame:
+    """Worst-case rows at the budget's marks: per defense and eps, how far it fell over the
+    second half (from 10 + fell at 1/2 to 10 at 1/1)."""
+    rows = []
+    for defense, by_eps in falls.items():
+        for eps, fell in by_eps.items():
+            for mark, miou in (("1/4", 30.0), ("1/2", 10.0 + fell), ("1/1", 10.0)):
+                rows.append(
+                    {
+                        "defense": defense,
+                        "subset": "s",
+                        "threat": "worst-case-at-mark",
+                        "attack": mark,
+                        "source": "apgd 5/10",
+                        "eps": eps,
+                        "miou": miou,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_an_upper_bound_whose_final_eps_alone_beat_a_final_number_ranks_above_it():
+    """White-box at eps 1 and 4. 'strong' converged at eps 1 and is still falling at eps 4: even
+    at 0 there its mean (about 55 / 2) beats 'final' (about 20, converged at both): it ranks
+    above it. 'weak' (about 35 / 2 at best) cannot be shown above 'final': it ranks after."""
+    metrics, records = _run(
+        {"strong": (0.6, 0.55), "weak": (0.6, 0.35), "final": (0.6, 0.2)},
+        white_box_eps=(1.0, 4.0),
+    )
+    checks = pd.DataFrame(
+        [{"check": "not converged", "subject": d, "message": "m"} for d in ("strong", "weak")]
+    )
+    falls = {"strong": {1.0: 0.0, 4.0: 5.0}, "weak": {1.0: 0.0, 4.0: 5.0}, "final": {4.0: 0.0}}
+    ranking = ranked_leaderboard(metrics, records, checks, subset="s", marks=_marks(falls))
+    board = ranking.board
+    assert list(board.index) == ["strong", "final", "weak"]
+    assert list(board["rank"]) == ["1", "2", "3"]
+    floor = board["robust mIoU floor"]
+    assert floor["strong"] == pytest.approx(board.at["strong", "robust mIoU eps=1"] / 2)
+    assert floor["strong"] > board.at["final", "robust mIoU"] > floor["weak"]
+    sentence = ranking_sentence(ranking, metrics, "s")
+    assert sentence.index("strong") < sentence.index("final") < sentence.index("after those")
+    assert "still falling; at least" in sentence.split("final", 1)[0]
+    # without the marks nothing is known converged: every floor is 0, both rank after 'final'
+    unknown = ranked_leaderboard(metrics, records, checks, subset="s").board
+    assert list(unknown.index) == ["final", "strong", "weak"]
 
 
 def test_the_clean_cost_against_t_is_shown_and_flagged_beyond_five_points():
