@@ -241,19 +241,15 @@ def ranked_leaderboard(
     floor = _floors(board, tier, no_marks if marks is None else marks, subset, counted, samples)
     if floor:
         board["robust mIoU floor"] = pd.Series({d: value for d, (value, _) in floor.items()})
-    board = board.assign(tier=tier).loc[_order(board, tier, floor, robust)]
+    board = board.assign(tier=tier)
+    order = _Order(board, floor, robust)
+    board = board.loc[order.rows()]
+    finals = [i for i, d in enumerate(board.index) if board.at[d, "tier"] == 0]
+    last_final = finals[-1] if finals else -1
     ranks, ties = [], []
     for position, defense in enumerate(board.index):
         previous = board.index[position - 1] if position else None
-        tie = previous is not None and bool(
-            board.at[previous, "tier"] == board.at[defense, "tier"]
-            and _tied(
-                robust.get(previous) if robust is not None else None,
-                robust.get(defense) if robust is not None else None,
-                board.at[previous, "robust mIoU"],
-                board.at[defense, "robust mIoU"],
-            )
-        )
+        tie = previous is not None and order.tied(previous, defense, position <= last_final)
         ties.append("=" if tie else "")
         if not board.at[defense, "trusted"]:
             ranks.append("apart")
@@ -289,14 +285,17 @@ def _floors(
     counted: list[float],
     samples: Samples | None,
 ) -> dict[str, tuple[float, np.ndarray | None]]:
-    """What the evaluation guarantees of each upper bound still falling (tier 1): its robust
-    mIoU with every eps not shown converged by its marks counted as 0, no mIoU being lower (and
-    its resamples, None without). Its converged eps are final numbers, so this floor is one
-    too."""
+    """What the run already shows final of each upper bound still falling (tier 1): its robust
+    mIoU with every eps its marks do not show converged counted as 0, no mIoU being lower (and
+    its resamples, None without). Its converged eps count as final by the same rule as a
+    converged defense's. NaN for a defense without a robust mIoU (n/a)."""
     fall = budget_fall(marks)
     fall = fall[(fall["subset"] == subset) & fall["converged"]]
     floors: dict[str, tuple[float, np.ndarray | None]] = {}
     for defense in tier[tier == 1].index:
+        if math.isnan(board.at[defense, "robust mIoU"]):
+            floors[defense] = (math.nan, None)
+            continue
         falling = set(counted) - set(fall.loc[fall["defense"] == defense, "eps"])
         values = [0.0 if e in falling else board.at[defense, robust_column(e)] for e in counted]
         mine = (samples or {}).get(defense, {})
@@ -310,34 +309,69 @@ def _floors(
     return floors
 
 
-def _order(
-    board: pd.DataFrame,
-    tier: pd.Series,
-    floor: Mapping[str, tuple[float, np.ndarray | None]],
-    robust: Mapping[str, np.ndarray] | None,
-) -> list[str]:
-    """The rows in ranked order: the final numbers (tier 0) by robust mIoU; each upper bound
-    still falling (tier 1) right above the first of them that its floor beats (the interval of
-    the paired difference above 0; without resamples by more than ``TIE_POINTS``), the rest
-    after every final number, by robust mIoU; the defenses ranked apart (tier 2) last."""
+class _Order:
+    """The ranked order of a board's rows (``tier`` 0: final numbers, 1: upper bounds still
+    falling, 2: ranked apart) and which neighbours tie.
 
-    def by_value(level: int) -> list[str]:
-        rows = board[tier == level]
+    The final numbers rank by robust mIoU. An upper bound still falling goes right above the
+    first group of tied final numbers that its floor (``_floors``) beats, every member of it
+    (the interval of the paired difference above 0; without resamples by more than
+    ``TIE_POINTS``); the others go after every final number, by robust mIoU, as before; the
+    defenses ranked apart last. Among the final numbers, a row ties with the one above it unless
+    the one above is known to be higher: for a final number its robust mIoU, for an upper bound
+    its floor, must beat the row's robust mIoU. After the last final number the upper bounds tie
+    by their robust mIoU alone, as upper bounds ranked among themselves."""
+
+    def __init__(
+        self,
+        board: pd.DataFrame,
+        floor: Mapping[str, tuple[float, np.ndarray | None]],
+        robust: Mapping[str, np.ndarray] | None,
+    ) -> None:
+        self.board, self.floor, self.robust = board, floor, robust or {}
+
+    def _value(self, defense: str) -> tuple[float, np.ndarray | None]:
+        return self.board.at[defense, "robust mIoU"], self.robust.get(defense)
+
+    def above(self, upper: str, lower: str) -> bool:
+        """``upper`` is known to rank above ``lower``: what is final of it beats ``lower``'s
+        robust mIoU (an upper bound of it, if ``lower`` is still falling)."""
+        mine = self.floor[upper] if self.board.at[upper, "tier"] == 1 else self._value(upper)
+        (value, values), (theirs, their_values) = mine, self._value(lower)
+        if values is not None and their_values is not None:
+            return interval(values - their_values)[0] > 0
+        return value - theirs > TIE_POINTS
+
+    def tied(self, previous: str, defense: str, among_finals: bool) -> bool:
+        """Whether ``defense`` ties with the row above it (the '=' of the board)."""
+        tiers = {self.board.at[previous, "tier"], self.board.at[defense, "tier"]}
+        if len(tiers) > 1 and (not among_finals or 2 in tiers):
+            return False
+        if among_finals and 1 in tiers:
+            return not self.above(previous, defense)
+        (value, values), (theirs, their_values) = self._value(previous), self._value(defense)
+        return _tied(values, their_values, value, theirs)
+
+    def _by_value(self, level: int) -> list[str]:
+        rows = self.board[self.board["tier"] == level]
         return list(rows.sort_values("robust mIoU", ascending=False, na_position="last").index)
 
-    def beats(upper: str, final: str) -> bool:
-        value, values = floor[upper]
-        theirs = robust.get(final) if robust is not None else None
-        if values is not None and theirs is not None:
-            return interval(values - theirs)[0] > 0
-        return value - board.at[final, "robust mIoU"] > TIE_POINTS
-
-    finals, uppers = by_value(0), by_value(1)
-    slot = {u: next((f for f in finals if beats(u, f)), None) for u in uppers}
-    order = []
-    for final in finals:
-        order += [u for u in uppers if slot[u] == final] + [final]
-    return order + [u for u in uppers if slot[u] is None] + by_value(2)
+    def rows(self) -> list[str]:
+        finals, uppers = self._by_value(0), self._by_value(1)
+        groups: list[list[str]] = []
+        for position, final in enumerate(finals):
+            if position and self.tied(finals[position - 1], final, True):
+                groups[-1].append(final)
+            else:
+                groups.append([final])
+        slot = {
+            u: next((g[0] for g in groups if all(self.above(u, f) for f in g)), None)
+            for u in uppers
+        }
+        order = []
+        for final in finals:
+            order += [u for u in uppers if slot[u] == final] + [final]
+        return order + [u for u in uppers if slot[u] is None] + self._by_value(2)
 
 
 def _with_interval(value: float, values: np.ndarray | None) -> str:
@@ -435,7 +469,8 @@ def _legend(flags: Mapping[str, list[Flag]]) -> str:
         + ("" if f.trusted else " (ranked apart)")
         + (
             " (ranked after the defenses without it, unless its floor, the robust mIoU with its "
-            "eps still falling counted as 0, beats them)"
+            "eps still falling counted as 0, beats some: then right above the first group of "
+            "tied ones it beats, tied with the row above unless that is known higher)"
             if f.provisional
             else ""
         )
@@ -501,10 +536,7 @@ def ranking_sentence(ranking: Ranking, metrics: pd.DataFrame, subset: str) -> st
                 order += " = " if rows.at[defense, "tie"] == "=" else " > "
             order += shown(defense)
             if among_finals and rows.at[defense, "tier"] == 1:  # its floor beat the next final
-                order += (
-                    f" (still falling; at least {rows.at[defense, 'robust mIoU floor']:.1f} with "
-                    "its eps still falling at 0)"
-                )
+                order += f" (still falling; at least {rows.at[defense, 'robust mIoU floor']:.1f})"
         return order
 
     sound = board[board["tier"] < 2]

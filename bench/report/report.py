@@ -8,6 +8,7 @@ shows the rows of the config's subsets and attacks, whatever else the tables hol
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -462,6 +463,8 @@ def _convergence(config: RunConfig, folder: Path, tables_dir: Path, plots_dir: P
                 if d not in at_eps.index
                 else "yes"
                 if at_eps.at[d, "converged"]
+                else "unknown: a mark is missing"
+                if math.isnan(at_eps.at[d, "fell"])
                 else f"no: fell {at_eps.at[d, 'fell']:.1f} over the second half"
                 for d in board.index
             ]

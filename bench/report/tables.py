@@ -145,15 +145,15 @@ def robust_column(eps: float) -> str:
 def budget_fall(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per defense, subset and eps with marks (``WORST_CASE_AT_MARK`` rows), how far its worst
     case fell from the mark at half the budget to the end (``fell``, mIoU points; NaN without
-    both marks) and whether that is ``converged`` (at most ``CONVERGED_POINTS``): one row each,
-    columns defense, subset, eps, fell, converged."""
+    both marks) and whether that is ``converged`` (at most ``CONVERGED_POINTS``; an unknown fall
+    is not): one row each, columns defense, subset, eps, fell, converged."""
     marks = metrics[metrics["threat"] == WORST_CASE_AT_MARK]
     half, end = MARK_NAMES[-2], MARK_NAMES[-1]
     rows = []
     for (defense, subset, eps), group in marks.groupby(["defense", "subset", "eps"], sort=False):
         miou = group.set_index("attack")["miou"]
         fell = float(miou.get(half, math.nan) - miou.get(end, math.nan))
-        rows.append((defense, subset, float(eps), fell, not fell > CONVERGED_POINTS))
+        rows.append((defense, subset, float(eps), fell, fell <= CONVERGED_POINTS))  # NaN: no
     return pd.DataFrame(rows, columns=["defense", "subset", "eps", "fell", "converged"])
 
 

@@ -25,7 +25,7 @@ from bench.scoring import defense_label
 from bench.stages.ae_sets import PlannedSet
 from bench.stages.context import RunContext
 from bench.stages.probes import answers_differ, input_ignoring_rows, probe_batch
-from bench.variants import TRANSFER, WHITE_BOX
+from bench.variants import CONVERGED_POINTS, TRANSFER, WHITE_BOX
 
 #: the columns of ``checks.csv``; ``subset`` only where a finding holds for one subset alone
 CHECK_COLUMNS = ["check", "subject", "message", "subset"]
@@ -141,7 +141,7 @@ def convergence_checks(metrics: pd.DataFrame) -> list[Finding]:
             f"{row.fell:.1f} points over the second half of the budget: an upper bound still "
             "falling",
         }
-        for row in falling[~falling["converged"]].itertuples()
+        for row in falling[falling["fell"] > CONVERGED_POINTS].itertuples()
     ]
 
 

@@ -406,3 +406,89 @@ def test_labels_of_a_cluster_of_defenses_do_not_cover_each_other():
     for i, a in enumerate(boxes):
         assert not any(a.overlaps(b) for b in boxes[i + 1 :])
     plt.close(fig)
+
+
+def _synthetic(worst: dict[str, tuple[float, float]], falling: tuple[str, ...]):
+    """Metrics with the given worst case at eps 1 and 4 (both attacked white-box; NaN: no row),
+    no per-image counts (ties by the 1-point rule), ``falling`` still falling at eps 4 and
+    converged at eps 1 by their marks, every other defense converged at both."""
+    rows = []
+    for defense, by_eps in worst.items():
+        rows.append((defense, "clean", "clean", "clean", 0.0, 60.0))
+        for eps, miou in zip((1.0, 4.0), by_eps):
+            rows.append((defense, "white-box", "apgd", "T", eps, miou))
+            if not np.isnan(miou):
+                rows.append((defense, "worst-case", "worst-case", "worst-case", eps, miou))
+    metrics = pd.DataFrame(rows, columns=["defense", "threat", "attack", "source", "eps", "miou"])
+    metrics = metrics.assign(subset="s", q=np.nan)
+    checks = pd.DataFrame(
+        [{"check": "not converged", "subject": d, "message": "m"} for d in falling]
+    )
+    falls = {d: {1.0: 0.0, 4.0: 5.0 if d in falling else 0.0} for d in worst}
+    records = pd.DataFrame(columns=["subset"])
+    return ranked_leaderboard(metrics, records, checks, subset="s", marks=_marks(falls)), metrics
+
+
+def test_a_final_number_above_a_placed_upper_bound_ties_with_it_unless_known_higher():
+    """'up' (55 where converged, so at least 27.5) beats 'low' (10) but not 'high' (30); above
+    it, 'high' is not known higher than an upper bound of 55: a tie, rank shared."""
+    ranking, metrics = _synthetic(
+        {"high": (30, 30), "up": (55, 55), "low": (10, 10)}, falling=("up",)
+    )
+    board = ranking.board
+    assert list(board.index) == ["high", "up", "low"]
+    assert list(board["tie"]) == ["", "=", ""] and list(board["rank"]) == ["1", "1", "3"]
+    assert "high 30.0 = up 55.0 (still falling; at least 27.5) > low 10.0" in ranking_sentence(
+        ranking, metrics, "s"
+    )
+    # an upper bound below 'high' by more than the noise is known lower: '>'
+    ranking, _ = _synthetic({"high": (30, 30), "up": (28, 24), "low": (10, 10)}, falling=("up",))
+    assert list(ranking.board["tie"]) == ["", "", ""]
+    assert list(ranking.board.index) == ["high", "up", "low"]
+
+
+def test_an_upper_bound_never_splits_tied_final_numbers():
+    """'a' and 'b' tie (0.7 apart); 'up' (at least 30.9) beats 'b' but not 'a': it goes after
+    both, not between them."""
+    ranking, _ = _synthetic(
+        {"a": (30.5, 30.5), "b": (29.8, 29.8), "up": (61.8, 61.8)}, falling=("up",)
+    )
+    board = ranking.board
+    assert list(board.index) == ["a", "b", "up"]
+    assert list(board["rank"]) == ["1", "1", "3"]
+
+
+def test_two_upper_bounds_placed_above_one_final_number_tie_unless_known():
+    """'u1' (at least 29.5) is not known above 'u2' (up to 49): a tie; both beat 'final'."""
+    ranking, _ = _synthetic(
+        {"u1": (59, 59), "u2": (49, 49), "final": (10, 10)}, falling=("u1", "u2")
+    )
+    board = ranking.board
+    assert list(board.index) == ["u1", "u2", "final"]
+    assert list(board["tie"]) == ["", "=", ""] and list(board["rank"]) == ["1", "1", "3"]
+
+
+def test_a_defense_without_a_headline_is_never_placed_above_a_final_number():
+    """'gone' has no worst case at eps 4 (n/a): no floor, though eps 1 alone would give 27.5."""
+    ranking, metrics = _synthetic({"gone": (55, np.nan), "final": (10, 10)}, falling=("gone",))
+    board = ranking.board
+    assert np.isnan(board.at["gone", "robust mIoU floor"])
+    assert list(board.index) == ["final", "gone"]
+    assert "gone n/a" in ranking_sentence(ranking, metrics, "s")
+
+
+def test_a_fall_with_a_missing_mark_is_not_converged_and_fires_no_check():
+    """Without the mark at half the budget the fall is unknown: not converged (the floor counts
+    that eps as 0), and the check, which needs a fall it can measure, stays quiet."""
+    from bench.report.tables import budget_fall
+    from bench.stages.evaluation_checks import convergence_checks
+
+    marks = _marks({"d": {4.0: 0.0, 10.0: 3.0}})
+    marks = marks[~((marks["eps"] == 4.0) & (marks["attack"] == "1/2"))]
+    fall = budget_fall(marks).set_index("eps")
+    assert np.isnan(fall.at[4.0, "fell"]) and not fall.at[4.0, "converged"]
+    assert fall.at[10.0, "fell"] == 3.0 and not fall.at[10.0, "converged"]
+    assert [c["message"] for c in convergence_checks(marks)] == [
+        "d on s at eps 10: worst case fell by 3.0 points over the second half of the budget: an "
+        "upper bound still falling"
+    ]
