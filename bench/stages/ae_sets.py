@@ -17,9 +17,9 @@ surface whose defense says ``random=True`` or is found random is attacked with E
 (``attack.eot_samples`` forward samples per step, part of the set's key); one whose gradient is
 found masked is also attacked by the gradient-free attack (``attack.gradient_free``) at the eps
 and on the subsets of the suite's white-box attacks, unless every defense on it ignored its input
-on the probe batch (then its zero gradient is the truth, and no query would move it). ``attack_findings`` says per
-defense which EOT, BPDA and gradient-free attack it got. The evaluation's own checks of these
-sets live in ``bench.stages.evaluation_checks``.
+on the probe batch (then its zero gradient is the truth, and no query would move it).
+``attack_findings`` says per defense which EOT, BPDA and gradient-free attack it got. The
+evaluation's own checks of these sets live in ``bench.stages.evaluation_checks``.
 """
 
 from __future__ import annotations
