@@ -229,7 +229,8 @@ def ranked_leaderboard(
             if overall is not None:
                 robust[defense] = overall
             per_column = {"robust mIoU": overall, "clean": mine.get("clean")}
-            per_column.update({c: _by_column(mine).get(c) for c in robust_columns})
+            by_column = _by_column(mine)
+            per_column.update({c: by_column.get(c) for c in robust_columns})
             for column, values in per_column.items():
                 bounds.setdefault(column, []).append(
                     interval(values) if values is not None else (math.nan, math.nan)
