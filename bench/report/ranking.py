@@ -6,10 +6,10 @@ for a missing attack surface and for a clean mIoU more than ``CLEAN_COST_POINTS`
 kind it does not list (a check added later) shows as its own name and counts as a note. A
 defense with a flag that does not count is ranked apart, after every trusted one, with the
 reason: a flagged defense never ranks above a trusted one. A provisional flag ("not converged":
-an upper bound still falling) ranks a defense after every trusted one without it, among its
-kind, so a number still falling never stands above a final one, unless what is final of it
-already beats that one: its floor, the robust mIoU with every eps still falling counted as 0 (no
-mIoU is lower), above the final number by more than the noise.
+an upper bound still falling, at an eps of the headline) ranks a defense after every trusted one
+without it, among its kind, so a number still falling never stands above a final one, unless
+what is final of it already beats that one: its floor, the robust mIoU with every eps still
+falling counted as 0 (no mIoU is lower), above the final number by more than the noise.
 
 Intervals come from a paired bootstrap over images (``bench.metrics.resample_weights``): each
 resample pools the per-image intersections and unions of ``records.csv``; for the worst case the
@@ -208,16 +208,20 @@ def ranked_leaderboard(
     flags = row_flags(board, checks, subset)
     board["flags"] = [", ".join(f.text for f in flags[d]) for d in board.index]
     board["trusted"] = [all(f.trusted for f in flags[d]) for d in board.index]
+    counted = headline_eps(metrics, subset)
+    # a provisional flag fired at an eps out of the headline leaves the headline final
+    falling = None if marks is None else _falling_at(marks, subset, counted)
     # 0: sound and converged; 1: sound, an upper bound still falling; 2: ranked apart
     tier = pd.Series(
         [
-            2 if not board.at[d, "trusted"] else int(any(f.provisional for f in flags[d]))
+            2
+            if not board.at[d, "trusted"]
+            else int(any(f.provisional for f in flags[d]) and (falling is None or d in falling))
             for d in board.index
         ],
         index=board.index,
     )
     robust_columns = [c for c in board.columns if c.startswith("robust mIoU eps=")]
-    counted = headline_eps(metrics, subset)
     samples, why = bootstrap_samples(records, subset, seed)
     robust: dict[str, np.ndarray] | None = None
     if samples is not None:
@@ -278,6 +282,13 @@ def ranked_leaderboard(
     return Ranking(board, notes, robust, samples)
 
 
+def _falling_at(marks: pd.DataFrame, subset: str, counted: list[float]) -> set[str]:
+    """The defenses of ``subset`` whose marks do not show converged some eps in ``counted``."""
+    fall = budget_fall(marks)
+    falling = fall[(fall["subset"] == subset) & fall["eps"].isin(counted) & ~fall["converged"]]
+    return set(falling["defense"])
+
+
 def _floors(
     board: pd.DataFrame,
     tier: pd.Series,
@@ -320,8 +331,9 @@ class _Order:
     ``TIE_POINTS``); the others go after every final number, by robust mIoU, as before; the
     defenses ranked apart last. Among the final numbers, a row ties with the one above it unless
     the one above is known to be higher: for a final number its robust mIoU, for an upper bound
-    its floor, must beat the row's robust mIoU. After the last final number the upper bounds tie
-    by their robust mIoU alone, as upper bounds ranked among themselves."""
+    its floor, must beat the row's robust mIoU. After the last final number the upper bounds go
+    by robust mIoU, each tied with the one above it unless that one's floor beats its upper
+    bound: two numbers still falling say nothing of the order of what they will reach."""
 
     def __init__(
         self,
@@ -348,7 +360,7 @@ class _Order:
         tiers = {self.board.at[previous, "tier"], self.board.at[defense, "tier"]}
         if len(tiers) > 1 and (not among_finals or 2 in tiers):
             return False
-        if among_finals and 1 in tiers:
+        if 1 in tiers:  # an upper bound: apart only where what is final of one beats the other
             return not self.above(previous, defense)
         (value, values), (theirs, their_values) = self._value(previous), self._value(defense)
         return _tied(values, their_values, value, theirs)
@@ -562,7 +574,8 @@ def ranking_sentence(ranking: Ranking, metrics: pd.DataFrame, subset: str) -> st
         f"eps {', '.join(f'{e:g}' for e in counted)}, 95% intervals; '=' a tie): "
         + (order or "no defense passed every check with a converged attack")
         + (
-            f"; upper bounds still falling (their attacks had not converged), after those: "
+            "; upper bounds still falling (their attacks had not converged; '>' only where "
+            f"the floor of one beats the bound of the next), after those: "
             f"{falling}"
             if falling
             else ""

@@ -220,6 +220,46 @@ def test_an_upper_bound_whose_final_eps_alone_beat_a_final_number_ranks_above_it
     assert list(unknown.index) == ["final", "strong", "weak"]
 
 
+def test_a_fall_at_an_eps_out_of_the_headline_leaves_the_headline_final():
+    """White-box at eps 4 only: the headline is eps 4. 'weak' is still falling at eps 1 (marks of
+    an attack run there alone, out of the headline) and converged at eps 4: its headline is
+    final and ranks by value above 'worse'; 'open', still falling at eps 4, ranks after both."""
+    metrics, records = _run({"weak": (0.6, 0.4), "worse": (0.6, 0.2), "open": (0.6, 0.5)})
+    checks = pd.DataFrame(
+        [{"check": "not converged", "subject": d, "message": "m"} for d in ("weak", "open")]
+    )
+    falls = {"weak": {1.0: 5.0, 4.0: 0.0}, "worse": {4.0: 0.0}, "open": {4.0: 5.0}}
+    board = ranked_leaderboard(metrics, records, checks, subset="s", marks=_marks(falls)).board
+    assert list(board.index) == ["weak", "worse", "open"]
+    assert list(board["tier"]) == [0, 0, 1]
+    assert board.at["weak", "flags"] == "not converged"  # the check stays on its row
+
+
+def test_upper_bounds_after_the_final_numbers_are_apart_only_where_a_floor_beats_a_bound():
+    """No final number: 'strong' converged at eps 1 (floor about 55 / 2) beats the bound of
+    'weak' (about 10); 'weak' and 'weaker', both still falling everywhere (floor 0), tie though
+    their upper bounds are far apart."""
+    metrics, records = _run(
+        {"strong": (0.6, 0.55), "weak": (0.6, 0.1), "weaker": (0.6, 0.02)},
+        white_box_eps=(1.0, 4.0),
+    )
+    checks = pd.DataFrame(
+        [
+            {"check": "not converged", "subject": d, "message": "m"}
+            for d in ("strong", "weak", "weaker")
+        ]
+    )
+    falls = {d: {1.0: 5.0, 4.0: 5.0} for d in ("weak", "weaker")}
+    falls["strong"] = {1.0: 0.0, 4.0: 5.0}
+    ranking = ranked_leaderboard(metrics, records, checks, subset="s", marks=_marks(falls))
+    board = ranking.board
+    assert list(board.index) == ["strong", "weak", "weaker"]
+    assert board.at["weak", "robust mIoU"] > board.at["weaker", "robust mIoU"] + 5
+    assert list(board["tie"]) == ["", "", "="]
+    assert list(board["rank"]) == ["1", "2", "2"]
+    assert "weak " in ranking_sentence(ranking, metrics, "s").split(" > ")[1].split(" = ")[0]
+
+
 def test_the_clean_cost_against_t_is_shown_and_flagged_beyond_five_points():
     metrics, records = _run({"T": (0.6, 0.1), "cheap": (0.58, 0.1), "costly": (0.4, 0.4)})
     board = ranked_leaderboard(metrics, records, NO_CHECKS, subset="s").board
