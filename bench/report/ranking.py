@@ -14,7 +14,8 @@ falling counted as 0 (no mIoU is lower), above the final number by more than the
 Intervals come from a paired bootstrap over images (``bench.metrics.resample_weights``): each
 resample pools the per-image intersections and unions of ``records.csv``; for the worst case the
 attack chosen per image is fixed from the full set (SEA's greedy assignment). Two neighbours
-whose paired difference of robust mIoU has an interval holding 0 are a tie.
+whose paired difference of robust mIoU has an interval holding 0 are a tie; beside an upper
+bound still falling, two neighbours tie unless what is final of the one above beats the other.
 """
 
 from __future__ import annotations
@@ -56,9 +57,9 @@ class Flag:
     text: str
     trusted: bool
     meaning: str
-    #: the robust mIoU counts, but as an upper bound still falling: ranked after every
-    #: defense without such a flag, among its kind (a number never shown as if final), unless
-    #: its floor beats that defense (``_order``)
+    #: the robust mIoU counts, but as an upper bound still falling (when it fell at an eps of
+    #: the headline): ranked after every defense without such a flag, among its kind (a number
+    #: never shown as if final), unless its floor beats that defense (``_Order``)
     provisional: bool = False
 
 
@@ -209,14 +210,17 @@ def ranked_leaderboard(
     board["flags"] = [", ".join(f.text for f in flags[d]) for d in board.index]
     board["trusted"] = [all(f.trusted for f in flags[d]) for d in board.index]
     counted = headline_eps(metrics, subset)
-    # a provisional flag fired at an eps out of the headline leaves the headline final
-    falling = None if marks is None else _falling_at(marks, subset, counted)
+    converged = None if marks is None else _converged_eps(marks, subset)
     # 0: sound and converged; 1: sound, an upper bound still falling; 2: ranked apart
     tier = pd.Series(
         [
             2
             if not board.at[d, "trusted"]
-            else int(any(f.provisional for f in flags[d]) and (falling is None or d in falling))
+            else int(
+                any(f.provisional for f in flags[d])
+                # a fall only at an eps out of the headline leaves the headline final
+                and (converged is None or not set(counted) <= converged.get(d, set()))
+            )
             for d in board.index
         ],
         index=board.index,
@@ -242,8 +246,7 @@ def ranked_leaderboard(
         for column, pairs in bounds.items():
             board[f"{column} lo"] = [low for low, _ in pairs]
             board[f"{column} hi"] = [high for _, high in pairs]
-    no_marks = pd.DataFrame(columns=["defense", "subset", "eps", "attack", "miou", "threat"])
-    floor = _floors(board, tier, no_marks if marks is None else marks, subset, counted, samples)
+    floor = _floors(board, tier, converged or {}, counted, samples)
     if floor:
         board["robust mIoU floor"] = pd.Series({d: value for d, (value, _) in floor.items()})
     board = board.assign(tier=tier)
@@ -274,26 +277,31 @@ def ranked_leaderboard(
     notes.append(
         f"Intervals: {100 * BOOTSTRAP_LEVEL:g}% paired bootstrap over images "
         f"({BOOTSTRAP_RESAMPLES} resamples, seed {seed}); '=' in the tie column: the paired "
-        "difference of robust mIoU with the row above has an interval holding 0."
+        "difference of robust mIoU with the row above has an interval holding 0"
         if robust is not None
         else f"No intervals: {why} (a run of an older version); ties are neighbours at most "
-        f"{TIE_POINTS:g} point apart."
+        f"{TIE_POINTS:g} point apart"
     )
+    if (board["tier"] == 1).any():
+        notes[-1] += (
+            "; beside an upper bound still falling, unless what is final of the row above (its "
+            "robust mIoU, or its floor if it is still falling) beats the row's robust mIoU"
+        )
+    notes[-1] += "; tied rows share a rank along a chain of '='."
     return Ranking(board, notes, robust, samples)
 
 
-def _falling_at(marks: pd.DataFrame, subset: str, counted: list[float]) -> set[str]:
-    """The defenses of ``subset`` whose marks do not show converged some eps in ``counted``."""
+def _converged_eps(marks: pd.DataFrame, subset: str) -> dict[str, set[float]]:
+    """Per defense of ``subset``, the eps at which its marks show its worst case converged."""
     fall = budget_fall(marks)
-    falling = fall[(fall["subset"] == subset) & fall["eps"].isin(counted) & ~fall["converged"]]
-    return set(falling["defense"])
+    fall = fall[(fall["subset"] == subset) & fall["converged"]]
+    return {d: set(group["eps"]) for d, group in fall.groupby("defense")}
 
 
 def _floors(
     board: pd.DataFrame,
     tier: pd.Series,
-    marks: pd.DataFrame,
-    subset: str,
+    converged: Mapping[str, set[float]],
     counted: list[float],
     samples: Samples | None,
 ) -> dict[str, tuple[float, np.ndarray | None]]:
@@ -301,14 +309,12 @@ def _floors(
     mIoU with every eps its marks do not show converged counted as 0, no mIoU being lower (and
     its resamples, None without). Its converged eps count as final by the same rule as a
     converged defense's. NaN for a defense without a robust mIoU (n/a)."""
-    fall = budget_fall(marks)
-    fall = fall[(fall["subset"] == subset) & fall["converged"]]
     floors: dict[str, tuple[float, np.ndarray | None]] = {}
     for defense in tier[tier == 1].index:
         if math.isnan(board.at[defense, "robust mIoU"]):
             floors[defense] = (math.nan, None)
             continue
-        falling = set(counted) - set(fall.loc[fall["defense"] == defense, "eps"])
+        falling = set(counted) - converged.get(defense, set())
         values = [0.0 if e in falling else board.at[defense, robust_column(e)] for e in counted]
         mine = (samples or {}).get(defense, {})
         resampled = [np.zeros(1) if e in falling else mine.get(e) for e in counted]
@@ -357,6 +363,8 @@ class _Order:
 
     def tied(self, previous: str, defense: str, among_finals: bool) -> bool:
         """Whether ``defense`` ties with the row above it (the '=' of the board)."""
+        if self.board.loc[[previous, defense], "robust mIoU"].isna().any():
+            return False  # n/a ties with nothing
         tiers = {self.board.at[previous, "tier"], self.board.at[defense, "tier"]}
         if len(tiers) > 1 and (not among_finals or 2 in tiers):
             return False
@@ -481,9 +489,11 @@ def _legend(flags: Mapping[str, list[Flag]]) -> str:
         f"{CHECK_FLAGS[CLEAN_COST].text if f.text.startswith('clean ') else f.text}: {meaning}"
         + ("" if f.trusted else " (ranked apart)")
         + (
-            " (ranked after the defenses without it, unless its floor, the robust mIoU with its "
-            "eps still falling counted as 0, beats some: then right above the first group of "
-            "tied ones it beats, tied with the row above unless that is known higher)"
+            " (where it fell at an eps of the headline: ranked after the defenses without it, "
+            "unless its floor, the robust mIoU with its eps still falling counted as 0, beats "
+            "some: then right above the first group of tied ones it beats, tied with the row "
+            "above unless that is known higher; after them, tied with the row above unless that "
+            "one's floor beats its bound)"
             if f.provisional
             else ""
         )
@@ -526,8 +536,8 @@ def headline(metrics: pd.DataFrame, subset: str) -> str:
 
 
 def ranking_sentence(ranking: Ranking, metrics: pd.DataFrame, subset: str) -> str:
-    """The ranking in one sentence: '=' between tied neighbours, '>' only where the interval of
-    the difference excludes 0; the defenses ranked apart after it, each with its reasons."""
+    """The ranking in one sentence: '=' between tied neighbours (``_Order.tied``), '>' only
+    where the one above is known higher; the defenses ranked apart after it, with reasons."""
     board = ranking.board
     apart = board[board["tier"] == 2]
 

@@ -257,7 +257,8 @@ def test_upper_bounds_after_the_final_numbers_are_apart_only_where_a_floor_beats
     assert board.at["weak", "robust mIoU"] > board.at["weaker", "robust mIoU"] + 5
     assert list(board["tie"]) == ["", "", "="]
     assert list(board["rank"]) == ["1", "2", "2"]
-    assert "weak " in ranking_sentence(ranking, metrics, "s").split(" > ")[1].split(" = ")[0]
+    falling = ranking_sentence(ranking, metrics, "s").split("after those: ")[1]
+    assert falling.startswith("strong ") and " > weak " in falling and " = weaker " in falling
 
 
 def test_the_clean_cost_against_t_is_shown_and_flagged_beyond_five_points():
@@ -448,10 +449,15 @@ def test_labels_of_a_cluster_of_defenses_do_not_cover_each_other():
     plt.close(fig)
 
 
-def _synthetic(worst: dict[str, tuple[float, float]], falling: tuple[str, ...]):
+def _synthetic(
+    worst: dict[str, tuple[float, float]],
+    falling: tuple[str, ...],
+    falls: dict[str, dict[float, float]] | None = None,
+):
     """Metrics with the given worst case at eps 1 and 4 (both attacked white-box; NaN: no row),
-    no per-image counts (ties by the 1-point rule), ``falling`` still falling at eps 4 and
-    converged at eps 1 by their marks, every other defense converged at both."""
+    no per-image counts (ties by the 1-point rule), ``falling`` flagged and, unless ``falls``
+    gives the marks, still falling at eps 4 and converged at eps 1 by their marks, every other
+    defense converged at both."""
     rows = []
     for defense, by_eps in worst.items():
         rows.append((defense, "clean", "clean", "clean", 0.0, 60.0))
@@ -464,7 +470,8 @@ def _synthetic(worst: dict[str, tuple[float, float]], falling: tuple[str, ...]):
     checks = pd.DataFrame(
         [{"check": "not converged", "subject": d, "message": "m"} for d in falling]
     )
-    falls = {d: {1.0: 0.0, 4.0: 5.0 if d in falling else 0.0} for d in worst}
+    if falls is None:
+        falls = {d: {1.0: 0.0, 4.0: 5.0 if d in falling else 0.0} for d in worst}
     records = pd.DataFrame(columns=["subset"])
     return ranked_leaderboard(metrics, records, checks, subset="s", marks=_marks(falls)), metrics
 
@@ -515,6 +522,25 @@ def test_a_defense_without_a_headline_is_never_placed_above_a_final_number():
     assert np.isnan(board.at["gone", "robust mIoU floor"])
     assert list(board.index) == ["final", "gone"]
     assert "gone n/a" in ranking_sentence(ranking, metrics, "s")
+    # after another upper bound (at least 2, bound 6) it is not tied: n/a ties with nothing
+    ranking, _ = _synthetic(
+        {"gone": (55, np.nan), "final": (10, 10), "up": (4, 8)}, falling=("gone", "up")
+    )
+    assert list(ranking.board.index) == ["final", "up", "gone"]
+    assert list(ranking.board["tie"]) == ["", "", ""]
+    assert list(ranking.board["rank"]) == ["1", "2", "3"]
+
+
+def test_a_flagged_defense_without_marks_at_a_headline_eps_is_an_upper_bound():
+    """'d' is flagged, converged at eps 1 and has no marks at eps 4 (both in the headline):
+    nothing shows eps 4 converged, so its robust mIoU is an upper bound, eps 4 counted as 0 in
+    its floor."""
+    falls = {"d": {1.0: 0.0}, "final": {1.0: 0.0, 4.0: 0.0}}
+    ranking, _ = _synthetic({"d": (40, 40), "final": (45, 45)}, falling=("d",), falls=falls)
+    board = ranking.board
+    assert list(board.index) == ["final", "d"]
+    assert list(board["tier"]) == [0, 1]
+    assert board.at["d", "robust mIoU floor"] == pytest.approx(20.0)
 
 
 def test_a_fall_with_a_missing_mark_is_not_converged_and_fires_no_check():
