@@ -21,7 +21,8 @@ WORST_CASE_AT_MARK = "worst-case-at-mark"
 #: the marks' names, as ``attacks.best_iterate.MARK_SHARES``
 MARK_NAMES = ("1/4", "1/2", "1/1")
 #: a worst case that fell by more than this many mIoU points from the mark at half the budget to
-#: the end has not converged (the check "not converged", the report's convergence table)
+#: the end, or by more than half of it without slowing down, has not converged (the check "not
+#: converged", the report's convergence table; ``bench.report.tables.budget_fall``)
 CONVERGED_POINTS = 1.0
 #: the source name of the joint threat model's sets
 JOINT_SOURCE = "T+S"

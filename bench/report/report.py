@@ -40,10 +40,12 @@ from bench.report.ranking import (
 )
 from bench.report.tables import (
     budget_fall,
+    convergence_checks,
     detection_table,
     headline_eps,
     metric_table,
     paper_numbers,
+    still_falling,
 )
 from bench.store.rundir import (
     CHECKS_FILE,
@@ -465,7 +467,7 @@ def _convergence(config: RunConfig, folder: Path, tables_dir: Path, plots_dir: P
                 if at_eps.at[d, "converged"]
                 else "unknown: a mark is missing"
                 if math.isnan(at_eps.at[d, "fell"])
-                else f"no: fell {at_eps.at[d, 'fell']:.1f} over the second half"
+                else "no: " + still_falling(at_eps.at[d, "fell"], at_eps.at[d, "before"])
                 for d in board.index
             ]
         iterations = "; ".join(dict.fromkeys(rows["source"]))
@@ -477,7 +479,10 @@ def _convergence(config: RunConfig, folder: Path, tables_dir: Path, plots_dir: P
             f"Marks: {iterations} (white-box sets, judged on the defense's own output before the "
             "rounding to whole gray values; other sets count with their final numbers). A worst "
             f"case that fell by more than {CONVERGED_POINTS:g} point over the second half of the "
-            "budget is an upper bound still falling, not a final number.",
+            f"budget, or by more than {CONVERGED_POINTS / 2:g} without slowing down (no less per "
+            "iteration than over the quarter before it: at that pace twice the budget would lose "
+            f"more than {CONVERGED_POINTS:g}), is an upper bound still falling, not a final "
+            "number; a budget's marks can still miss a fall that has not begun.",
             "",
             _write_table(board, tables_dir, f"convergence_{subset}"),
         ]
@@ -499,6 +504,12 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
         if (folder / CHECKS_FILE).is_file()
         else pd.DataFrame(columns=["check", "subject", "message"])
     )
+    # the convergence check is a function of the stored marks: recomputed by the current rule
+    marks = _marks(config, folder)
+    converging = pd.DataFrame(
+        convergence_checks(marks), columns=["check", "subject", "message", "subset"]
+    )
+    checks = pd.concat([checks[checks["check"] != "not converged"], converging], ignore_index=True)
     detections = records[records["defense"] == DETECTION_DEFENSE]
     if "d_ae" not in detections.columns:
         detections = detections.assign(d_ae=pd.Series(dtype=float))
@@ -516,7 +527,6 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
         if config.data.test_subset in config.attack.subsets
         else config.attack.subsets[-1]
     )
-    marks = _marks(config, folder)
     rankings = {
         subset: ranked_leaderboard(
             metrics, records, checks, subset=subset, seed=config.seed, marks=marks

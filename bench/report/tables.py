@@ -145,16 +145,51 @@ def robust_column(eps: float) -> str:
 def budget_fall(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per defense, subset and eps with marks (``WORST_CASE_AT_MARK`` rows), how far its worst
     case fell from the mark at half the budget to the end (``fell``, mIoU points; NaN without
-    both marks) and whether that is ``converged`` (at most ``CONVERGED_POINTS``; an unknown fall
-    is not): one row each, columns defense, subset, eps, fell, converged."""
+    both marks), from the mark at a quarter to the one at half (``before``) and whether it
+    ``converged``: it did not if it fell by more than ``CONVERGED_POINTS``, or by more than half
+    of that without slowing down (no less per iteration than over the quarter before: at that
+    pace a budget twice as long would lose more than ``CONVERGED_POINTS``, as a plateau before
+    a fall does), or if the fall is unknown. One row each, columns defense, subset, eps, fell,
+    before, converged."""
     marks = metrics[metrics["threat"] == WORST_CASE_AT_MARK]
-    half, end = MARK_NAMES[-2], MARK_NAMES[-1]
+    quarter, half, end = MARK_NAMES
     rows = []
     for (defense, subset, eps), group in marks.groupby(["defense", "subset", "eps"], sort=False):
         miou = group.set_index("attack")["miou"]
         fell = float(miou.get(half, math.nan) - miou.get(end, math.nan))
-        rows.append((defense, subset, float(eps), fell, fell <= CONVERGED_POINTS))  # NaN: no
-    return pd.DataFrame(rows, columns=["defense", "subset", "eps", "fell", "converged"])
+        before = float(miou.get(quarter, math.nan) - miou.get(half, math.nan))
+        slowing = fell < 2 * before  # the second half spans twice the iterations; NaN: no
+        converged = fell <= CONVERGED_POINTS and (slowing or fell <= CONVERGED_POINTS / 2)
+        rows.append((defense, subset, float(eps), fell, before, converged))  # NaN: no
+    return pd.DataFrame(rows, columns=["defense", "subset", "eps", "fell", "before", "converged"])
+
+
+def still_falling(fell: float, before: float) -> str:
+    """Why a worst case with a known fall has not converged (``budget_fall``), in words."""
+    said = f"fell by {fell:.1f} points over the second half of the budget"
+    if fell > CONVERGED_POINTS:
+        return said
+    return f"{said}, no slower than the {before:.1f} over the quarter before it"
+
+
+def convergence_checks(metrics: pd.DataFrame) -> list[dict[str, object]]:
+    """A defense whose worst case (``bench.stages.results.mark_worst_case_rows``) had not
+    converged by the end of the budget (``budget_fall``: it fell by more than
+    ``CONVERGED_POINTS`` over the second half, or by more than half of that without slowing
+    down): its robust mIoU is an upper bound still falling, not a final number. A fall that
+    cannot be measured (a mark missing) fires nothing."""
+    falling = budget_fall(metrics)
+    falling = falling[~falling["converged"] & falling["fell"].notna()]
+    return [
+        {
+            "check": "not converged",
+            "subject": row.defense,
+            "subset": row.subset,
+            "message": f"{row.defense} on {row.subset} at eps {row.eps:g}: worst case "
+            f"{still_falling(row.fell, row.before)}: an upper bound still falling",
+        }
+        for row in falling.itertuples()
+    ]
 
 
 def headline_eps(metrics: pd.DataFrame, subset: str) -> list[float]:

@@ -6,7 +6,8 @@ function that returns findings, one dict per warning with ``check``, ``subject``
 - ``random_checks``: a defense whose two fresh instances answer the same batch differently;
 - ``input_checks``: a defense whose output does not depend on its input;
 - ``weaker_checks``: a white-box attack that leaves a defense more mIoU than a transfer attack;
-- ``convergence_checks``: a worst case still falling over the second half of the attacks' budget.
+- ``convergence_checks`` (``bench.report.tables``, where the report recomputes it from the
+  stored marks): a worst case still falling at the end of the attacks' budget.
 
 Every finding's ``subject`` is a defense row (the leaderboard puts its flag there), except the
 data stage's, whose subject is the data root.
@@ -20,12 +21,11 @@ import pandas as pd
 import torch
 
 from bench.metrics import TIE_POINTS
-from bench.report.tables import budget_fall
 from bench.scoring import defense_label
 from bench.stages.ae_sets import PlannedSet
 from bench.stages.context import RunContext
 from bench.stages.probes import answers_differ, input_ignoring_rows, probe_batch
-from bench.variants import CONVERGED_POINTS, TRANSFER, WHITE_BOX
+from bench.variants import TRANSFER, WHITE_BOX
 
 #: the columns of ``checks.csv``; ``subset`` only where a finding holds for one subset alone
 CHECK_COLUMNS = ["check", "subject", "message", "subset"]
@@ -125,24 +125,6 @@ def weaker_checks(metrics: pd.DataFrame) -> list[Finding]:
                 }
             )
     return warnings
-
-
-def convergence_checks(metrics: pd.DataFrame) -> list[Finding]:
-    """A defense whose worst case (``bench.stages.results.mark_worst_case_rows``) fell by more
-    than ``CONVERGED_POINTS`` from the mark at half the budget to the end (``budget_fall``): its
-    robust mIoU is an upper bound still falling, not a final number."""
-    falling = budget_fall(metrics)
-    return [
-        {
-            "check": "not converged",
-            "subject": row.defense,
-            "subset": row.subset,
-            "message": f"{row.defense} on {row.subset} at eps {row.eps:g}: worst case fell by "
-            f"{row.fell:.1f} points over the second half of the budget: an upper bound still "
-            "falling",
-        }
-        for row in falling[falling["fell"] > CONVERGED_POINTS].itertuples()
-    ]
 
 
 def data_checks(root: str, warnings: Sequence[str]) -> list[Finding]:

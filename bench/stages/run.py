@@ -30,6 +30,7 @@ from bench.config import (
 from bench.devices import native_bfloat16
 from bench.files import atomic_copy
 from bench.report import check_rows, write_report
+from bench.report.tables import convergence_checks
 from bench.stages.ae_sets import (
     ATTACK_FINDINGS,
     PlannedSet,
@@ -43,7 +44,6 @@ from bench.stages.defense_rows import build_defense_rows
 from bench.stages.evaluation_checks import (
     CHECK_COLUMNS,
     Finding,
-    convergence_checks,
     data_checks,
     gradient_checks,
     input_checks,

@@ -546,8 +546,7 @@ def test_a_flagged_defense_without_marks_at_a_headline_eps_is_an_upper_bound():
 def test_a_fall_with_a_missing_mark_is_not_converged_and_fires_no_check():
     """Without the mark at half the budget the fall is unknown: not converged (the floor counts
     that eps as 0), and the check, which needs a fall it can measure, stays quiet."""
-    from bench.report.tables import budget_fall
-    from bench.stages.evaluation_checks import convergence_checks
+    from bench.report.tables import budget_fall, convergence_checks
 
     marks = _marks({"d": {4.0: 0.0, 10.0: 3.0}})
     marks = marks[~((marks["eps"] == 4.0) & (marks["attack"] == "1/2"))]

@@ -12,7 +12,7 @@ from attacks import APGD
 from attacks.objectives import Ensemble
 from bench.data.labels import NUM_CLASSES
 from bench.metrics import image_counts
-from bench.stages.evaluation_checks import convergence_checks
+from bench.report.tables import convergence_checks
 from bench.stages.results import mark_worst_case_rows
 from bench.variants import WORST_CASE_AT_MARK
 
@@ -73,6 +73,32 @@ def test_worst_case_at_marks_by_hand(inters, expected, fires):
             "worst case fell by 30.0 points over the second half of the budget: an upper "
             in (findings[0]["message"])
         )
+
+
+@pytest.mark.parametrize(
+    ("marks", "fires"),
+    [
+        ((9.36, 9.26, 8.47), True),  # a plateau, then a fall: 0.79 after 0.10 (TAT-vote x 10)
+        ((17.00, 16.01, 15.51), False),  # 0.50 after 0.99: slowing down (AT x 10)
+        ((2.00, 1.60, 1.00), False),  # 0.60 after 0.40: slower per iteration (twice as many)
+        ((1.41, 1.41, 1.00), False),  # 0.41, not slowing, but at most half a point
+        ((5.00, 4.00, 2.90), True),  # more than 1 point, however it slowed
+    ],
+)
+def test_a_fall_that_is_not_slowing_down_is_not_converged(marks, fires):
+    from bench.report.tables import budget_fall
+
+    rows = pd.DataFrame(
+        [
+            {**ROW, "threat": WORST_CASE_AT_MARK, "attack": name, "source": "s", "miou": miou}
+            for name, miou in zip(("1/4", "1/2", "1/1"), marks)
+        ]
+    )
+    assert bool(budget_fall(rows)["converged"].iloc[0]) is not fires
+    findings = convergence_checks(rows)
+    assert len(findings) == fires
+    if fires and marks[1] - marks[2] <= 1:
+        assert "no slower than the 0.1 over the quarter before it" in findings[0]["message"]
 
 
 def test_no_mark_rows_without_marked_sets():
