@@ -9,6 +9,7 @@ by hand. Our numbers and the paper's stand side by side as ``ours`` / ``paper`` 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -147,10 +148,11 @@ def budget_fall(metrics: pd.DataFrame) -> pd.DataFrame:
     case fell from the mark at half the budget to the end (``fell``, mIoU points; NaN without
     both marks), from the mark at a quarter to the one at half (``before``) and whether it
     ``converged``: it did not if it fell by more than ``CONVERGED_POINTS``, or by more than half
-    of that without slowing down (no less per iteration than over the quarter before: at that
-    pace a budget twice as long would lose more than ``CONVERGED_POINTS``, as a plateau before
-    a fall does), or if the fall is unknown. One row each, columns defense, subset, eps, fell,
-    before, converged."""
+    of that without slowing down (no less per iteration than over the quarter before, counted
+    from the marks' iterations: at that pace a budget twice as long would lose more than
+    ``CONVERGED_POINTS``, as a plateau before a fall does; unknown without the quarter's mark),
+    or if the fall is unknown. One row each, columns defense, subset, eps, fell, before,
+    converged."""
     marks = metrics[metrics["threat"] == WORST_CASE_AT_MARK]
     quarter, half, end = MARK_NAMES
     rows = []
@@ -158,18 +160,38 @@ def budget_fall(metrics: pd.DataFrame) -> pd.DataFrame:
         miou = group.set_index("attack")["miou"]
         fell = float(miou.get(half, math.nan) - miou.get(end, math.nan))
         before = float(miou.get(quarter, math.nan) - miou.get(half, math.nan))
-        slowing = fell < 2 * before  # the second half spans twice the iterations; NaN: no
+        spans = _span_ratio(group.set_index("attack")["source"])
+        slowing = fell < spans * before  # per iteration; NaN (a mark missing): not known to
         converged = fell <= CONVERGED_POINTS and (slowing or fell <= CONVERGED_POINTS / 2)
         rows.append((defense, subset, float(eps), fell, before, converged))  # NaN: no
     return pd.DataFrame(rows, columns=["defense", "subset", "eps", "fell", "before", "converged"])
 
 
+def _span_ratio(sources: pd.Series) -> float:
+    """How many times more iterations lie between the marks at half the budget and the end
+    than between those at a quarter and half, from the marks' sources (``attack k/n, ...``,
+    ``bench.stages.results.mark_worst_case_rows``): the smallest over the marked attacks (the
+    strictest), 2 (the marks' nominal spacing) where the sources do not say."""
+    found: dict[str, list[int]] = {}
+    for mark in MARK_NAMES:
+        for attack, k in re.findall(r"(\S+) (\d+)/\d+", str(sources.get(mark, ""))):
+            found.setdefault(attack, []).append(int(k))
+    ratios = [
+        (k[2] - k[1]) / (k[1] - k[0]) if k[1] > k[0] else math.inf
+        for k in found.values()
+        if len(k) == len(MARK_NAMES)
+    ]
+    return min(ratios) if ratios else 2.0
+
+
 def still_falling(fell: float, before: float) -> str:
     """Why a worst case with a known fall has not converged (``budget_fall``), in words."""
-    said = f"fell by {fell:.1f} points over the second half of the budget"
+    said = f"fell by {fell:.2f} points over the second half of the budget"
     if fell > CONVERGED_POINTS:
         return said
-    return f"{said}, no slower than the {before:.1f} over the quarter before it"
+    if math.isnan(before):
+        return f"{said}, and whether it was slowing down is unknown (no mark at a quarter)"
+    return f"{said}, no slower than the {before:.2f} over the quarter before it"
 
 
 def convergence_checks(metrics: pd.DataFrame) -> list[dict[str, object]]:

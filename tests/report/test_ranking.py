@@ -554,6 +554,6 @@ def test_a_fall_with_a_missing_mark_is_not_converged_and_fires_no_check():
     assert np.isnan(fall.at[4.0, "fell"]) and not fall.at[4.0, "converged"]
     assert fall.at[10.0, "fell"] == 3.0 and not fall.at[10.0, "converged"]
     assert [c["message"] for c in convergence_checks(marks)] == [
-        "d on s at eps 10: worst case fell by 3.0 points over the second half of the budget: an "
+        "d on s at eps 10: worst case fell by 3.00 points over the second half of the budget: an "
         "upper bound still falling"
     ]

@@ -70,7 +70,7 @@ def test_worst_case_at_marks_by_hand(inters, expected, fires):
     if fires:
         assert findings[0]["check"] == "not converged" and findings[0]["subject"] == "D"
         assert (
-            "worst case fell by 30.0 points over the second half of the budget: an upper "
+            "worst case fell by 30.00 points over the second half of the budget: an upper "
             in (findings[0]["message"])
         )
 
@@ -88,17 +88,42 @@ def test_worst_case_at_marks_by_hand(inters, expected, fires):
 def test_a_fall_that_is_not_slowing_down_is_not_converged(marks, fires):
     from bench.report.tables import budget_fall
 
-    rows = pd.DataFrame(
-        [
-            {**ROW, "threat": WORST_CASE_AT_MARK, "attack": name, "source": "s", "miou": miou}
-            for name, miou in zip(("1/4", "1/2", "1/1"), marks)
-        ]
-    )
+    rows = _mark_rows(marks)
     assert bool(budget_fall(rows)["converged"].iloc[0]) is not fires
     findings = convergence_checks(rows)
     assert len(findings) == fires
     if fires and marks[1] - marks[2] <= 1:
-        assert "no slower than the 0.1 over the quarter before it" in findings[0]["message"]
+        assert "no slower than the 0.10 over the quarter before it" in findings[0]["message"]
+
+
+def _mark_rows(marks, sources=("s", "s", "s")) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {**ROW, "threat": WORST_CASE_AT_MARK, "attack": name, "source": source, "miou": miou}
+            for name, miou, source in zip(("1/4", "1/2", "1/1"), marks, sources)
+            if not np.isnan(miou)
+        ]
+    )
+
+
+def test_the_pace_is_counted_from_the_marks_iterations():
+    """CosPGD x 10 marks at 3, 5 and 10 iterations: 0.65 over 5 iterations after 0.3 over 2 is
+    slower per iteration (converged); over spans of 25 and 50 iterations it is not."""
+    from bench.report.tables import budget_fall
+
+    ten = ("cospgd 3/10", "cospgd 5/10", "cospgd 10/10")
+    hundred = ("cospgd 25/100", "cospgd 50/100", "cospgd 100/100")
+    marks = (2.0, 1.7, 1.05)
+    assert budget_fall(_mark_rows(marks, ten))["converged"].iloc[0]
+    assert not budget_fall(_mark_rows(marks, hundred))["converged"].iloc[0]
+    # several attacks: the strictest spacing counts (red_eps: 70, 80, 100 -> 2)
+    mixed = tuple(f"{a}, apgd-js-red {k}/100" for a, k in zip(ten, (70, 80, 100)))
+    assert not budget_fall(_mark_rows(marks, mixed))["converged"].iloc[0]
+
+
+def test_a_fall_without_the_quarter_mark_says_its_pace_is_unknown():
+    (finding,) = convergence_checks(_mark_rows((np.nan, 1.7, 1.0)))
+    assert "whether it was slowing down is unknown" in finding["message"]
 
 
 def test_no_mark_rows_without_marked_sets():
