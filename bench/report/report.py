@@ -444,10 +444,10 @@ def _marks(config: RunConfig, folder: Path) -> pd.DataFrame:
     ]
 
 
-def _convergence(config: RunConfig, folder: Path, tables_dir: Path, plots_dir: Path) -> list[str]:
-    """Per subset, the worst case of every defense at the marks of the attacks' budgets (a table
-    and a plot), each marked converged or still falling; the report's lines for them."""
-    marks = _marks(config, folder)
+def _convergence(marks: pd.DataFrame, tables_dir: Path, plots_dir: Path) -> list[str]:
+    """Per subset, the worst case of every defense at the marks of the attacks' budgets
+    (``_marks``; a table and a plot), each marked converged or still falling; the report's lines
+    for them."""
     parts: list[str] = []
     for subset in dict.fromkeys(marks["subset"]):
         rows = marks[marks["subset"] == subset]
@@ -556,7 +556,7 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
             continue
         parts += ["", f"## {title}", "", _write_table(frame, tables_dir, name)]
     parts += _leaderboards(config, metrics, detections, rankings, tables_dir, plots_dir)
-    parts += _convergence(config, folder, tables_dir, plots_dir)
+    parts += _convergence(marks, tables_dir, plots_dir)
     if (folder / QUALITATIVE_FILE).is_file():
         plot_qualitative(_grid(folder / QUALITATIVE_FILE), plots_dir / "qualitative.png")
         parts += ["", "## Qualitative", "", "![qualitative grid](plots/qualitative.png)"]

@@ -157,10 +157,11 @@ def budget_fall(metrics: pd.DataFrame) -> pd.DataFrame:
     quarter, half, end = MARK_NAMES
     rows = []
     for (defense, subset, eps), group in marks.groupby(["defense", "subset", "eps"], sort=False):
-        miou = group.set_index("attack")["miou"]
+        by_mark = group.set_index("attack")
+        miou = by_mark["miou"]
         fell = float(miou.get(half, math.nan) - miou.get(end, math.nan))
         before = float(miou.get(quarter, math.nan) - miou.get(half, math.nan))
-        spans = _span_ratio(group.set_index("attack")["source"])
+        spans = _span_ratio(by_mark["source"])
         slowing = fell < spans * before  # per iteration; NaN (a mark missing): not known to
         converged = fell <= CONVERGED_POINTS and (slowing or fell <= CONVERGED_POINTS / 2)
         rows.append((defense, subset, float(eps), fell, before, converged))  # NaN: no
